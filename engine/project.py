@@ -1,0 +1,85 @@
+"""Project folders on disk: a versioned JSON manifest, configs, checkpoints and exports.
+
+Every write is atomic (temporary file in the same folder, then rename), so a crash never
+leaves a half-written manifest or checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from engine.errors import UserInputError
+
+MANIFEST_NAME = "retouch3d.json"
+SCHEMA_VERSION = 1
+
+
+def atomic_write(path: Path, writer: Callable[[Path], None]) -> Path:
+    """Call ``writer(tmp_path)`` then move the result onto ``path`` in one rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        writer(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Atomically write ``data`` as indented JSON."""
+    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str) + "\n"))
+
+
+def save_torch(path: Path, obj: Any) -> Path:
+    """Atomically ``torch.save`` ``obj``."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+class Project:
+    """A Retouch3D project folder (``retouch3d.json`` + ``checkpoints/`` + ``renders/`` + ``exports/``)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST_NAME
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.root / "checkpoints"
+
+    def exists(self) -> bool:
+        return self.manifest_path.exists()
+
+    def read_manifest(self) -> dict:
+        """The manifest, or a UserInputError naming the file when it is missing or unreadable."""
+        try:
+            data = json.loads(self.manifest_path.read_text())
+        except FileNotFoundError:
+            raise UserInputError(f"{self.root}: not a Retouch3D project (no {MANIFEST_NAME}); train one with "
+                                 f"'python main.py train --data DIR --out {self.root}'") from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserInputError(f"{self.manifest_path}: unreadable project manifest ({exc})") from None
+        if data.get("schema") != SCHEMA_VERSION:
+            raise UserInputError(f"{self.manifest_path}: project schema {data.get('schema')!r} is not supported "
+                                 f"(this version reads {SCHEMA_VERSION})")
+        return data
+
+    def write_manifest(self, data: dict) -> None:
+        write_json(self.manifest_path, {"schema": SCHEMA_VERSION, **data})
+
+    def latest_checkpoint(self) -> Path | None:
+        """The checkpoint with the highest step, if any."""
+        ckpts = sorted(self.checkpoint_dir.glob("step_*.pt"))
+        return ckpts[-1] if ckpts else None

@@ -1,0 +1,1 @@
+"""Captured scenes: datasets, radiance-field models, trainer and renderers."""

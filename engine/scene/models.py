@@ -1,0 +1,205 @@
+"""Radiance-field models and their presets.
+
+A model turns rays (origins, unit directions, the training image each came from) into
+colours, and exposes its parameter groups and per-step hooks to the trainer.  Two are
+registered: ``fast`` (the default: hash grid + occupancy-guided marching, with compiled CPU
+kernels) and ``nerfacto`` (nerfstudio's nerfacto, faithful configuration, pure torch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from engine.encodings import HashGrid, HashGridConfig, contract, sh_encode, to_unit_cube
+from engine.rendering import composite_packed, distortion_loss_packed, ray_distance_to_s, weights_packed
+from engine.scene.sampling import MarchingConfig, OccupancyGrid
+
+
+def mlp(n_in: int, hidden: int, n_out: int, layers: int) -> nn.Sequential:
+    """ReLU MLP with ``layers`` hidden layers of width ``hidden``."""
+    mods: list[nn.Module] = []
+    width = n_in
+    for _ in range(layers):
+        mods += [nn.Linear(width, hidden), nn.ReLU(inplace=True)]
+        width = hidden
+    mods.append(nn.Linear(width, n_out))
+    return nn.Sequential(*mods)
+
+
+def trunc_exp(x: torch.Tensor) -> torch.Tensor:
+    """exp with a clamped input: the density activation of Instant-NGP, safe in float32."""
+    return torch.exp(x.clamp(max=15.0))
+
+
+@dataclass
+class FieldConfig:
+    """The radiance field shared by both models: hash grid → density MLP → colour MLP."""
+
+    grid: HashGridConfig = field(default_factory=HashGridConfig)
+    """position encoding"""
+    geo_features: int = 15
+    """features passed from the density MLP to the colour MLP"""
+    hidden: int = 64
+    """width of both MLPs"""
+    color_layers: int = 2
+    """hidden layers of the colour MLP"""
+    appearance_dim: int = 32
+    """per-image appearance embedding (nerfacto: 32); 0 disables it"""
+    sh_degree: int = 4
+    """spherical-harmonics degree of the view-direction encoding"""
+
+
+class RadianceField(nn.Module):
+    """Instant-NGP / nerfacto style field with a per-image appearance embedding."""
+
+    def __init__(self, cfg: FieldConfig, num_images: int, contracted: bool) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.contracted = contracted
+        self.grid = HashGrid(cfg.grid)
+        self.density_mlp = mlp(self.grid.output_dim, cfg.hidden, 1 + cfg.geo_features, 1)
+        self.appearance = nn.Embedding(max(num_images, 1), cfg.appearance_dim) if cfg.appearance_dim else None
+        if self.appearance is not None:
+            nn.init.normal_(self.appearance.weight, std=0.01)
+        self.color_mlp = mlp(cfg.sh_degree**2 + cfg.geo_features + cfg.appearance_dim, cfg.hidden, 3,
+                             cfg.color_layers)
+
+    def _geometry(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        u = to_unit_cube(points, self.contracted)
+        inside = ((u >= 0) & (u <= 1)).all(-1)
+        h = self.density_mlp(self.grid(u.clamp(0, 1)))
+        sigma = trunc_exp(h[:, 0] - 1) * inside  # nerfacto's density activation, nothing outside the grid
+        return sigma, h[:, 1:]
+
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        """Volume density at world points (N, 3)."""
+        return self._geometry(points)[0]
+
+    def appearance_code(self, image_idx: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor | None:
+        """Embedding of each sample's image; the mean embedding for views not seen in training."""
+        if self.appearance is None:
+            return None
+        if image_idx is None:
+            return self.appearance.weight.mean(0, keepdim=True).expand(n, -1)
+        return self.appearance(image_idx)
+
+    def forward(self, points: torch.Tensor, dirs: torch.Tensor,
+                image_idx: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Density (N,) and colour (N, 3) at world points seen along unit directions."""
+        sigma, geo = self._geometry(points)
+        parts = [sh_encode(dirs, self.cfg.sh_degree), geo]
+        code = self.appearance_code(image_idx, points.shape[0], points.device)
+        if code is not None:
+            parts.append(code)
+        rgb = torch.sigmoid(self.color_mlp(torch.cat(parts, -1)))
+        return sigma, rgb
+
+
+@dataclass
+class FastModelConfig:
+    """The default model: hash-grid field sampled only where an occupancy grid says matter may be.
+
+    Defaults are sized for a CPU (tables of 2^17, finest level 512); the marching step follows
+    the pixel footprint, so held-out quality is set by the grid, not by the sample count.
+    """
+
+    name: str = "fast"
+    radiance: FieldConfig = field(default_factory=lambda: FieldConfig(
+        grid=HashGridConfig(levels=16, features_per_level=2, log2_table_size=17, base_resolution=16,
+                            max_resolution=512, init_scale=1e-4),
+        appearance_dim=16))
+    marching: MarchingConfig = field(default_factory=MarchingConfig)
+    occupancy_update_every: int = 16
+    """steps between occupancy refreshes"""
+    occupancy_warmup_steps: int = 256
+    """steps during which every cell is re-measured at each refresh (afterwards a quarter of them)"""
+    target_samples_per_step: int = 1 << 16
+    """rays per step adapt so a step evaluates about this many samples"""
+    distortion_weight: float = 0.002
+    """mip-NeRF 360 distortion loss weight (nerfacto's); discourages fog and floaters"""
+
+
+class FastModel(nn.Module):
+    """Field + occupancy grid + packed volume rendering."""
+
+    def __init__(self, cfg: FastModelConfig, num_images: int, contracted: bool) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.field = RadianceField(cfg.radiance, num_images, contracted)
+        self.occupancy = OccupancyGrid(cfg.marching, contracted)
+        self.background_logit = nn.Parameter(torch.zeros(3))
+
+    def background(self, fixed: torch.Tensor | None) -> torch.Tensor:
+        """The fixed composite colour (synthetic scenes) or the learned one (captures)."""
+        return fixed if fixed is not None else torch.sigmoid(self.background_logit)
+
+    def render_rays(self, origins: torch.Tensor, dirs: torch.Tensor, image_idx: torch.Tensor | None,
+                    background: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Colour, opacity and depth of each ray; ``image_idx`` None renders with the mean appearance."""
+        n = origins.shape[0]
+        samples = self.occupancy.march(origins, dirs)
+        bg = self.background(background)
+        if len(samples) == 0:
+            zeros = torch.zeros(n, device=origins.device)
+            return {"rgb": bg.expand(n, 3).clone(), "accumulation": zeros, "depth": zeros, "num_samples": 0}
+        pts = samples.midpoints(origins, dirs)
+        sample_img = image_idx[samples.ray_idx] if image_idx is not None else None
+        sigma, rgb = self.field(pts, dirs[samples.ray_idx], sample_img)
+        weights = weights_packed(sigma, self.step_lengths(samples, origins, dirs), samples.ray_idx, n)
+        out = composite_packed(weights, rgb, 0.5 * (samples.t0 + samples.t1), samples.ray_idx, n, bg)
+        out["num_samples"] = len(samples)
+        if self.training and self.cfg.distortion_weight > 0:
+            out["loss_distortion"] = self.cfg.distortion_weight * distortion_loss_packed(
+                weights, ray_distance_to_s(samples.t0), ray_distance_to_s(samples.t1), samples.ray_idx, n)
+        return out
+
+    def step_lengths(self, samples, origins: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+        """Length of each sample's interval, measured in contracted space for unbounded scenes.
+
+        Densities are then per contracted unit: the far shell, which spans an unbounded world
+        distance, starts out nearly transparent instead of a wall of fog, so the background is
+        learned as the far scene (or the background colour) rather than as haze near the cameras.
+        """
+        if not self.field.contracted:
+            return samples.t1 - samples.t0
+        o, d = origins[samples.ray_idx], dirs[samples.ray_idx]
+        x0 = contract(o + samples.t0[:, None] * d)
+        x1 = contract(o + samples.t1[:, None] * d)
+        return torch.linalg.norm(x1 - x0, dim=-1)
+
+    def before_step(self, step: int, generator: torch.Generator) -> None:
+        """Refresh the occupancy grid on its schedule."""
+        if step % self.cfg.occupancy_update_every == 0:
+            fraction = 1.0 if step < self.cfg.occupancy_warmup_steps else 0.25
+            self.occupancy.update(self.field.density, generator, fraction)
+
+    def stats(self) -> dict[str, float]:
+        """Figures worth watching while training."""
+        return {"occupied_fraction": self.occupancy.occupied_fraction}
+
+    def extra_state(self) -> dict:
+        return {"occupancy": self.occupancy.state_dict()}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.occupancy.load_state_dict(state["occupancy"])
+
+
+MODEL_PRESETS: dict[str, type] = {"fast": FastModelConfig}
+"""Model configurations selectable by name (``--model``)."""
+
+
+def model_config(name: str):
+    """The preset config for ``name``, or a UserInputError listing the choices."""
+    from engine.errors import UserInputError
+
+    if name not in MODEL_PRESETS:
+        raise UserInputError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODEL_PRESETS))}")
+    return MODEL_PRESETS[name]()
+
+
+def build_model(cfg, num_images: int, contracted: bool) -> nn.Module:
+    """Instantiate the model a config describes."""
+    return {"fast": FastModel}[cfg.name](cfg, num_images, contracted)

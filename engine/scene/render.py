@@ -1,0 +1,60 @@
+"""Rendering whole frames from a trained model: full resolution in chunks, or a quick preview."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from engine.cameras import Cameras, image_rays
+
+
+@torch.no_grad()
+def render_image(model, cameras: Cameras, index: int, background: torch.Tensor | None = None,
+                 chunk: int = 1 << 15) -> dict[str, torch.Tensor]:
+    """Render camera ``index`` with the mean appearance; returns rgb (H,W,3), depth and accumulation (H,W)."""
+    was_training = model.training
+    model.eval()
+    origins, dirs = image_rays(cameras, index)
+    h, w = int(cameras.height[index]), int(cameras.width[index])
+    parts: dict[str, list[torch.Tensor]] = {"rgb": [], "depth": [], "accumulation": []}
+    for start in range(0, origins.shape[0], chunk):
+        out = model.render_rays(origins[start:start + chunk], dirs[start:start + chunk], None, background)
+        for key in parts:
+            parts[key].append(out[key])
+    model.train(was_training)
+    result = {key: torch.cat(vals) for key, vals in parts.items()}
+    return {"rgb": result["rgb"].reshape(h, w, 3).clamp(0, 1), "depth": result["depth"].reshape(h, w),
+            "accumulation": result["accumulation"].reshape(h, w)}
+
+
+def preview_cameras(cameras: Cameras, max_side: int) -> Cameras:
+    """The same cameras at a resolution whose longer side is at most ``max_side``."""
+    longest = float(max(cameras.width.max(), cameras.height.max()))
+    return cameras if longest <= max_side else cameras.scaled(max_side / longest)
+
+
+def to_uint8(rgb: torch.Tensor) -> np.ndarray:
+    """(H,W,3) float in [0,1] → a fresh uint8 array for the GUI / image files."""
+    return (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy().copy()
+
+
+def camera_dict(cameras: Cameras, index: int) -> dict:
+    """JSON-friendly description of one camera (for preview events and exports)."""
+    return {"c2w": cameras.c2w[index].tolist(), "fx": float(cameras.fx[index]), "fy": float(cameras.fy[index]),
+            "cx": float(cameras.cx[index]), "cy": float(cameras.cy[index]), "width": int(cameras.width[index]),
+            "height": int(cameras.height[index]), "model": cameras.model}
+
+
+def render_video_job(model, cameras: Cameras, out, fps: float, background: torch.Tensor | None = None,
+                     cancel=None):
+    """Job: render every camera and write a video or PNG folder; yields progress and the artifact."""
+    from engine.export.video import write_frames
+    from engine.jobs import Artifact, Progress
+
+    frames = []
+    for i in range(len(cameras)):
+        if cancel is not None and cancel.cancelled:
+            return
+        frames.append(to_uint8(render_image(model, cameras, i, background)["rgb"]))
+        yield Progress(i + 1, len(cameras), "rendering")
+    yield Artifact(write_frames(frames, out, fps), "video" if str(out).lower().endswith(".mp4") else "frames")

@@ -1,0 +1,203 @@
+"""Occupancy-guided ray marching (Instant-NGP style empty-space skipping).
+
+Steps grow with distance (dt = clamp(cone * t, min_step, max_step)) so a sample spans about
+a pixel's footprint, and in the contracted shell they are at least a fixed length in
+contracted units, so far regions cost as many samples per cell as near ones.  Only samples
+whose midpoint lies in an occupied cell of a coarse occupancy grid are kept.  The grid covers the contracted
+cube [-2,2]^3 for unbounded captures, the box [-1,1]^3 for bounded objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from engine import native
+from engine.encodings import to_unit_cube
+
+
+@dataclass
+class MarchingConfig:
+    """How rays are stepped and how the occupancy grid is kept."""
+
+    near: float = 0.05
+    """start of every ray (normalised scene units)"""
+    far: float = 1000.0
+    """end of every ray for unbounded scenes (bounded scenes stop where the ray leaves the box)"""
+    min_step: float = 0.01
+    """smallest step along a ray"""
+    cone_angle: float = 1 / 128
+    """step grows as cone_angle * t (about a pixel footprint); 0 for uniform steps"""
+    max_step: float = 1e10
+    """largest step along a ray"""
+    contracted_step: float = 1 / 128
+    """smallest step in contracted units outside the unit cube (unbounded scenes)"""
+    max_steps: int = 4096
+    """steps a ray may take at most"""
+    occupancy_resolution: int = 128
+    """cells per side of the occupancy grid"""
+    occupancy_decay: float = 0.95
+    """running maximum of cell densities decays by this each update"""
+    occupancy_threshold: float = 0.01
+    """a cell is occupied when its density times min_step (its opacity over a step) exceeds this"""
+
+
+def box_intersect(origins: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entry and exit distances of rays through the box [-1,1]^3 (exit < entry when missed)."""
+    inv = 1 / torch.where(dirs.abs() < 1e-9, torch.full_like(dirs, 1e-9), dirs)
+    t_a = (-1 - origins) * inv
+    t_b = (1 - origins) * inv
+    t_near = torch.minimum(t_a, t_b).amax(-1)
+    t_far = torch.maximum(t_a, t_b).amin(-1)
+    return t_near, t_far
+
+
+@dataclass
+class Samples:
+    """Packed samples grouped by ray, front to back."""
+
+    ray_idx: torch.Tensor  # (S,) long
+    t0: torch.Tensor  # (S,)
+    t1: torch.Tensor  # (S,)
+
+    def __len__(self) -> int:
+        return self.ray_idx.shape[0]
+
+    def midpoints(self, origins: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+        tm = 0.5 * (self.t0 + self.t1)
+        return origins[self.ray_idx] + tm[:, None] * dirs[self.ray_idx]
+
+
+class OccupancyGrid:
+    """A coarse grid of 'may contain matter' flags, refreshed from the field's density."""
+
+    def __init__(self, cfg: MarchingConfig, contracted: bool, device: torch.device | str = "cpu") -> None:
+        self.cfg = cfg
+        self.contracted = contracted
+        self.device = torch.device(device)
+        r = cfg.occupancy_resolution
+        self.density = torch.full((r, r, r), 1e3, device=self.device)  # everything occupied until measured
+        self.occupied = torch.ones((r, r, r), dtype=torch.uint8, device=self.device)
+        self.step_params = torch.tensor([cfg.min_step, cfg.max_step, cfg.cone_angle, cfg.contracted_step],
+                                        dtype=torch.float32)
+        self.updates = 0
+
+    def state_dict(self) -> dict:
+        return {"density": self.density.cpu(), "occupied": self.occupied.cpu(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.density = state["density"].to(self.device)
+        self.occupied = state["occupied"].to(self.device)
+        self.updates = int(state["updates"])
+
+    def cell_centres_world(self, cells: torch.Tensor, jitter: torch.Tensor) -> torch.Tensor:
+        """World positions of points inside ``cells`` (K, 3) at fractional offsets ``jitter``."""
+        r = self.cfg.occupancy_resolution
+        u = (cells.float() + jitter) / r
+        if not self.contracted:
+            return u * 2 - 1
+        c = u * 4 - 2  # contracted coordinates; invert the contraction
+        mag = c.abs().amax(-1, keepdim=True)
+        inv = torch.where(mag > 1, 1 / (2 - mag).clamp_min(1e-6) / mag.clamp_min(1e-6), torch.ones_like(mag))
+        return c * inv
+
+    @torch.no_grad()
+    def update(self, density_fn: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator,
+               fraction: float = 1.0, chunk: int = 1 << 16) -> None:
+        """Re-measure ``fraction`` of the cells at a random point each and refresh the flags."""
+        r = self.cfg.occupancy_resolution
+        n_cells = r**3
+        if fraction >= 1:
+            flat = torch.arange(n_cells, device=self.device)
+        else:
+            flat = torch.randint(0, n_cells, (int(n_cells * fraction),), generator=generator).to(self.device)
+        cells = torch.stack([flat // (r * r), (flat // r) % r, flat % r], -1)
+        jitter = torch.rand(cells.shape, generator=generator).to(self.device)
+        pts = self.cell_centres_world(cells, jitter)
+        dens = torch.cat([density_fn(pts[i:i + chunk]) for i in range(0, len(pts), chunk)])
+        grid = self.density.view(-1)
+        if self.updates == 0:
+            grid.zero_()
+        grid.mul_(self.cfg.occupancy_decay)
+        grid[flat] = torch.maximum(grid[flat], dens.float())
+        threshold = min(self.cfg.occupancy_threshold / self.cfg.min_step, float(grid.mean()))
+        self.occupied = (self.density > threshold).to(torch.uint8)
+        self.updates += 1
+
+    @property
+    def occupied_fraction(self) -> float:
+        return float(self.occupied.float().mean())
+
+    def march(self, origins: torch.Tensor, dirs: torch.Tensor) -> Samples:
+        """Samples of the rays that fall in occupied cells."""
+        n = origins.shape[0]
+        if self.contracted:
+            near = torch.full((n,), self.cfg.near, device=origins.device)
+            far = torch.full((n,), self.cfg.far, device=origins.device)
+        else:
+            near, far = box_intersect(origins, dirs)
+            near = near.clamp_min(self.cfg.near)
+        lib = native.load_kernels() if origins.device.type == "cpu" else None
+        if lib is not None:
+            return self._march_native(lib, origins.float().contiguous(), dirs.float().contiguous(),
+                                      near.float().contiguous(), far.float().contiguous())
+        return self._march_torch(origins, dirs, near, far)
+
+    def _march_native(self, lib, origins, dirs, near, far) -> Samples:
+        n = origins.shape[0]
+        counts = torch.empty(n, dtype=torch.long)
+        args = (native.ptr(origins), native.ptr(dirs), native.ptr(near), native.ptr(far), n,
+                native.ptr(self.step_params), self.cfg.max_steps,
+                native.ptr(self.occupied), self.cfg.occupancy_resolution, int(self.contracted))
+        lib.march_rays(*args, native.ptr(counts), native.ptr(None), native.ptr(None), native.ptr(None),
+                       native.ptr(None))
+        starts = torch.cumsum(counts, 0) - counts
+        total = int(counts.sum())
+        ray_idx = torch.empty(total, dtype=torch.long)
+        t0 = torch.empty(total, dtype=torch.float32)
+        t1 = torch.empty(total, dtype=torch.float32)
+        lib.march_rays(*args, native.ptr(counts), native.ptr(starts), native.ptr(ray_idx), native.ptr(t0),
+                       native.ptr(t1))
+        return Samples(ray_idx, t0, t1)
+
+    def step_size(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Step length from distance t at point x (the kernels' rule, same float32 operations)."""
+        cfg = self.cfg
+        dt = (cfg.cone_angle * t).clamp(min=cfg.min_step).clamp(max=cfg.max_step)
+        if self.contracted:
+            m = x.abs().amax(-1)
+            dt = torch.where(m > 1, torch.maximum(dt, cfg.contracted_step * m * m), dt)
+        return dt
+
+    def _march_torch(self, origins, dirs, near, far) -> Samples:
+        """Reference marching: all rays step in lockstep, keeping samples in occupied cells."""
+        r = self.cfg.occupancy_resolution
+        t0 = near.clone()
+        alive = t0 < far
+        rays, starts, ends, order = [], [], [], []
+        for k in range(self.cfg.max_steps):
+            if not bool(alive.any()):
+                break
+            t1 = t0 + self.step_size(t0, origins + t0[:, None] * dirs)
+            alive = alive & (t1 <= far)
+            tm = 0.5 * (t0 + t1)
+            u = to_unit_cube(origins + tm[:, None] * dirs, self.contracted)
+            inside = ((u >= 0) & (u < 1)).all(-1)
+            ijk = (u * r).long().clamp(0, r - 1)
+            keep = alive & inside & self.occupied[ijk[:, 0], ijk[:, 1], ijk[:, 2]].bool()
+            ray = keep.nonzero(as_tuple=True)[0]
+            rays.append(ray)
+            starts.append(t0[ray])
+            ends.append(t1[ray])
+            order.append(torch.full_like(ray, k))
+            t0 = t1
+            alive = alive & (t0 < far)
+        if not rays:
+            empty = torch.empty(0, device=origins.device)
+            return Samples(empty.long(), empty, empty)
+        ray, step = torch.cat(rays), torch.cat(order)
+        perm = torch.argsort(ray * (self.cfg.max_steps + 1) + step)
+        return Samples(ray[perm], torch.cat(starts)[perm], torch.cat(ends)[perm])

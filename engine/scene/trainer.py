@@ -1,0 +1,304 @@
+"""Training a radiance field on a captured scene, as a resumable job.
+
+The job loads the dataset, trains for a step or time budget while streaming metrics and
+previews, checkpoints atomically (a killed run resumes exactly where its last checkpoint
+left it), then evaluates on the held-out frames and writes a JSON report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from engine.cameras import generate_rays
+from engine.errors import UserInputError
+from engine.jobs import Artifact, CancelToken, Job, JobWarning, Metrics, Preview, Progress
+from engine.metrics import psnr, ssim
+from engine.project import Project, save_torch, write_json
+from engine.scene.datasets import SceneDataset, load_dataset
+from engine.scene.models import build_model, model_config
+from engine.scene.render import camera_dict, preview_cameras, render_image, to_uint8
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Either ``steps`` or ``minutes`` bounds it (steps wins when both are set)."""
+
+    data: str
+    """dataset folder (nerfstudio transforms.json or Blender synthetic)"""
+    out: str
+    """project folder: checkpoints, renders, report"""
+    format: str = "auto"
+    """auto | nerfstudio | blender"""
+    downscale: float = 1.0
+    """resample images by this factor on load"""
+    model: str = "fast"
+    """model preset name (engine.scene.models.MODEL_PRESETS)"""
+    steps: int | None = None
+    """number of optimisation steps"""
+    minutes: float | None = None
+    """training time budget (excludes evaluation, previews and checkpoint writes)"""
+    seed: int = 0
+    """seeds ray sampling, initialisation and occupancy updates"""
+    lr: float = 1e-2
+    """Adam learning rate at the start (Instant-NGP / nerfacto: 1e-2)"""
+    lr_final: float = 1e-3
+    """learning rate at the end; decays exponentially with progress"""
+    initial_rays: int = 4096
+    """rays in the first step (later steps adapt to the model's sample budget)"""
+    max_rays: int = 16384
+    """upper bound on rays per step"""
+    preview_every_seconds: float | None = None
+    """emit a preview render this often (None: no previews, as on the CLI)"""
+    preview_max_side: int = 256
+    """preview resolution (longer side)"""
+    metrics_every: int = 25
+    """steps between metric events"""
+    checkpoint_every_seconds: float = 60.0
+    """write a checkpoint this often (and always at the end or on cancel)"""
+    save_eval_renders: bool = True
+    """write held-out renders next to their ground truth under renders/eval"""
+
+    def budget_fraction(self, step: int, seconds: float) -> float:
+        """How much of the budget is spent (0..1): drives the LR schedule and progress bars."""
+        if self.steps is not None:
+            return step / max(self.steps, 1)
+        return seconds / (60 * self.minutes)
+
+    def validate(self) -> None:
+        if self.steps is None and self.minutes is None:
+            raise UserInputError("give a training budget: --steps S or --minutes M")
+        if self.steps is not None and self.steps < 1:
+            raise UserInputError(f"--steps must be at least 1 (got {self.steps})")
+        if self.minutes is not None and self.minutes <= 0:
+            raise UserInputError(f"--minutes must be positive (got {self.minutes})")
+        if self.downscale < 1:
+            raise UserInputError(f"--downscale must be at least 1 (got {self.downscale})")
+
+
+class PixelBank:
+    """Every usable training pixel (colour, image, pixel centre) as flat tensors, for uniform ray batches."""
+
+    def __init__(self, dataset: SceneDataset) -> None:
+        rgbs, cams, us, vs = [], [], [], []
+        for row, frame in enumerate(dataset.train_indices):
+            img = torch.from_numpy(dataset.images[frame])
+            h, w = img.shape[:2]
+            vv, uu = torch.meshgrid(torch.arange(h, dtype=torch.int32), torch.arange(w, dtype=torch.int32),
+                                    indexing="ij")
+            keep = torch.ones(h, w, dtype=torch.bool)
+            if dataset.masks[frame] is not None:
+                keep = torch.from_numpy(dataset.masks[frame])
+            rgbs.append(img[keep])
+            us.append(uu[keep])
+            vs.append(vv[keep])
+            cams.append(torch.full((int(keep.sum()),), row, dtype=torch.int32))
+        self.rgb = torch.cat(rgbs)
+        self.row = torch.cat(cams)
+        self.u = torch.cat(us)
+        self.v = torch.cat(vs)
+
+    def __len__(self) -> int:
+        return self.rgb.shape[0]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _dataset_signature(cfg: TrainConfig, dataset: SceneDataset) -> dict:
+    return {"data": str(Path(cfg.data).resolve()), "format": dataset.format, "downscale": cfg.downscale,
+            "frames": len(dataset.images), "model": cfg.model}
+
+
+def _fixed_background(dataset: SceneDataset) -> torch.Tensor | None:
+    return None if dataset.background is None else torch.tensor(dataset.background, dtype=torch.float32)
+
+
+def train_job(cfg: TrainConfig, cancel: CancelToken | None = None) -> Job:
+    """Train (or resume) ``cfg``; yields progress, metrics, previews, warnings and artifacts."""
+    cfg.validate()
+    cancel = cancel or CancelToken()
+    mcfg = model_config(cfg.model)
+    dataset = load_dataset(cfg.data, cfg.format, cfg.downscale)
+    for message in dataset.warnings:
+        yield JobWarning(message)
+    project = Project(Path(cfg.out))
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    train_rows = dataset.train_indices
+    train_cams = dataset.cameras.subset(train_rows)
+    params = train_cams.torch_params()
+    model = build_model(mcfg, len(train_rows), contracted=not dataset.bounded)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
+    bank = PixelBank(dataset)
+    background = _fixed_background(dataset)
+    signature = _dataset_signature(cfg, dataset)
+
+    step, train_seconds, rays_seen, n_rays = 0, 0.0, 0, cfg.initial_rays
+    ckpt_path = project.latest_checkpoint()
+    if ckpt_path is not None:
+        state = torch.load(ckpt_path, weights_only=False)
+        if state["signature"] != signature:
+            raise UserInputError(f"{cfg.out} holds a run on other data or settings ({state['signature']}); "
+                                 "choose another --out folder")
+        model.load_state_dict(state["model"])
+        model.load_extra_state(state["extra"])
+        optimizer.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        step, train_seconds, rays_seen, n_rays = state["step"], state["train_seconds"], state["rays_seen"], state["n_rays"]
+        yield JobWarning(f"resuming from {ckpt_path.name} (step {step})")
+
+    project.write_manifest({"kind": "scene", "train_config": dataclasses.asdict(cfg),
+                            "model_config": dataclasses.asdict(mcfg), "dataset": signature,
+                            "world_from_capture": dataset.world_from_capture.tolist()})
+
+    def save_checkpoint() -> Path:
+        path = project.checkpoint_dir / f"step_{step:07d}.pt"
+        save_torch(path, {"model": model.state_dict(), "extra": model.extra_state(),
+                          "optimizer": optimizer.state_dict(), "generator": gen.get_state(), "step": step,
+                          "train_seconds": train_seconds, "rays_seen": rays_seen, "n_rays": n_rays,
+                          "signature": signature, "model_config": dataclasses.asdict(mcfg)})
+        for old in project.checkpoint_dir.glob("step_*.pt"):
+            if old != path:
+                old.unlink()
+        return path
+
+    preview_cams = preview_cameras(dataset.cameras.subset(dataset.eval_indices[:1] if len(dataset.eval_indices)
+                                                           else train_rows[:1]), cfg.preview_max_side)
+    last_ckpt = last_preview = time.monotonic()
+    lr_ratio = cfg.lr_final / cfg.lr
+    recent_loss: list[float] = []
+    samples_seen = 0
+
+    while cfg.budget_fraction(step, train_seconds) < 1 and not cancel.cancelled:
+        t0 = time.perf_counter()
+        frac = cfg.budget_fraction(step, train_seconds)
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * lr_ratio**frac
+        model.before_step(step, gen)
+        idx = torch.randint(0, len(bank), (n_rays,), generator=gen)
+        row = bank.row[idx].long()
+        origins, dirs = generate_rays(params, row, bank.u[idx].float() + 0.5, bank.v[idx].float() + 0.5,
+                                      train_cams.model)
+        target = bank.rgb[idx].float() / 255
+        out = model.render_rays(origins, dirs, row, background)
+        mse = torch.mean((out["rgb"] - target) ** 2)
+        loss = mse + sum(v for k, v in out.items() if k.startswith("loss_"))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        samples = max(out["num_samples"], 1)
+        samples_seen += samples
+        rays_seen += n_rays
+        target_samples = getattr(model.cfg, "target_samples_per_step", None)
+        if target_samples:
+            n_rays = int(min(cfg.max_rays, max(256, n_rays * target_samples / samples)))
+        step += 1
+        train_seconds += time.perf_counter() - t0
+        recent_loss.append(float(mse.detach()))
+
+        if step % cfg.metrics_every == 0:
+            mean_loss = sum(recent_loss) / len(recent_loss)
+            recent_loss.clear()
+            yield Metrics(step, {"loss": mean_loss, "psnr_train": -10 * math.log10(max(mean_loss, 1e-10)),
+                                 "rays_per_second": rays_seen / max(train_seconds, 1e-9),
+                                 "samples_per_ray": samples / n_rays, "lr": cfg.lr * lr_ratio**frac, **model.stats()})
+        yield Progress(step, cfg.steps, "training", fraction=min(cfg.budget_fraction(step, train_seconds), 1.0))
+        now = time.monotonic()
+        if cfg.preview_every_seconds is not None and now - last_preview >= cfg.preview_every_seconds:
+            last_preview = now
+            pv = render_image(model, preview_cams, 0, background)
+            yield Preview(step, to_uint8(pv["rgb"]), camera_dict(preview_cams, 0))
+        if now - last_ckpt >= cfg.checkpoint_every_seconds:
+            last_ckpt = now
+            yield Artifact(save_checkpoint(), "checkpoint")
+
+    yield Artifact(save_checkpoint(), "checkpoint")
+    if cancel.cancelled:
+        yield JobWarning(f"training cancelled at step {step}; run the same command again to resume")
+        return
+
+    report = {"model": cfg.model, "data": str(Path(cfg.data)), "downscale": cfg.downscale, "steps": step,
+              "train_seconds": train_seconds, "rays_per_second": rays_seen / max(train_seconds, 1e-9),
+              "samples_per_ray": samples_seen / max(rays_seen, 1), "seed": cfg.seed}
+    for event in evaluate(model, dataset, project.root / "renders" / "eval" if cfg.save_eval_renders else None,
+                          cancel):
+        if isinstance(event, dict):
+            report.update(event)
+        else:
+            yield event
+    report["peak_rss_mb"] = peak_rss_mb()
+    write_json(project.root / "report.json", report)
+    yield Metrics(step, {k: v for k, v in report.items() if isinstance(v, float)})
+    yield Artifact(project.root / "report.json", "report")
+
+
+def evaluate(model, dataset: SceneDataset, render_dir: Path | None, cancel: CancelToken):
+    """Render every held-out frame; yields progress events, then one dict of PSNR/SSIM figures."""
+    background = _fixed_background(dataset)
+    per_view_psnr, per_view_ssim, names = [], [], []
+    t_start = time.perf_counter()
+    for k, frame in enumerate(dataset.eval_indices):
+        if cancel.cancelled:
+            break
+        out = render_image(model, dataset.cameras, int(frame), background)
+        gt = torch.from_numpy(dataset.images[frame]).float() / 255
+        pred = out["rgb"]
+        mask = dataset.masks[frame]
+        if mask is not None:  # score only the pixels the capture marks as valid
+            m = torch.from_numpy(mask)[..., None]
+            pred, gt = pred * m, gt * m
+        per_view_psnr.append(psnr(pred, gt))
+        per_view_ssim.append(ssim(pred, gt))
+        name = Path(dataset.image_paths[frame]).stem
+        names.append(name)
+        if render_dir is not None:
+            render_dir.mkdir(parents=True, exist_ok=True)
+            side = np.concatenate([to_uint8(pred), to_uint8(gt)], axis=1)
+            Image.fromarray(side).save(render_dir / f"{name}.png")
+        yield Progress(k + 1, len(dataset.eval_indices), "evaluating")
+    eval_seconds = time.perf_counter() - t_start
+    yield {"psnr_mean": float(np.mean(per_view_psnr)) if per_view_psnr else float("nan"),
+           "ssim_mean": float(np.mean(per_view_ssim)) if per_view_ssim else float("nan"),
+           "per_view_psnr": dict(zip(names, per_view_psnr)), "per_view_ssim": dict(zip(names, per_view_ssim)),
+           "eval_views": len(names), "eval_seconds_per_view": eval_seconds / max(len(names), 1)}
+    if render_dir is not None and names:
+        yield Artifact(render_dir, "held-out renders")
+
+
+def load_trained(project_dir: str | Path):
+    """The model of a trained project with its dataset (for rendering and export)."""
+    project = Project(Path(project_dir))
+    manifest = project.read_manifest()
+    ckpt = project.latest_checkpoint()
+    if ckpt is None:
+        raise UserInputError(f"{project.root}: no checkpoint yet; train first")
+    tcfg = manifest["train_config"]
+    dataset = load_dataset(tcfg["data"], tcfg["format"], tcfg["downscale"])
+    mcfg = model_config(tcfg["model"])
+    model = build_model(mcfg, len(dataset.train_indices), contracted=not dataset.bounded)
+    state = torch.load(ckpt, weights_only=False)
+    model.load_state_dict(state["model"])
+    model.load_extra_state(state["extra"])
+    model.eval()
+    return model, dataset, manifest
+
+
+def report_summary(report_path: Path) -> str:
+    """One line a person reads after training."""
+    r = json.loads(Path(report_path).read_text())
+    return (f"held-out PSNR {r['psnr_mean']:.2f} dB, SSIM {r['ssim_mean']:.3f} over {r['eval_views']} views; "
+            f"{r['steps']} steps in {r['train_seconds']:.0f} s ({r['rays_per_second']:.0f} rays/s), "
+            f"peak memory {r['peak_rss_mb']:.0f} MB")
