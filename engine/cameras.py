@@ -110,10 +110,10 @@ def _undistort_opencv(xyd: torch.Tensor, dist: torch.Tensor, iterations: int = 1
         radial = 1 + k1 * r2 + k2 * r2 * r2
         fx_ = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x) - xd
         fy_ = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y - yd
-        dradial = 2 * k1 + 4 * k2 * r2  # d(radial)/d(r2)
-        a = radial + 2 * x * x * dradial + 2 * p1 * y + 6 * p2 * x  # dfx/dx
-        b = 2 * x * y * dradial + 2 * p1 * x + 2 * p2 * y  # dfx/dy == dfy/dx
-        d = radial + 2 * y * y * dradial + 6 * p1 * y + 2 * p2 * x  # dfy/dy
+        dradial = 2 * k1 + 4 * k2 * r2  # d(radial)/dx = x * dradial, d(radial)/dy = y * dradial
+        a = radial + x * x * dradial + 2 * p1 * y + 6 * p2 * x  # dfx/dx
+        b = x * y * dradial + 2 * p1 * x + 2 * p2 * y  # dfx/dy == dfy/dx
+        d = radial + y * y * dradial + 6 * p1 * y + 2 * p2 * x  # dfy/dy
         det = a * d - b * b
         det = torch.where(det.abs() < 1e-12, torch.full_like(det, 1e-12), det)
         x = x - (d * fx_ - b * fy_) / det

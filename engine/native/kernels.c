@@ -114,8 +114,7 @@ void march_rays(const float *origins, const float *dirs, const float *near, cons
         float t0 = near[r];
         for (int64_t k = 0; k < max_steps && t0 < far[r]; k++) {
             float x0[3] = {o[0] + t0 * d[0], o[1] + t0 * d[1], o[2] + t0 * d[2]};
-            float t1 = t0 + step_size(t0, x0, contract, min_step, max_step, cone, cstep);
-            if (t1 > far[r]) break;
+            float t1 = fminf(t0 + step_size(t0, x0, contract, min_step, max_step, cone, cstep), far[r]);
             float tm = 0.5f * (t0 + t1), x[3] = {o[0] + tm * d[0], o[1] + tm * d[1], o[2] + tm * d[2]}, u[3];
             if (to_unit(x, contract, u)) {
                 int ix = (int)(u[0] * res), iy = (int)(u[1] * res), iz = (int)(u[2] * res);

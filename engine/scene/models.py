@@ -1,9 +1,8 @@
-"""Radiance-field models and their presets.
+"""The shared radiance field and the default ``fast`` model.
 
 A model turns rays (origins, unit directions, the training image each came from) into
-colours, and exposes its parameter groups and per-step hooks to the trainer.  Two are
-registered: ``fast`` (the default: hash grid + occupancy-guided marching, with compiled CPU
-kernels) and ``nerfacto`` (nerfstudio's nerfacto, faithful configuration, pure torch).
+colours and exposes per-step hooks to the trainer (``before_step``, ``stats``,
+``extra_state``).  ``fast``: hash grid + occupancy-guided marching with compiled CPU kernels.
 """
 
 from __future__ import annotations
@@ -14,7 +13,8 @@ import torch
 from torch import nn
 
 from engine.encodings import HashGrid, HashGridConfig, contract, sh_encode, to_unit_cube
-from engine.rendering import composite_packed, distortion_loss_packed, ray_distance_to_s, weights_packed
+from engine.rendering import (composite_packed, distortion_loss_packed, packed_exclusive_cumsum, ray_distance_to_s,
+                              weights_packed)
 from engine.scene.sampling import MarchingConfig, OccupancyGrid
 
 
@@ -50,6 +50,8 @@ class FieldConfig:
     """per-image appearance embedding (nerfacto: 32); 0 disables it"""
     sh_degree: int = 4
     """spherical-harmonics degree of the view-direction encoding"""
+    initial_density_logit: float = -2.0
+    """density pre-activation everywhere at initialisation (density = exp(logit - 1))"""
 
 
 class RadianceField(nn.Module):
@@ -61,6 +63,12 @@ class RadianceField(nn.Module):
         self.contracted = contracted
         self.grid = HashGrid(cfg.grid)
         self.density_mlp = mlp(self.grid.output_dim, cfg.hidden, 1 + cfg.geo_features, 1)
+        # Start from a spatially uniform, faint density: nothing is culled or preferred by chance, and
+        # the background is learned from the first steps instead of being painted as haze.
+        last = self.density_mlp[-1]
+        with torch.no_grad():
+            last.weight[0].zero_()
+            last.bias[0] = cfg.initial_density_logit
         self.appearance = nn.Embedding(max(num_images, 1), cfg.appearance_dim) if cfg.appearance_dim else None
         if self.appearance is not None:
             nn.init.normal_(self.appearance.weight, std=0.01)
@@ -110,7 +118,7 @@ class FastModelConfig:
     radiance: FieldConfig = field(default_factory=lambda: FieldConfig(
         grid=HashGridConfig(levels=16, features_per_level=2, log2_table_size=17, base_resolution=16,
                             max_resolution=512, init_scale=1e-4),
-        appearance_dim=16))
+        appearance_dim=0))
     marching: MarchingConfig = field(default_factory=MarchingConfig)
     occupancy_update_every: int = 16
     """steps between occupancy refreshes"""
@@ -118,6 +126,15 @@ class FastModelConfig:
     """steps during which every cell is re-measured at each refresh (afterwards a quarter of them)"""
     target_samples_per_step: int = 1 << 16
     """rays per step adapt so a step evaluates about this many samples"""
+    colour_correction: bool = True
+    """per-image affine colour correction (exposure, white balance) in place of a latent appearance
+    code: 12 numbers per image can absorb lighting changes between captures but not view-specific
+    detail, so held-out views (rendered with the mean correction) stay faithful"""
+    early_stop_transmittance: float = 1e-3
+    """samples behind the point where a ray's transmittance falls below this are skipped"""
+    alpha_threshold: float = 1e-2
+    """after the warm-up, samples whose opacity is below this are skipped (nerfacc's setting for
+    unbounded scenes): occupied cells are coarse and most of their samples are nearly empty air"""
     distortion_weight: float = 0.002
     """mip-NeRF 360 distortion loss weight (nerfacto's); discourages fog and floaters"""
 
@@ -131,6 +148,29 @@ class FastModel(nn.Module):
         self.field = RadianceField(cfg.radiance, num_images, contracted)
         self.occupancy = OccupancyGrid(cfg.marching, contracted)
         self.background_logit = nn.Parameter(torch.zeros(3))
+        self.alpha_threshold = 0.0  # raised to cfg.alpha_threshold once the warm-up is over
+        self.colour_affine = nn.Parameter(torch.eye(3, 4).repeat(max(num_images, 1), 1, 1),
+                                          requires_grad=cfg.colour_correction)
+
+    def correct_colour(self, rgb: torch.Tensor, image_idx: torch.Tensor | None) -> torch.Tensor:
+        """Apply each ray's image colour correction (the mean one for unseen views)."""
+        if not self.cfg.colour_correction:
+            return rgb
+        if image_idx is None:
+            m = self.colour_affine.mean(0)
+            return rgb @ m[:, :3].T + m[:, 3]
+        m = self.colour_affine[image_idx]
+        return torch.einsum("nij,nj->ni", m[:, :, :3], rgb) + m[:, :, 3]
+
+    def init_background(self, color: torch.Tensor) -> None:
+        """Start the learned background at ``color`` (e.g. the median of the images' borders).
+
+        Adam moves a parameter by about the learning rate per step, so a background starting
+        at grey needs hundreds of steps to reach the true colour; haze near the cameras grows
+        faster and takes its place.  Starting from the data removes that race.
+        """
+        with torch.no_grad():
+            self.background_logit.copy_(torch.logit(color.float().clamp(0.02, 0.98)))
 
     def background(self, fixed: torch.Tensor | None) -> torch.Tensor:
         """The fixed composite colour (synthetic scenes) or the learned one (captures)."""
@@ -140,21 +180,39 @@ class FastModel(nn.Module):
                     background: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Colour, opacity and depth of each ray; ``image_idx`` None renders with the mean appearance."""
         n = origins.shape[0]
-        samples = self.occupancy.march(origins, dirs)
+        samples = self.visible_samples(self.occupancy.march(origins, dirs), origins, dirs)
         bg = self.background(background)
         if len(samples) == 0:
             zeros = torch.zeros(n, device=origins.device)
-            return {"rgb": bg.expand(n, 3).clone(), "accumulation": zeros, "depth": zeros, "num_samples": 0}
+            return {"rgb": self.correct_colour(bg.expand(n, 3), image_idx), "accumulation": zeros, "depth": zeros,
+                    "num_samples": 0}
         pts = samples.midpoints(origins, dirs)
         sample_img = image_idx[samples.ray_idx] if image_idx is not None else None
         sigma, rgb = self.field(pts, dirs[samples.ray_idx], sample_img)
         weights = weights_packed(sigma, self.step_lengths(samples, origins, dirs), samples.ray_idx, n)
         out = composite_packed(weights, rgb, 0.5 * (samples.t0 + samples.t1), samples.ray_idx, n, bg)
+        out["rgb"] = self.correct_colour(out["rgb"], image_idx)
         out["num_samples"] = len(samples)
         if self.training and self.cfg.distortion_weight > 0:
             out["loss_distortion"] = self.cfg.distortion_weight * distortion_loss_packed(
                 weights, ray_distance_to_s(samples.t0), ray_distance_to_s(samples.t1), samples.ray_idx, n)
         return out
+
+    @torch.no_grad()
+    def visible_samples(self, samples, origins: torch.Tensor, dirs: torch.Tensor):
+        """Drop samples that cannot change the image: nearly transparent ones and those behind opaque matter.
+
+        A density-only pass over every sample is much cheaper than the full field with gradients,
+        which then runs on the survivors only (Instant-NGP / nerfacc's early ray termination).
+        """
+        if len(samples) == 0:
+            return samples
+        sigma = self.field.density(samples.midpoints(origins, dirs))
+        tau = sigma * self.step_lengths(samples, origins, dirs)
+        transmittance = torch.exp(-packed_exclusive_cumsum(tau, samples.ray_idx, origins.shape[0]))
+        alpha = 1 - torch.exp(-tau)
+        keep = (transmittance > self.cfg.early_stop_transmittance) & (alpha > self.alpha_threshold)
+        return samples.select(keep)
 
     def step_lengths(self, samples, origins: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
         """Length of each sample's interval, measured in contracted space for unbounded scenes.
@@ -172,34 +230,20 @@ class FastModel(nn.Module):
 
     def before_step(self, step: int, generator: torch.Generator) -> None:
         """Refresh the occupancy grid on its schedule."""
+        warm = step >= self.cfg.occupancy_warmup_steps
+        self.alpha_threshold = self.cfg.alpha_threshold if warm else 0.0
         if step % self.cfg.occupancy_update_every == 0:
-            fraction = 1.0 if step < self.cfg.occupancy_warmup_steps else 0.25
-            self.occupancy.update(self.field.density, generator, fraction)
+            fraction = 0.25 if warm else 1.0
+            self.occupancy.update(self.field.density, generator, fraction, absolute=warm)
 
     def stats(self) -> dict[str, float]:
         """Figures worth watching while training."""
         return {"occupied_fraction": self.occupancy.occupied_fraction}
 
     def extra_state(self) -> dict:
-        return {"occupancy": self.occupancy.state_dict()}
+        return {"occupancy": self.occupancy.state_dict(), "alpha_threshold": self.alpha_threshold}
 
     def load_extra_state(self, state: dict) -> None:
         self.occupancy.load_state_dict(state["occupancy"])
+        self.alpha_threshold = state["alpha_threshold"]
 
-
-MODEL_PRESETS: dict[str, type] = {"fast": FastModelConfig}
-"""Model configurations selectable by name (``--model``)."""
-
-
-def model_config(name: str):
-    """The preset config for ``name``, or a UserInputError listing the choices."""
-    from engine.errors import UserInputError
-
-    if name not in MODEL_PRESETS:
-        raise UserInputError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODEL_PRESETS))}")
-    return MODEL_PRESETS[name]()
-
-
-def build_model(cfg, num_images: int, contracted: bool) -> nn.Module:
-    """Instantiate the model a config describes."""
-    return {"fast": FastModel}[cfg.name](cfg, num_images, contracted)

@@ -66,6 +66,10 @@ class Samples:
     def __len__(self) -> int:
         return self.ray_idx.shape[0]
 
+    def select(self, keep: torch.Tensor) -> "Samples":
+        """The samples where ``keep`` is true (order preserved)."""
+        return Samples(self.ray_idx[keep], self.t0[keep], self.t1[keep])
+
     def midpoints(self, origins: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
         tm = 0.5 * (self.t0 + self.t1)
         return origins[self.ray_idx] + tm[:, None] * dirs[self.ray_idx]
@@ -106,8 +110,13 @@ class OccupancyGrid:
 
     @torch.no_grad()
     def update(self, density_fn: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator,
-               fraction: float = 1.0, chunk: int = 1 << 16) -> None:
-        """Re-measure ``fraction`` of the cells at a random point each and refresh the flags."""
+               fraction: float = 1.0, chunk: int = 1 << 16, absolute: bool = False) -> None:
+        """Re-measure ``fraction`` of the cells at a random point each and refresh the flags.
+
+        A cell stays occupied while its density could make a step of ``min_step`` at least
+        ``occupancy_threshold`` opaque; during warm-up (``absolute`` False) the bar is lowered to the
+        mean density so a young, faint field is not culled wholesale.
+        """
         r = self.cfg.occupancy_resolution
         n_cells = r**3
         if fraction >= 1:
@@ -123,8 +132,10 @@ class OccupancyGrid:
             grid.zero_()
         grid.mul_(self.cfg.occupancy_decay)
         grid[flat] = torch.maximum(grid[flat], dens.float())
-        threshold = min(self.cfg.occupancy_threshold / self.cfg.min_step, float(grid.mean()))
-        self.occupied = (self.density > threshold).to(torch.uint8)
+        threshold = self.cfg.occupancy_threshold / self.cfg.min_step
+        if not absolute:
+            threshold = min(threshold, float(grid.mean()))
+        self.occupied = (self.density >= threshold).to(torch.uint8)
         self.updates += 1
 
     @property
@@ -181,8 +192,7 @@ class OccupancyGrid:
         for k in range(self.cfg.max_steps):
             if not bool(alive.any()):
                 break
-            t1 = t0 + self.step_size(t0, origins + t0[:, None] * dirs)
-            alive = alive & (t1 <= far)
+            t1 = torch.minimum(t0 + self.step_size(t0, origins + t0[:, None] * dirs), far)
             tm = 0.5 * (t0 + t1)
             u = to_unit_cube(origins + tm[:, None] * dirs, self.contracted)
             inside = ((u >= 0) & (u < 1)).all(-1)

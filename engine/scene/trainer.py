@@ -25,7 +25,7 @@ from engine.jobs import Artifact, CancelToken, Job, JobWarning, Metrics, Preview
 from engine.metrics import psnr, ssim
 from engine.project import Project, save_torch, write_json
 from engine.scene.datasets import SceneDataset, load_dataset
-from engine.scene.models import build_model, model_config
+from engine.scene.presets import build_model, model_config
 from engine.scene.render import camera_dict, preview_cameras, render_image, to_uint8
 
 
@@ -91,13 +91,13 @@ class PixelBank:
     def __init__(self, dataset: SceneDataset) -> None:
         rgbs, cams, us, vs = [], [], [], []
         for row, frame in enumerate(dataset.train_indices):
-            img = torch.from_numpy(dataset.images[frame])
+            img = torch.tensor(dataset.images[frame])
             h, w = img.shape[:2]
             vv, uu = torch.meshgrid(torch.arange(h, dtype=torch.int32), torch.arange(w, dtype=torch.int32),
                                     indexing="ij")
             keep = torch.ones(h, w, dtype=torch.bool)
             if dataset.masks[frame] is not None:
-                keep = torch.from_numpy(dataset.masks[frame])
+                keep = torch.tensor(dataset.masks[frame])
             rgbs.append(img[keep])
             us.append(uu[keep])
             vs.append(vv[keep])
@@ -109,6 +109,15 @@ class PixelBank:
 
     def __len__(self) -> int:
         return self.rgb.shape[0]
+
+
+def border_color(dataset: SceneDataset) -> torch.Tensor:
+    """Median colour of the training images' outermost pixels: a first guess of the far background."""
+    rims = []
+    for frame in dataset.train_indices:
+        img = dataset.images[frame]
+        rims += [img[0], img[-1], img[:, 0], img[:, -1]]
+    return torch.from_numpy(np.concatenate(rims)).float().median(0).values / 255
 
 
 def peak_rss_mb() -> float:
@@ -144,6 +153,8 @@ def train_job(cfg: TrainConfig, cancel: CancelToken | None = None) -> Job:
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
     bank = PixelBank(dataset)
     background = _fixed_background(dataset)
+    if background is None:
+        model.init_background(border_color(dataset))
     signature = _dataset_signature(cfg, dataset)
 
     step, train_seconds, rays_seen, n_rays = 0, 0.0, 0, cfg.initial_rays
@@ -254,11 +265,11 @@ def evaluate(model, dataset: SceneDataset, render_dir: Path | None, cancel: Canc
         if cancel.cancelled:
             break
         out = render_image(model, dataset.cameras, int(frame), background)
-        gt = torch.from_numpy(dataset.images[frame]).float() / 255
+        gt = torch.tensor(dataset.images[frame]).float() / 255
         pred = out["rgb"]
         mask = dataset.masks[frame]
         if mask is not None:  # score only the pixels the capture marks as valid
-            m = torch.from_numpy(mask)[..., None]
+            m = torch.tensor(mask)[..., None]
             pred, gt = pred * m, gt * m
         per_view_psnr.append(psnr(pred, gt))
         per_view_ssim.append(ssim(pred, gt))

@@ -1,0 +1,27 @@
+"""Shared fixtures: the data beside the repository and small generated scenes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+FACE = SHARED / "data" / "in2n-face"
+
+needs_face = pytest.mark.skipif(not (FACE / "transforms.json").exists(),
+                                reason=f"the in2n-face capture is not at {FACE} (../shared is absent in a user's clone)")
+
+
+@pytest.fixture(autouse=True)
+def _kernel_cache(tmp_path_factory, monkeypatch):
+    """Compile the C kernels once per session into a temporary cache."""
+    monkeypatch.setenv("RETOUCH3D_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory) -> Path:
+    """A small procedural demo dataset (24 views, 48 px) written once per session."""
+    from engine.scene.procedural import DemoSceneConfig, write_demo_dataset
+
+    return write_demo_dataset(tmp_path_factory.mktemp("demo") / "data", DemoSceneConfig(n_views=24, image_size=48))

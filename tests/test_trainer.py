@@ -1,0 +1,112 @@
+"""End-to-end training, checkpoint/resume, the CLI contract and rendering."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine.jobs import CancelToken, Progress, run_job
+from engine.scene.trainer import TrainConfig, train_job
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _train(data, out, steps, cancel_at=None, **kw):
+    cancel = CancelToken()
+    events = []
+
+    def on_event(ev):
+        events.append(ev)
+        if cancel_at is not None and isinstance(ev, Progress) and ev.step == cancel_at and ev.total:
+            cancel.cancel()
+
+    run_job(train_job(TrainConfig(data=str(data), out=str(out), steps=steps, **kw), cancel), on_event)
+    return events
+
+
+def test_short_training_on_the_demo_scene_beats_a_psnr_floor(tiny_demo, tmp_path):
+    _train(tiny_demo, tmp_path / "p", 400)
+    report = json.loads((tmp_path / "p" / "report.json").read_text())
+    for key in ("psnr_mean", "ssim_mean", "per_view_psnr", "train_seconds", "steps", "rays_per_second",
+                "peak_rss_mb", "model", "data"):
+        assert key in report
+    assert report["steps"] == 400 and len(report["per_view_psnr"]) == 3  # 24 frames: 0, 8, 16 held out
+    assert report["psnr_mean"] > 20.0, report["psnr_mean"]
+    side_by_side = np.asarray(Image.open(next((tmp_path / "p" / "renders" / "eval").glob("*.png"))))
+    assert side_by_side.shape == (48, 96, 3)
+
+
+def _params(project: Path) -> dict:
+    state = torch.load(next((project / "checkpoints").glob("step_*.pt")), weights_only=False)
+    return state["model"], state["step"]
+
+
+def test_a_killed_run_resumes_exactly(tiny_demo, tmp_path):
+    kw = dict(save_eval_renders=False, metrics_every=5)
+    _train(tiny_demo, tmp_path / "straight", 40, **kw)
+    events = _train(tiny_demo, tmp_path / "killed", 40, cancel_at=17, **kw)
+    assert not (tmp_path / "killed" / "report.json").exists()
+    assert _params(tmp_path / "killed")[1] == 17
+    assert any("resume" in getattr(e, "message", "") for e in events)
+    events = _train(tiny_demo, tmp_path / "killed", 40, **kw)
+    assert any("resuming from step_0000017.pt" in getattr(e, "message", "") for e in events)
+    straight, step_a = _params(tmp_path / "straight")
+    resumed, step_b = _params(tmp_path / "killed")
+    assert step_a == step_b == 40
+    for name, value in straight.items():
+        assert torch.equal(value, resumed[name]), name
+
+
+def _cli(*args, cwd=REPO):
+    return subprocess.run([sys.executable, str(REPO / "main.py"), *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_cli_reports_bad_data_in_one_line_and_exits_2(tmp_path):
+    bad = tmp_path / "capture"
+    bad.mkdir()
+    (bad / "transforms.json").write_text("{ not json")
+    proc = _cli("train", "--data", str(bad), "--steps", "5", "--out", str(tmp_path / "p"))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and "transforms.json" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_cli_refuses_an_out_folder_holding_another_run(tiny_demo, tmp_path):
+    _train(tiny_demo, tmp_path / "p", 5, save_eval_renders=False)
+    proc = _cli("train", "--data", str(tiny_demo), "--steps", "5", "--downscale", "2", "--out", str(tmp_path / "p"))
+    assert proc.returncode == 2 and "another --out" in proc.stderr
+
+
+def test_cli_trains_writes_the_report_and_renders_an_orbit(tiny_demo, tmp_path):
+    report = tmp_path / "r.json"
+    proc = _cli("train", "--data", str(tiny_demo), "--steps", "30", "--out", str(tmp_path / "p"), "--report",
+                str(report), "--seed", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(report.read_text())["steps"] == 30 and "held-out PSNR" in proc.stdout
+    proc = _cli("render", "--project", str(tmp_path / "p"), "--orbit", "4", "--out", str(tmp_path / "frames"))
+    assert proc.returncode == 0, proc.stderr
+    frames = sorted((tmp_path / "frames").glob("frame_*.png"))
+    assert len(frames) == 4 and np.asarray(Image.open(frames[0])).shape == (48, 48, 3)
+    proc = _cli("render", "--project", str(tmp_path / "p"), "--orbit", "6", "--out", str(tmp_path / "turn.mp4"))
+    assert proc.returncode == 0, proc.stderr
+    import imageio.v2 as imageio
+
+    video = imageio.mimread(tmp_path / "turn.mp4")
+    assert len(video) == 6 and video[0].shape == (48, 48, 3)
+
+
+def test_render_without_a_project_is_a_clear_error(tmp_path):
+    proc = _cli("render", "--project", str(tmp_path / "nothing"), "--orbit", "3", "--out", str(tmp_path / "x.mp4"))
+    assert proc.returncode == 2 and "not a Retouch3D project" in proc.stderr
+
+
+def test_training_needs_a_budget(tiny_demo, tmp_path):
+    from engine.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="--steps S or --minutes M"):
+        next(train_job(TrainConfig(data=str(tiny_demo), out=str(tmp_path))))
