@@ -22,14 +22,16 @@ def packed_exclusive_cumsum(values: torch.Tensor, ray_idx: torch.Tensor, n_rays:
 
     Accumulates in float64 so rays late in a large batch keep full precision.
     """
+    if values.numel() == 0:
+        return values
     v64 = values.double()
     cs = torch.cumsum(v64, 0)
     counts = torch.bincount(ray_idx, minlength=n_rays)
     first = torch.cumsum(counts, 0) - counts  # index of each ray's first sample
-    before = torch.zeros(n_rays, dtype=torch.float64, device=values.device)
-    has = counts > 0
-    before[has] = cs[first[has]] - v64[first[has]]
-    return (cs - v64 - before[ray_idx]).to(values.dtype)
+    # index_select (not tensor[idx]): its backward is a deterministic index_add on CPU
+    first = first.clamp(max=max(values.shape[0] - 1, 0))
+    before = torch.index_select(cs - v64, 0, first)  # rays without samples are never looked up
+    return (cs - v64 - torch.index_select(before, 0, ray_idx)).to(values.dtype)
 
 
 def weights_packed(sigma: torch.Tensor, deltas: torch.Tensor, ray_idx: torch.Tensor, n_rays: int) -> torch.Tensor:

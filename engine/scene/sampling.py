@@ -122,7 +122,8 @@ class OccupancyGrid:
         if fraction >= 1:
             flat = torch.arange(n_cells, device=self.device)
         else:
-            flat = torch.randint(0, n_cells, (int(n_cells * fraction),), generator=generator).to(self.device)
+            # distinct cells: with repeats the scatter below would depend on write order
+            flat = torch.randperm(n_cells, generator=generator)[: int(n_cells * fraction)].to(self.device)
         cells = torch.stack([flat // (r * r), (flat // r) % r, flat % r], -1)
         jitter = torch.rand(cells.shape, generator=generator).to(self.device)
         pts = self.cell_centres_world(cells, jitter)

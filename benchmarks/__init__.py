@@ -1,0 +1,1 @@
+"""Benchmarks: commands that print figures and write JSON (never timed unit tests)."""

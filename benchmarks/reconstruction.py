@@ -1,0 +1,104 @@
+"""Reconstruction benchmark: held-out quality within a time budget, throughput, preview speed, memory.
+
+    python -m benchmarks.reconstruction [--only demo,face,preview] [--out benchmarks/results]
+
+Each training run is the real CLI (`python main.py train ...`) in a fresh process, so the
+figures are what a user gets; the preview figure is the median of repeated 256x256 renders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+FACE = REPO.parent / "shared" / "data" / "in2n-face"
+
+
+def train(data: Path, out: Path, minutes: float, extra: list[str]) -> dict:
+    report = out / "report.json"
+    cmd = [sys.executable, str(REPO / "main.py"), "train", "--data", str(data), "--minutes", str(minutes),
+           "--out", str(out / "project"), "--report", str(report), *extra]
+    print("$", " ".join(cmd), flush=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"training failed:\n{proc.stderr[-2000:]}")
+    print(proc.stdout.strip(), flush=True)
+    return json.loads(report.read_text())
+
+
+def preview_seconds(project: Path, repeats: int = 10) -> dict:
+    """Median time to render a 256x256 preview of a trained project (the viewport's frame)."""
+    from engine.scene.paths import orbit_cameras
+    from engine.scene.render import render_image
+    from engine.scene.trainer import _fixed_background, load_trained
+
+    model, dataset, _ = load_trained(project)
+    cams = orbit_cameras(dataset, repeats + 2, size=256)
+    background = _fixed_background(dataset)
+    times = []
+    for i in range(len(cams)):
+        start = time.perf_counter()
+        render_image(model, cams, i, background)
+        times.append(time.perf_counter() - start)
+    times = times[2:]  # the first frames warm caches
+    return {"preview_256_seconds_median": statistics.median(times), "preview_256_seconds_all": times}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="demo,face,preview", help="comma-separated subset of demo,face,preview")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    parser.add_argument("--demo-minutes", type=float, default=3.0)
+    parser.add_argument("--face-minutes", type=float, default=5.0)
+    args = parser.parse_args()
+    which = set(args.only.split(","))
+    results: dict = {"machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform(),
+                                 "torch": torch.__version__}}
+    work = Path(tempfile.mkdtemp(prefix="retouch3d-bench-"))
+    demo_project = None
+    if "demo" in which or "preview" in which:
+        from engine.scene.procedural import DemoSceneConfig, write_demo_dataset
+
+        data = write_demo_dataset(work / "demo-data", DemoSceneConfig())
+        r = train(data, work / "demo", args.demo_minutes, [])
+        demo_project = work / "demo" / "project"
+        results["demo"] = {k: r[k] for k in ("psnr_mean", "ssim_mean", "train_seconds", "steps", "rays_per_second",
+                                             "samples_per_ray", "peak_rss_mb")}
+        results["demo"]["command"] = f"python main.py train --data DEMO --minutes {args.demo_minutes}"
+    if "face" in which:
+        if not (FACE / "transforms.json").exists():
+            print(f"skipping face: {FACE} is absent")
+        else:
+            r = train(FACE, work / "face", args.face_minutes, ["--downscale", "4"])
+            results["face"] = {k: r[k] for k in ("psnr_mean", "ssim_mean", "train_seconds", "steps",
+                                                 "rays_per_second", "samples_per_ray", "peak_rss_mb")}
+            results["face"]["command"] = (f"python main.py train --data ../shared/data/in2n-face --downscale 4 "
+                                          f"--minutes {args.face_minutes}")
+    if "preview" in which and demo_project is not None:
+        results["preview"] = preview_seconds(demo_project)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "reconstruction.json").write_text(json.dumps(results, indent=2) + "\n")
+    print("\n== results ==")
+    for name in ("demo", "face"):
+        if name in results:
+            r = results[name]
+            print(f"{name:5s} PSNR {r['psnr_mean']:.2f} dB  SSIM {r['ssim_mean']:.3f}  {r['steps']} steps in "
+                  f"{r['train_seconds']:.0f} s  {r['rays_per_second']:.0f} rays/s  peak {r['peak_rss_mb']:.0f} MB")
+    if "preview" in results:
+        print(f"preview 256x256: {results['preview']['preview_256_seconds_median'] * 1000:.0f} ms (median)")
+    print(f"wrote {out / 'reconstruction.json'}")
+
+
+if __name__ == "__main__":
+    main()
