@@ -61,3 +61,13 @@ def test_occupancy_update_culls_empty_space():
     grid.update(sphere_density, torch.Generator().manual_seed(0))
     frac = grid.occupied_fraction
     assert 0.03 < frac < 0.12  # the sphere fills 6.5 % of the box (cells on its rim may go either way)
+
+
+@pytest.mark.skipif(native.load_kernels() is None, reason="no C compiler for the CPU kernels")
+def test_preview_steps_are_longer_and_match_the_reference():
+    grid = OccupancyGrid(MarchingConfig(), contracted=True)
+    o, d = _rays()
+    fine, coarse = grid.march(o, d), grid.march(o, d, step_scale=2.0)
+    assert 0.4 < len(coarse) / len(fine) < 0.6
+    ref = grid._march_torch(o, d, torch.full((400,), 0.05), torch.full((400,), 1000.0), 2.0)
+    assert len(ref) == len(coarse) and torch.allclose(ref.t1, coarse.t1)

@@ -118,3 +118,14 @@ def test_training_needs_a_budget(tiny_demo, tmp_path):
 
     with pytest.raises(UserInputError, match="--steps S or --minutes M"):
         next(train_job(TrainConfig(data=str(tiny_demo), out=str(tmp_path))))
+
+
+def test_training_streams_previews_as_fresh_uint8_images(tiny_demo, tmp_path):
+    from engine.jobs import Preview
+
+    events = _train(tiny_demo, tmp_path / "p", 6, preview_every_seconds=0.0, save_eval_renders=False)
+    previews = [e for e in events if isinstance(e, Preview)]
+    assert len(previews) >= 5
+    first = previews[0]
+    assert first.image.dtype == np.uint8 and first.image.shape == (48, 48, 3) and first.image.flags.owndata
+    assert set(first.camera) >= {"c2w", "fx", "fy", "cx", "cy", "width", "height"}

@@ -75,7 +75,8 @@ class RadianceField(nn.Module):
         self.color_mlp = mlp(cfg.sh_degree**2 + cfg.geo_features + cfg.appearance_dim, cfg.hidden, 3,
                              cfg.color_layers)
 
-    def _geometry(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def geometry(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Density (N,) and the geometry features passed to the colour MLP."""
         u = to_unit_cube(points, self.contracted)
         inside = ((u >= 0) & (u <= 1)).all(-1)
         h = self.density_mlp(self.grid(u.clamp(0, 1)))
@@ -84,7 +85,7 @@ class RadianceField(nn.Module):
 
     def density(self, points: torch.Tensor) -> torch.Tensor:
         """Volume density at world points (N, 3)."""
-        return self._geometry(points)[0]
+        return self.geometry(points)[0]
 
     def appearance_code(self, image_idx: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor | None:
         """Embedding of each sample's image; the mean embedding for views not seen in training."""
@@ -94,16 +95,19 @@ class RadianceField(nn.Module):
             return self.appearance.weight.mean(0, keepdim=True).expand(n, -1)
         return self.appearance(image_idx)
 
+    def colour(self, geo: torch.Tensor, dirs: torch.Tensor, image_idx: torch.Tensor | None) -> torch.Tensor:
+        """Colour (N, 3) from geometry features and unit view directions."""
+        parts = [sh_encode(dirs, self.cfg.sh_degree), geo]
+        code = self.appearance_code(image_idx, geo.shape[0], geo.device)
+        if code is not None:
+            parts.append(code)
+        return torch.sigmoid(self.color_mlp(torch.cat(parts, -1)))
+
     def forward(self, points: torch.Tensor, dirs: torch.Tensor,
                 image_idx: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Density (N,) and colour (N, 3) at world points seen along unit directions."""
-        sigma, geo = self._geometry(points)
-        parts = [sh_encode(dirs, self.cfg.sh_degree), geo]
-        code = self.appearance_code(image_idx, points.shape[0], points.device)
-        if code is not None:
-            parts.append(code)
-        rgb = torch.sigmoid(self.color_mlp(torch.cat(parts, -1)))
-        return sigma, rgb
+        sigma, geo = self.geometry(points)
+        return sigma, self.colour(geo, dirs, image_idx)
 
 
 @dataclass
@@ -124,7 +128,7 @@ class FastModelConfig:
     """steps between occupancy refreshes"""
     occupancy_warmup_steps: int = 256
     """steps during which every cell is re-measured at each refresh (afterwards a quarter of them)"""
-    target_samples_per_step: int = 1 << 16
+    target_samples_per_step: int = 1 << 14
     """rays per step adapt so a step evaluates about this many samples"""
     colour_correction: bool = True
     """per-image affine colour correction (exposure, white balance) in place of a latent appearance
@@ -178,18 +182,31 @@ class FastModel(nn.Module):
         return fixed if fixed is not None else torch.sigmoid(self.background_logit)
 
     def render_rays(self, origins: torch.Tensor, dirs: torch.Tensor, image_idx: torch.Tensor | None,
-                    background: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Colour, opacity and depth of each ray; ``image_idx`` None renders with the mean appearance."""
+                    background: torch.Tensor | None = None, step_scale: float = 1.0) -> dict[str, torch.Tensor]:
+        """Colour, opacity and depth of each ray; ``image_idx`` None renders with the mean appearance.
+
+        ``step_scale`` > 1 samples more coarsely (interactive previews).
+        """
         n = origins.shape[0]
-        samples = self.visible_samples(self.occupancy.march(origins, dirs), origins, dirs)
+        samples = self.occupancy.march(origins, dirs, step_scale)
         bg = self.background(background)
+        if len(samples) > 0 and torch.is_grad_enabled():
+            # training: a cheap density-only pass picks the samples the field then runs on with gradients
+            samples = samples.select(self.visible(samples, origins, dirs))
         if len(samples) == 0:
             zeros = torch.zeros(n, device=origins.device)
             return {"rgb": self.correct_colour(bg.expand(n, 3), image_idx), "accumulation": zeros, "depth": zeros,
                     "num_samples": 0}
         pts = samples.midpoints(origins, dirs)
         sample_img = image_idx[samples.ray_idx] if image_idx is not None else None
-        sigma, rgb = self.field(pts, dirs[samples.ray_idx], sample_img)
+        if torch.is_grad_enabled():
+            sigma, rgb = self.field(pts, dirs[samples.ray_idx], sample_img)
+        else:  # rendering: one geometry pass for all samples, colour only where it shows
+            sigma, geo = self.field.geometry(pts)
+            keep = self.visible(samples, origins, dirs, sigma)
+            samples, sigma = samples.select(keep), sigma[keep]
+            sample_img = sample_img[keep] if sample_img is not None else None
+            rgb = self.field.colour(geo[keep], dirs[samples.ray_idx], sample_img)
         weights = weights_packed(sigma, self.step_lengths(samples, origins, dirs), samples.ray_idx, n)
         out = composite_packed(weights, rgb, 0.5 * (samples.t0 + samples.t1), samples.ray_idx, n, bg)
         out["rgb"] = self.correct_colour(out["rgb"], image_idx)
@@ -200,20 +217,19 @@ class FastModel(nn.Module):
         return out
 
     @torch.no_grad()
-    def visible_samples(self, samples, origins: torch.Tensor, dirs: torch.Tensor):
-        """Drop samples that cannot change the image: nearly transparent ones and those behind opaque matter.
+    def visible(self, samples, origins: torch.Tensor, dirs: torch.Tensor,
+                sigma: torch.Tensor | None = None) -> torch.Tensor:
+        """Which samples can change the image: not nearly transparent, not behind opaque matter.
 
-        A density-only pass over every sample is much cheaper than the full field with gradients,
-        which then runs on the survivors only (Instant-NGP / nerfacc's early ray termination).
+        The density-only pass is much cheaper than the full field with gradients, which then
+        runs on the survivors only (Instant-NGP / nerfacc's early ray termination).
         """
-        if len(samples) == 0:
-            return samples
-        sigma = self.field.density(samples.midpoints(origins, dirs))
+        if sigma is None:
+            sigma = self.field.density(samples.midpoints(origins, dirs))
         tau = sigma * self.step_lengths(samples, origins, dirs)
         transmittance = torch.exp(-packed_exclusive_cumsum(tau, samples.ray_idx, origins.shape[0]))
         alpha = 1 - torch.exp(-tau)
-        keep = (transmittance > self.cfg.early_stop_transmittance) & (alpha > self.alpha_threshold)
-        return samples.select(keep)
+        return (transmittance > self.cfg.early_stop_transmittance) & (alpha > self.alpha_threshold)
 
     def step_lengths(self, samples, origins: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
         """Length of each sample's interval, measured in contracted space for unbounded scenes.

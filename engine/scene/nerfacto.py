@@ -136,7 +136,8 @@ class NerfactoModel(nn.Module):
         return origins[:, None] + mid[..., None] * dirs[:, None]
 
     def render_rays(self, origins: torch.Tensor, dirs: torch.Tensor, image_idx: torch.Tensor | None,
-                    background: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                    background: torch.Tensor | None = None, step_scale: float = 1.0) -> dict[str, torch.Tensor]:
+        """Colour, opacity and depth per ray; ``step_scale`` > 1 evaluates fewer field samples (previews)."""
         n = origins.shape[0]
         s_near, s_far = _t_to_spacing(torch.tensor(self.cfg.near)), _t_to_spacing(torch.tensor(self.cfg.far))
         count = self.cfg.proposal_samples[0]
@@ -152,7 +153,8 @@ class NerfactoModel(nn.Module):
             sigma = proposal(pts.reshape(-1, 3)).reshape(pts.shape[:2])
             weights = self._densities_to_weights(sigma, t_edges)
             prop_hist.append((s_edges, weights))
-            nxt = (self.cfg.proposal_samples[level + 1] if level + 1 < len(self.proposals) else self.cfg.nerf_samples)
+            nxt = (self.cfg.proposal_samples[level + 1] if level + 1 < len(self.proposals)
+                   else max(8, round(self.cfg.nerf_samples / step_scale)))
             annealed = weights.detach() ** self.anneal
             s_edges = sample_pdf(s_edges, annealed, nxt, not self.training, self.generator)
         t_edges = _spacing_to_t(s_edges)

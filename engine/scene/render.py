@@ -8,23 +8,31 @@ import torch
 from engine.cameras import Cameras, image_rays
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def render_image(model, cameras: Cameras, index: int, background: torch.Tensor | None = None,
-                 chunk: int = 1 << 15) -> dict[str, torch.Tensor]:
-    """Render camera ``index`` with the mean appearance; returns rgb (H,W,3), depth and accumulation (H,W)."""
+                 chunk: int = 1 << 15, step_scale: float = 1.0) -> dict[str, torch.Tensor]:
+    """Render camera ``index`` with the mean appearance; returns rgb (H,W,3), depth and accumulation (H,W).
+
+    ``step_scale`` > 1 samples more coarsely: the live preview uses PREVIEW_STEP_SCALE.
+    """
     was_training = model.training
     model.eval()
     origins, dirs = image_rays(cameras, index)
     h, w = int(cameras.height[index]), int(cameras.width[index])
     parts: dict[str, list[torch.Tensor]] = {"rgb": [], "depth": [], "accumulation": []}
     for start in range(0, origins.shape[0], chunk):
-        out = model.render_rays(origins[start:start + chunk], dirs[start:start + chunk], None, background)
+        out = model.render_rays(origins[start:start + chunk], dirs[start:start + chunk], None, background,
+                                step_scale)
         for key in parts:
             parts[key].append(out[key])
     model.train(was_training)
     result = {key: torch.cat(vals) for key, vals in parts.items()}
     return {"rgb": result["rgb"].reshape(h, w, 3).clamp(0, 1), "depth": result["depth"].reshape(h, w),
             "accumulation": result["accumulation"].reshape(h, w)}
+
+
+PREVIEW_STEP_SCALE = 2.0
+"""Live previews march with steps this many times longer than final renders."""
 
 
 def preview_cameras(cameras: Cameras, max_side: int) -> Cameras:

@@ -143,8 +143,8 @@ class OccupancyGrid:
     def occupied_fraction(self) -> float:
         return float(self.occupied.float().mean())
 
-    def march(self, origins: torch.Tensor, dirs: torch.Tensor) -> Samples:
-        """Samples of the rays that fall in occupied cells."""
+    def march(self, origins: torch.Tensor, dirs: torch.Tensor, step_scale: float = 1.0) -> Samples:
+        """Samples of the rays that fall in occupied cells; ``step_scale`` > 1 takes longer steps (previews)."""
         n = origins.shape[0]
         if self.contracted:
             near = torch.full((n,), self.cfg.near, device=origins.device)
@@ -155,14 +155,15 @@ class OccupancyGrid:
         lib = native.load_kernels() if origins.device.type == "cpu" else None
         if lib is not None:
             return self._march_native(lib, origins.float().contiguous(), dirs.float().contiguous(),
-                                      near.float().contiguous(), far.float().contiguous())
-        return self._march_torch(origins, dirs, near, far)
+                                      near.float().contiguous(), far.float().contiguous(), step_scale)
+        return self._march_torch(origins, dirs, near, far, step_scale)
 
-    def _march_native(self, lib, origins, dirs, near, far) -> Samples:
+    def _march_native(self, lib, origins, dirs, near, far, step_scale: float = 1.0) -> Samples:
         n = origins.shape[0]
         counts = torch.empty(n, dtype=torch.long)
-        args = (native.ptr(origins), native.ptr(dirs), native.ptr(near), native.ptr(far), n,
-                native.ptr(self.step_params), self.cfg.max_steps,
+        step_params = self.step_params * torch.tensor([step_scale, 1.0, step_scale, step_scale])  # kept alive here
+        args = (native.ptr(origins), native.ptr(dirs), native.ptr(near), native.ptr(far), n, native.ptr(step_params),
+                self.cfg.max_steps,
                 native.ptr(self.occupied), self.cfg.occupancy_resolution, int(self.contracted))
         lib.march_rays(*args, native.ptr(counts), native.ptr(None), native.ptr(None), native.ptr(None),
                        native.ptr(None))
@@ -175,16 +176,17 @@ class OccupancyGrid:
                        native.ptr(t1))
         return Samples(ray_idx, t0, t1)
 
-    def step_size(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def step_size(self, t: torch.Tensor, x: torch.Tensor, step_scale: float = 1.0) -> torch.Tensor:
         """Step length from distance t at point x (the kernels' rule, same float32 operations)."""
-        cfg = self.cfg
-        dt = (cfg.cone_angle * t).clamp(min=cfg.min_step).clamp(max=cfg.max_step)
+        min_step, max_step, cone, contracted_step = (float(v) for v in self.step_params * torch.tensor(
+            [step_scale, 1.0, step_scale, step_scale]))
+        dt = (cone * t).clamp(min=min_step).clamp(max=max_step)
         if self.contracted:
             m = x.abs().amax(-1)
-            dt = torch.where(m > 1, torch.maximum(dt, cfg.contracted_step * m * m), dt)
+            dt = torch.where(m > 1, torch.maximum(dt, contracted_step * m * m), dt)
         return dt
 
-    def _march_torch(self, origins, dirs, near, far) -> Samples:
+    def _march_torch(self, origins, dirs, near, far, step_scale: float = 1.0) -> Samples:
         """Reference marching: all rays step in lockstep, keeping samples in occupied cells."""
         r = self.cfg.occupancy_resolution
         t0 = near.clone()
@@ -193,7 +195,7 @@ class OccupancyGrid:
         for k in range(self.cfg.max_steps):
             if not bool(alive.any()):
                 break
-            t1 = torch.minimum(t0 + self.step_size(t0, origins + t0[:, None] * dirs), far)
+            t1 = torch.minimum(t0 + self.step_size(t0, origins + t0[:, None] * dirs, step_scale), far)
             tm = 0.5 * (t0 + t1)
             u = to_unit_cube(origins + tm[:, None] * dirs, self.contracted)
             inside = ((u >= 0) & (u < 1)).all(-1)

@@ -26,7 +26,7 @@ from engine.metrics import psnr, ssim
 from engine.project import Project, save_torch, write_json
 from engine.scene.datasets import SceneDataset, load_dataset
 from engine.scene.presets import build_model, model_config
-from engine.scene.render import camera_dict, preview_cameras, render_image, to_uint8
+from engine.scene.render import PREVIEW_STEP_SCALE, camera_dict, preview_cameras, render_image, to_uint8
 
 
 @dataclass
@@ -230,7 +230,7 @@ def train_job(cfg: TrainConfig, cancel: CancelToken | None = None) -> Job:
         now = time.monotonic()
         if cfg.preview_every_seconds is not None and now - last_preview >= cfg.preview_every_seconds:
             last_preview = now
-            pv = render_image(model, preview_cams, 0, background)
+            pv = render_image(model, preview_cams, 0, background, step_scale=PREVIEW_STEP_SCALE)
             yield Preview(step, to_uint8(pv["rgb"]), camera_dict(preview_cams, 0))
         if now - last_ckpt >= cfg.checkpoint_every_seconds:
             last_ckpt = now
