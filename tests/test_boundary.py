@@ -35,3 +35,13 @@ def test_importing_every_engine_module_loads_no_qt():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ENGINE.parent)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "", f"engine pulled in: {proc.stdout.strip()}"
+
+
+def test_import_linter_contract_is_kept():
+    """The contract in pyproject.toml, checked by import-linter (a [test] dependency)."""
+    import shutil
+
+    exe = shutil.which("lint-imports")
+    assert exe is not None, "import-linter is part of the [test] extra"
+    proc = subprocess.run([exe], capture_output=True, text=True, cwd=ENGINE.parent)
+    assert proc.returncode == 0 and "1 kept, 0 broken" in proc.stdout, proc.stdout[-2000:]
