@@ -127,7 +127,7 @@ class FastModelConfig:
     occupancy_update_every: int = 16
     """steps between occupancy refreshes"""
     occupancy_warmup_steps: int = 256
-    """steps during which every cell is re-measured at each refresh (afterwards a quarter of them)"""
+    """steps during which every cell is re-measured at each refresh and no absolute threshold applies"""
     target_samples_per_step: int = 1 << 14
     """rays per step adapt so a step evaluates about this many samples"""
     colour_correction: bool = True
@@ -250,8 +250,7 @@ class FastModel(nn.Module):
         warm = step >= self.cfg.occupancy_warmup_steps
         self.alpha_threshold = self.cfg.alpha_threshold if warm else 0.0
         if step % self.cfg.occupancy_update_every == 0:
-            fraction = 0.25 if warm else 1.0
-            self.occupancy.update(self.field.density, generator, fraction, absolute=warm)
+            self.occupancy.update(self.field.density, generator, every_cell=not warm, absolute=warm)
 
     def stats(self) -> dict[str, float]:
         """Figures worth watching while training."""

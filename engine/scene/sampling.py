@@ -40,7 +40,11 @@ class MarchingConfig:
     occupancy_resolution: int = 128
     """cells per side of the occupancy grid"""
     occupancy_decay: float = 0.95
-    """running maximum of cell densities decays by this each update"""
+    """a cell's running maximum density decays by this each time it is re-measured"""
+    occupied_budget: int = 1 << 17
+    """after warm-up, at most this many occupied cells are re-measured per refresh"""
+    random_budget: int = 1 << 15
+    """after warm-up, this many random cells are re-measured per refresh (to find new matter)"""
     occupancy_threshold: float = 0.01
     """a cell is occupied when its density times min_step (its opacity over a step) exceeds this"""
 
@@ -110,20 +114,28 @@ class OccupancyGrid:
 
     @torch.no_grad()
     def update(self, density_fn: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator,
-               fraction: float = 1.0, chunk: int = 1 << 16, absolute: bool = False) -> None:
-        """Re-measure ``fraction`` of the cells at a random point each and refresh the flags.
+               every_cell: bool = True, chunk: int = 1 << 16, absolute: bool = False) -> None:
+        """Re-measure cells at a random point each and refresh the flags.
 
-        A cell stays occupied while its density could make a step of ``min_step`` at least
-        ``occupancy_threshold`` opaque; during warm-up (``absolute`` False) the bar is lowered to the
-        mean density so a young, faint field is not culled wholesale.
+        ``every_cell`` re-measures the whole grid (warm-up); otherwise the occupied cells (at most
+        ``occupied_budget`` of them, a random subset) and ``random_budget`` random cells, as
+        Instant-NGP does: empty cells get no gradient and rarely fill up, occupied ones must be
+        watched so they are culled once they empty.  A measured cell's running maximum decays by
+        ``occupancy_decay``.  A cell stays occupied while its density could make a step of
+        ``min_step`` at least ``occupancy_threshold`` opaque; during warm-up (``absolute`` False)
+        the bar is lowered to the mean density so a young, faint field is not culled wholesale.
         """
         r = self.cfg.occupancy_resolution
         n_cells = r**3
-        if fraction >= 1:
+        if every_cell:
             flat = torch.arange(n_cells, device=self.device)
         else:
-            # distinct cells: with repeats the scatter below would depend on write order
-            flat = torch.randperm(n_cells, generator=generator)[: int(n_cells * fraction)].to(self.device)
+            occupied = self.occupied.view(-1).nonzero()[:, 0]
+            if len(occupied) > self.cfg.occupied_budget:
+                pick = torch.randperm(len(occupied), generator=generator)[: self.cfg.occupied_budget]
+                occupied = occupied[pick.to(self.device)]
+            random = torch.randint(0, n_cells, (self.cfg.random_budget,), generator=generator).to(self.device)
+            flat = torch.unique(torch.cat([occupied, random]))  # distinct and sorted: the scatter is deterministic
         cells = torch.stack([flat // (r * r), (flat // r) % r, flat % r], -1)
         jitter = torch.rand(cells.shape, generator=generator).to(self.device)
         pts = self.cell_centres_world(cells, jitter)
@@ -131,8 +143,7 @@ class OccupancyGrid:
         grid = self.density.view(-1)
         if self.updates == 0:
             grid.zero_()
-        grid.mul_(self.cfg.occupancy_decay)
-        grid[flat] = torch.maximum(grid[flat], dens.float())
+        grid[flat] = torch.maximum(grid[flat] * self.cfg.occupancy_decay, dens.float())
         threshold = self.cfg.occupancy_threshold / self.cfg.min_step
         if not absolute:
             threshold = min(threshold, float(grid.mean()))
