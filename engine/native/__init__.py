@@ -59,7 +59,7 @@ def load_kernels() -> ctypes.CDLL | None:
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     lib.hash_encode_forward.argtypes = [p, i64, p, i32, i32, p, p, p, p]
     lib.hash_encode_backward.argtypes = [p, i64, p, i32, i32, p, p, p, p]
-    lib.march_rays.argtypes = [p, p, p, p, i64, p, i64, p, i32, i32, p, p, p, p, p]
+    lib.march_rays.argtypes = [p, p, p, p, i64, p, i64, i64, p, i32, i32, p, p, p, p, p]
     for fn in (lib.hash_encode_forward, lib.hash_encode_backward, lib.march_rays):
         fn.restype = None
     return lib

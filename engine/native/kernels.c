@@ -101,18 +101,20 @@ static inline float step_size(float t, const float *x, int contract, float min_s
 }
 
 /* Marches each ray from near[r] to far[r], keeping the samples whose midpoint lies in an occupied
- * cell.  counts[r] receives the number kept; when out_t0 is non-NULL the samples are written at
- * offsets starts[r] (the first pass only counts). */
+ * cell, at most max_per_ray of them when that is positive (renders march in rounds and retire rays
+ * that turned opaque).  counts[r] receives the number kept; when out_t0 is non-NULL the samples are
+ * written at offsets starts[r] (the first pass only counts). */
 void march_rays(const float *origins, const float *dirs, const float *near, const float *far, int64_t n_rays,
-                const float *step_params, int64_t max_steps, const uint8_t *occ, int res, int contract,
-                int64_t *counts, const int64_t *starts, int64_t *out_ray, float *out_t0, float *out_t1) {
+                const float *step_params, int64_t max_steps, int64_t max_per_ray, const uint8_t *occ, int res,
+                int contract, int64_t *counts, const int64_t *starts, int64_t *out_ray, float *out_t0,
+                float *out_t1) {
     float min_step = step_params[0], max_step = step_params[1], cone = step_params[2], cstep = step_params[3];
     #pragma omp parallel for schedule(dynamic, 64)
     for (int64_t r = 0; r < n_rays; r++) {
         const float *o = origins + 3 * r, *d = dirs + 3 * r;
         int64_t c = 0, w = out_t0 ? starts[r] : 0;
         float t0 = near[r];
-        for (int64_t k = 0; k < max_steps && t0 < far[r]; k++) {
+        for (int64_t k = 0; k < max_steps && t0 < far[r] && (max_per_ray <= 0 || c < max_per_ray); k++) {
             float x0[3] = {o[0] + t0 * d[0], o[1] + t0 * d[1], o[2] + t0 * d[2]};
             float t1 = fminf(t0 + step_size(t0, x0, contract, min_step, max_step, cone, cstep), far[r]);
             float tm = 0.5f * (t0 + t1), x[3] = {o[0] + tm * d[0], o[1] + tm * d[1], o[2] + tm * d[2]}, u[3];

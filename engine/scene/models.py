@@ -7,6 +7,8 @@ colours and exposes per-step hooks to the trainer (``before_step``, ``stats``,
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 
 import torch
@@ -14,7 +16,7 @@ from torch import nn
 
 from engine.encodings import HashGrid, HashGridConfig, contract, sh_encode, to_unit_cube
 from engine.rendering import (composite_packed, distortion_loss_packed, packed_exclusive_cumsum, ray_distance_to_s,
-                              weights_packed)
+                              ray_sum, weights_packed)
 from engine.scene.sampling import MarchingConfig, OccupancyGrid
 
 
@@ -134,6 +136,8 @@ class FastModelConfig:
     """per-image affine colour correction (exposure, white balance) in place of a latent appearance
     code: 12 numbers per image can absorb lighting changes between captures but not view-specific
     detail, so held-out views (rendered with the mean correction) stay faithful"""
+    render_round_samples: int = 8
+    """when rendering, samples marched per live ray before rays that turned opaque are retired"""
     early_stop_transmittance: float = 1e-3
     """samples behind the point where a ray's transmittance falls below this are skipped"""
     alpha_threshold: float = 1e-2
@@ -185,28 +189,23 @@ class FastModel(nn.Module):
                     background: torch.Tensor | None = None, step_scale: float = 1.0) -> dict[str, torch.Tensor]:
         """Colour, opacity and depth of each ray; ``image_idx`` None renders with the mean appearance.
 
-        ``step_scale`` > 1 samples more coarsely (interactive previews).
+        ``step_scale`` > 1 samples more coarsely (interactive previews).  With gradients (training)
+        a density-only pass picks the samples the field then runs on; without (rendering) rays
+        march in rounds and retire once opaque.  Both give the same image.
         """
         n = origins.shape[0]
-        samples = self.occupancy.march(origins, dirs, step_scale)
         bg = self.background(background)
-        if len(samples) > 0 and torch.is_grad_enabled():
-            # training: a cheap density-only pass picks the samples the field then runs on with gradients
+        if not torch.is_grad_enabled():
+            return self._render_in_rounds(origins, dirs, image_idx, bg, step_scale)
+        samples = self.occupancy.march(origins, dirs, step_scale)
+        if len(samples) > 0:
             samples = samples.select(self.visible(samples, origins, dirs))
         if len(samples) == 0:
             zeros = torch.zeros(n, device=origins.device)
             return {"rgb": self.correct_colour(bg.expand(n, 3), image_idx), "accumulation": zeros, "depth": zeros,
                     "num_samples": 0}
-        pts = samples.midpoints(origins, dirs)
         sample_img = image_idx[samples.ray_idx] if image_idx is not None else None
-        if torch.is_grad_enabled():
-            sigma, rgb = self.field(pts, dirs[samples.ray_idx], sample_img)
-        else:  # rendering: one geometry pass for all samples, colour only where it shows
-            sigma, geo = self.field.geometry(pts)
-            keep = self.visible(samples, origins, dirs, sigma)
-            samples, sigma = samples.select(keep), sigma[keep]
-            sample_img = sample_img[keep] if sample_img is not None else None
-            rgb = self.field.colour(geo[keep], dirs[samples.ray_idx], sample_img)
+        sigma, rgb = self.field(samples.midpoints(origins, dirs), dirs[samples.ray_idx], sample_img)
         weights = weights_packed(sigma, self.step_lengths(samples, origins, dirs), samples.ray_idx, n)
         out = composite_packed(weights, rgb, 0.5 * (samples.t0 + samples.t1), samples.ray_idx, n, bg)
         out["rgb"] = self.correct_colour(out["rgb"], image_idx)
@@ -215,6 +214,56 @@ class FastModel(nn.Module):
             out["loss_distortion"] = self.cfg.distortion_weight * distortion_loss_packed(
                 weights, ray_distance_to_s(samples.t0), ray_distance_to_s(samples.t1), samples.ray_idx, n)
         return out
+
+    def _render_in_rounds(self, origins: torch.Tensor, dirs: torch.Tensor, image_idx: torch.Tensor | None,
+                          bg: torch.Tensor, step_scale: float) -> dict[str, torch.Tensor]:
+        """Rendering: march ``render_round_samples`` samples per live ray at a time, retire opaque rays.
+
+        Visibility and weights follow the training rule exactly: a sample counts when the
+        transmittance over all samples before it exceeds ``early_stop_transmittance`` and its
+        opacity exceeds the alpha threshold; weights use the transmittance over counted samples.
+        """
+        n, device = origins.shape[0], origins.device
+        rgb = torch.zeros(n, 3, device=device)
+        acc = torch.zeros(n, device=device)
+        depth = torch.zeros(n, device=device)
+        optical_all = torch.zeros(n, device=device)  # -log transmittance over every sample so far
+        optical_kept = torch.zeros(n, device=device)  # ... over the samples that count
+        t_next = self.occupancy.ray_range(origins, dirs)[0]
+        active = torch.arange(n, device=device)
+        per_round = self.cfg.render_round_samples
+        stop_optical = -math.log(self.cfg.early_stop_transmittance)
+        total = 0
+        while active.numel():
+            o, d = origins[active], dirs[active]
+            s = self.occupancy.march(o, d, step_scale, near=t_next[active], max_per_ray=per_round)
+            if len(s) == 0:
+                break
+            m = active.numel()
+            total += len(s)
+            sigma, geo = self.field.geometry(s.midpoints(o, d))
+            tau = sigma * self.step_lengths(s, o, d)
+            before_all = optical_all[active][s.ray_idx] + packed_exclusive_cumsum(tau, s.ray_idx, m)
+            alpha = 1 - torch.exp(-tau)
+            keep = (torch.exp(-before_all) > self.cfg.early_stop_transmittance) & (alpha > self.alpha_threshold)
+            kept, kept_tau = s.select(keep), tau[keep]
+            if len(kept):
+                before_kept = optical_kept[active][kept.ray_idx] + packed_exclusive_cumsum(kept_tau, kept.ray_idx, m)
+                w = torch.exp(-before_kept) * alpha[keep]
+                img = image_idx[active][kept.ray_idx] if image_idx is not None else None
+                colour = self.field.colour(geo[keep], d[kept.ray_idx], img)
+                rays = active[kept.ray_idx]
+                rgb.index_add_(0, rays, w[:, None] * colour)
+                acc.index_add_(0, rays, w)
+                depth.index_add_(0, rays, w * 0.5 * (kept.t0 + kept.t1))
+                optical_kept.index_add_(0, active, ray_sum(kept_tau, kept.ray_idx, m))
+            optical_all.index_add_(0, active, ray_sum(tau, s.ray_idx, m))
+            counts = torch.bincount(s.ray_idx, minlength=m)
+            last = (torch.cumsum(counts, 0) - 1).clamp_min(0)
+            t_next[active] = torch.where(counts > 0, s.t1[last], t_next[active])
+            active = active[(counts == per_round) & (optical_all[active] < stop_optical)]
+        colour = self.correct_colour(rgb + (1 - acc)[:, None] * bg, image_idx)
+        return {"rgb": colour, "accumulation": acc, "depth": depth / acc.clamp_min(1e-8), "num_samples": total}
 
     @torch.no_grad()
     def visible(self, samples, origins: torch.Tensor, dirs: torch.Tensor,

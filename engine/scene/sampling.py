@@ -154,27 +154,36 @@ class OccupancyGrid:
     def occupied_fraction(self) -> float:
         return float(self.occupied.float().mean())
 
-    def march(self, origins: torch.Tensor, dirs: torch.Tensor, step_scale: float = 1.0) -> Samples:
-        """Samples of the rays that fall in occupied cells; ``step_scale`` > 1 takes longer steps (previews)."""
+    def ray_range(self, origins: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where each ray starts and ends: [near, far] for unbounded scenes, the box for bounded ones."""
         n = origins.shape[0]
         if self.contracted:
-            near = torch.full((n,), self.cfg.near, device=origins.device)
-            far = torch.full((n,), self.cfg.far, device=origins.device)
-        else:
-            near, far = box_intersect(origins, dirs)
-            near = near.clamp_min(self.cfg.near)
+            return (torch.full((n,), self.cfg.near, device=origins.device),
+                    torch.full((n,), self.cfg.far, device=origins.device))
+        near, far = box_intersect(origins, dirs)
+        return near.clamp_min(self.cfg.near), far
+
+    def march(self, origins: torch.Tensor, dirs: torch.Tensor, step_scale: float = 1.0,
+              near: torch.Tensor | None = None, max_per_ray: int = 0) -> Samples:
+        """Samples of the rays that fall in occupied cells.
+
+        ``step_scale`` > 1 takes longer steps (previews); ``near`` overrides where rays start and
+        ``max_per_ray`` > 0 stops each ray after that many samples (rendering in rounds).
+        """
+        start, far = self.ray_range(origins, dirs)
+        near = start if near is None else torch.maximum(near, start)
         lib = native.load_kernels() if origins.device.type == "cpu" else None
         if lib is not None:
             return self._march_native(lib, origins.float().contiguous(), dirs.float().contiguous(),
-                                      near.float().contiguous(), far.float().contiguous(), step_scale)
-        return self._march_torch(origins, dirs, near, far, step_scale)
+                                      near.float().contiguous(), far.float().contiguous(), step_scale, max_per_ray)
+        return self._march_torch(origins, dirs, near, far, step_scale, max_per_ray)
 
-    def _march_native(self, lib, origins, dirs, near, far, step_scale: float = 1.0) -> Samples:
+    def _march_native(self, lib, origins, dirs, near, far, step_scale: float = 1.0, max_per_ray: int = 0) -> Samples:
         n = origins.shape[0]
         counts = torch.empty(n, dtype=torch.long)
         step_params = self.step_params * torch.tensor([step_scale, 1.0, step_scale, step_scale])  # kept alive here
         args = (native.ptr(origins), native.ptr(dirs), native.ptr(near), native.ptr(far), n, native.ptr(step_params),
-                self.cfg.max_steps,
+                self.cfg.max_steps, max_per_ray,
                 native.ptr(self.occupied), self.cfg.occupancy_resolution, int(self.contracted))
         lib.march_rays(*args, native.ptr(counts), native.ptr(None), native.ptr(None), native.ptr(None),
                        native.ptr(None))
@@ -197,11 +206,12 @@ class OccupancyGrid:
             dt = torch.where(m > 1, torch.maximum(dt, contracted_step * m * m), dt)
         return dt
 
-    def _march_torch(self, origins, dirs, near, far, step_scale: float = 1.0) -> Samples:
+    def _march_torch(self, origins, dirs, near, far, step_scale: float = 1.0, max_per_ray: int = 0) -> Samples:
         """Reference marching: all rays step in lockstep, keeping samples in occupied cells."""
         r = self.cfg.occupancy_resolution
         t0 = near.clone()
         alive = t0 < far
+        kept = torch.zeros_like(t0, dtype=torch.long)
         rays, starts, ends, order = [], [], [], []
         for k in range(self.cfg.max_steps):
             if not bool(alive.any()):
@@ -212,6 +222,7 @@ class OccupancyGrid:
             inside = ((u >= 0) & (u < 1)).all(-1)
             ijk = (u * r).long().clamp(0, r - 1)
             keep = alive & inside & self.occupied[ijk[:, 0], ijk[:, 1], ijk[:, 2]].bool()
+            kept += keep
             ray = keep.nonzero(as_tuple=True)[0]
             rays.append(ray)
             starts.append(t0[ray])
@@ -219,6 +230,8 @@ class OccupancyGrid:
             order.append(torch.full_like(ray, k))
             t0 = t1
             alive = alive & (t0 < far)
+            if max_per_ray > 0:
+                alive = alive & (kept < max_per_ray)
         if not rays:
             empty = torch.empty(0, device=origins.device)
             return Samples(empty.long(), empty, empty)
