@@ -40,11 +40,11 @@ def preview_seconds(project: Path, repeats: int = 10) -> dict:
     """Median time to render a 256x256 preview of a trained project (the viewport's frame)."""
     from engine.scene.paths import orbit_cameras
     from engine.scene.render import PREVIEW_STEP_SCALE, render_image
-    from engine.scene.trainer import _fixed_background, load_trained
+    from engine.scene.trainer import fixed_background, load_trained
 
     model, dataset, _ = load_trained(project)
     cams = orbit_cameras(dataset, repeats + 2, size=256)
-    background = _fixed_background(dataset)
+    background = fixed_background(dataset)
     result = {}
     for name, scale in (("preview_256", PREVIEW_STEP_SCALE), ("full_quality_256", 1.0)):
         times = []

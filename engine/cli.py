@@ -81,14 +81,14 @@ def cmd_train(args) -> int:
 def cmd_render(args) -> int:
     from engine.scene.paths import camera_path_cameras, orbit_cameras
     from engine.scene.render import render_video_job
-    from engine.scene.trainer import _fixed_background, load_trained
+    from engine.scene.trainer import fixed_background, load_trained
 
     model, dataset, _ = load_trained(args.project)
     if args.camera_path:
         cameras, fps = camera_path_cameras(args.camera_path, dataset)
     else:
         cameras, fps = orbit_cameras(dataset, args.orbit, args.size), 30.0
-    run_in_terminal(render_video_job(model, cameras, args.out, args.fps or fps, _fixed_background(dataset)))
+    run_in_terminal(render_video_job(model, cameras, args.out, args.fps or fps, fixed_background(dataset)))
     print(f"wrote {args.out}")
     return 0
 

@@ -130,7 +130,8 @@ def _dataset_signature(cfg: TrainConfig, dataset: SceneDataset) -> dict:
             "frames": len(dataset.images), "model": cfg.model}
 
 
-def _fixed_background(dataset: SceneDataset) -> torch.Tensor | None:
+def fixed_background(dataset: SceneDataset) -> torch.Tensor | None:
+    """The colour synthetic images were composited on (None for captures: the model learns it)."""
     return None if dataset.background is None else torch.tensor(dataset.background, dtype=torch.float32)
 
 
@@ -153,7 +154,7 @@ def train_job(cfg: TrainConfig, cancel: CancelToken | None = None) -> Job:
     # fused: one kernel over all parameters (4x faster than the loop on CPU for the hash tables)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15, fused=True)
     bank = PixelBank(dataset)
-    background = _fixed_background(dataset)
+    background = fixed_background(dataset)
     if background is None:
         model.init_background(border_color(dataset))
     signature = _dataset_signature(cfg, dataset)
@@ -259,7 +260,7 @@ def train_job(cfg: TrainConfig, cancel: CancelToken | None = None) -> Job:
 
 def evaluate(model, dataset: SceneDataset, render_dir: Path | None, cancel: CancelToken):
     """Render every held-out frame; yields progress events, then one dict of PSNR/SSIM figures."""
-    background = _fixed_background(dataset)
+    background = fixed_background(dataset)
     per_view_psnr, per_view_ssim, names = [], [], []
     t_start = time.perf_counter()
     for k, frame in enumerate(dataset.eval_indices):
