@@ -266,15 +266,13 @@ class FastModel(nn.Module):
         return {"rgb": colour, "accumulation": acc, "depth": depth / acc.clamp_min(1e-8), "num_samples": total}
 
     @torch.no_grad()
-    def visible(self, samples, origins: torch.Tensor, dirs: torch.Tensor,
-                sigma: torch.Tensor | None = None) -> torch.Tensor:
+    def visible(self, samples, origins: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
         """Which samples can change the image: not nearly transparent, not behind opaque matter.
 
         The density-only pass is much cheaper than the full field with gradients, which then
         runs on the survivors only (Instant-NGP / nerfacc's early ray termination).
         """
-        if sigma is None:
-            sigma = self.field.density(samples.midpoints(origins, dirs))
+        sigma = self.field.density(samples.midpoints(origins, dirs))
         tau = sigma * self.step_lengths(samples, origins, dirs)
         transmittance = torch.exp(-packed_exclusive_cumsum(tau, samples.ray_idx, origins.shape[0]))
         alpha = 1 - torch.exp(-tau)
