@@ -49,13 +49,16 @@ class HashGridConfig:
 
 class _NativeHashEncode(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, points, table, grid):  # noqa: D102 - autograd plumbing
-        lib = native.load_kernels()
-        n = points.shape[0]
-        out = torch.empty(n, grid.cfg.levels * grid.cfg.features_per_level, dtype=torch.float32)
-        lib.hash_encode_forward(native.ptr(points), n, native.ptr(table), grid.cfg.features_per_level,
-                                grid.cfg.levels, native.ptr(grid.offsets), native.ptr(grid.sizes),
-                                native.ptr(grid.scales), native.ptr(out))
+    def forward(ctx, points, table, grid, features):  # noqa: D102 - autograd plumbing
+        if features is not None:
+            out = features
+        else:
+            lib = native.load_kernels()
+            n = points.shape[0]
+            out = torch.empty(n, grid.cfg.levels * grid.cfg.features_per_level, dtype=torch.float32)
+            lib.hash_encode_forward(native.ptr(points), n, native.ptr(table), grid.cfg.features_per_level,
+                                    grid.cfg.levels, native.ptr(grid.offsets), native.ptr(grid.sizes),
+                                    native.ptr(grid.scales), native.ptr(out))
         ctx.save_for_backward(points)
         ctx.grid = grid
         ctx.table_shape = table.shape
@@ -66,11 +69,11 @@ class _NativeHashEncode(torch.autograd.Function):
         (points,) = ctx.saved_tensors
         grid = ctx.grid
         lib = native.load_kernels()
-        grad_table = torch.zeros(ctx.table_shape, dtype=torch.float32)
+        grad_table = torch.empty(ctx.table_shape, dtype=torch.float32)  # the kernel clears it
         lib.hash_encode_backward(native.ptr(points), points.shape[0], native.ptr(grad_out.contiguous()),
                                  grid.cfg.features_per_level, grid.cfg.levels, native.ptr(grid.offsets),
                                  native.ptr(grid.sizes), native.ptr(grid.scales), native.ptr(grad_table))
-        return None, grad_table, None
+        return None, grad_table, None, None
 
 
 class HashGrid(nn.Module):
@@ -102,10 +105,12 @@ class HashGrid(nn.Module):
     def output_dim(self) -> int:
         return self.cfg.levels * self.cfg.features_per_level
 
-    def forward(self, points: torch.Tensor) -> torch.Tensor:
+    def forward(self, points: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        """Features of ``points``; ``features``, when given, is this encoding already computed
+        without gradients, which the compiled path reuses (only the backward then runs)."""
         if (self.use_native and points.device.type == "cpu" and points.dtype == torch.float32
                 and native.load_kernels() is not None):
-            return _NativeHashEncode.apply(points.contiguous(), self.table, self)
+            return _NativeHashEncode.apply(points.contiguous(), self.table, self, features)
         return self.forward_torch(points)
 
     def forward_torch(self, points: torch.Tensor) -> torch.Tensor:

@@ -64,6 +64,11 @@ Event = Union[Progress, Metrics, Preview, Artifact, JobWarning]
 Job = Generator[Event, None, None]
 
 
+class Cancelled(Exception):
+    """Raised inside a long single step (a diffusion edit) when its CancelToken is set; the job
+    that called it stops cleanly."""
+
+
 class CancelToken:
     """Set from any thread; jobs check it between steps and stop cleanly (saving what they must)."""
 
@@ -76,6 +81,11 @@ class CancelToken:
     @property
     def cancelled(self) -> bool:
         return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        """Raise ``Cancelled`` when cancellation was asked for (between sub-steps of one step)."""
+        if self._event.is_set():
+            raise Cancelled("cancelled")
 
 
 def _format_seconds(seconds: float) -> str:

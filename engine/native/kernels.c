@@ -43,7 +43,8 @@ void hash_encode_forward(const float *points, int64_t n, const float *table, int
     }
 }
 
-/* Accumulates d(loss)/d(table) into grad_table; one thread per level, so no two threads write one row. */
+/* Writes d(loss)/d(table) into grad_table (no need to zero it first); one thread per level, so
+ * no two threads write one row, and each clears its own level (first touch, in parallel). */
 void hash_encode_backward(const float *points, int64_t n, const float *grad_out, int f, int levels,
                           const int64_t *offsets, const int64_t *sizes, const float *scales, float *grad_table) {
     #pragma omp parallel for schedule(dynamic, 1)
@@ -52,6 +53,7 @@ void hash_encode_backward(const float *points, int64_t n, const float *grad_out,
         int64_t side = (int64_t)s + 2;
         int dense = side * side * side <= sizes[l];
         float *gtab = grad_table + offsets[l] * f;
+        memset(gtab, 0, (size_t)sizes[l] * f * sizeof(float));
         for (int64_t i = 0; i < n; i++) {
             const float *p = points + 3 * i;
             const float *g = grad_out + i * (int64_t)levels * f + l * f;

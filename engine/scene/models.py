@@ -77,13 +77,24 @@ class RadianceField(nn.Module):
         self.color_mlp = mlp(cfg.sh_degree**2 + cfg.geo_features + cfg.appearance_dim, cfg.hidden, 3,
                              cfg.color_layers)
 
-    def geometry(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Density (N,) and the geometry features passed to the colour MLP."""
+    def encode(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Grid coordinates (clamped to [0,1]^3), whether each point lies inside the grid, and its
+        hash-grid features."""
         u = to_unit_cube(points, self.contracted)
         inside = ((u >= 0) & (u <= 1)).all(-1)
-        h = self.density_mlp(self.grid(u.clamp(0, 1)))
+        u = u.clamp(0, 1)
+        return u, inside, self.grid(u)
+
+    def decode_geometry(self, features: torch.Tensor, inside: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Density and geometry features from hash-grid features."""
+        h = self.density_mlp(features)
         sigma = trunc_exp(h[:, 0] - 1) * inside  # nerfacto's density activation, nothing outside the grid
         return sigma, h[:, 1:]
+
+    def geometry(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Density (N,) and the geometry features passed to the colour MLP."""
+        _, inside, features = self.encode(points)
+        return self.decode_geometry(features, inside)
 
     def density(self, points: torch.Tensor) -> torch.Tensor:
         """Volume density at world points (N, 3)."""
@@ -199,14 +210,22 @@ class FastModel(nn.Module):
             return self._render_in_rounds(origins, dirs, image_idx, bg, step_scale)
         samples = self.occupancy.march(origins, dirs, step_scale)
         if len(samples) > 0:
-            samples = samples.select(self.visible(samples, origins, dirs))
+            # A density-only pass without gradients picks the samples that can change the image;
+            # the field then runs with gradients on those only, reusing their grid features.
+            with torch.no_grad():
+                u, inside, features = self.field.encode(samples.midpoints(origins, dirs))
+                lengths = self.step_lengths(samples, origins, dirs)
+                keep = self.visible(self.field.decode_geometry(features, inside)[0] * lengths, samples.ray_idx, n)
+            samples, lengths, u, inside, features = (samples.select(keep), lengths[keep], u[keep], inside[keep],
+                                                     features[keep])
         if len(samples) == 0:
             zeros = torch.zeros(n, device=origins.device)
             return {"rgb": self.correct_colour(bg.expand(n, 3), image_idx), "accumulation": zeros, "depth": zeros,
                     "num_samples": 0}
+        sigma, geo = self.field.decode_geometry(self.field.grid(u, features), inside)
         sample_img = image_idx[samples.ray_idx] if image_idx is not None else None
-        sigma, rgb = self.field(samples.midpoints(origins, dirs), dirs[samples.ray_idx], sample_img)
-        weights = weights_packed(sigma, self.step_lengths(samples, origins, dirs), samples.ray_idx, n)
+        rgb = self.field.colour(geo, dirs[samples.ray_idx], sample_img)
+        weights = weights_packed(sigma, lengths, samples.ray_idx, n)
         out = composite_packed(weights, rgb, 0.5 * (samples.t0 + samples.t1), samples.ray_idx, n, bg)
         out["rgb"] = self.correct_colour(out["rgb"], image_idx)
         out["num_samples"] = len(samples)
@@ -265,16 +284,10 @@ class FastModel(nn.Module):
         colour = self.correct_colour(rgb + (1 - acc)[:, None] * bg, image_idx)
         return {"rgb": colour, "accumulation": acc, "depth": depth / acc.clamp_min(1e-8), "num_samples": total}
 
-    @torch.no_grad()
-    def visible(self, samples, origins: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
-        """Which samples can change the image: not nearly transparent, not behind opaque matter.
-
-        The density-only pass is much cheaper than the full field with gradients, which then
-        runs on the survivors only (Instant-NGP / nerfacc's early ray termination).
-        """
-        sigma = self.field.density(samples.midpoints(origins, dirs))
-        tau = sigma * self.step_lengths(samples, origins, dirs)
-        transmittance = torch.exp(-packed_exclusive_cumsum(tau, samples.ray_idx, origins.shape[0]))
+    def visible(self, tau: torch.Tensor, ray_idx: torch.Tensor, n_rays: int) -> torch.Tensor:
+        """Which packed samples of optical thickness ``tau`` can change the image: not nearly
+        transparent, not behind opaque matter (Instant-NGP / nerfacc's early ray termination)."""
+        transmittance = torch.exp(-packed_exclusive_cumsum(tau, ray_idx, n_rays))
         alpha = 1 - torch.exp(-tau)
         return (transmittance > self.cfg.early_stop_transmittance) & (alpha > self.alpha_threshold)
 
