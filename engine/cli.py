@@ -6,6 +6,8 @@ Bad input ends with a one-line ``error: ...`` on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -39,12 +41,62 @@ def _add_render(sub) -> None:
 
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="build the procedural demo scene, train on it, render a turntable")
+    p = sub.add_parser("demo", help="build the procedural demo scene, train on it, edit it, render turntables")
     p.add_argument("--headless", action="store_true", help="run without the GUI")
     p.add_argument("--out", default="demo_output", help="folder for the dataset, project and renders")
-    p.add_argument("--minutes", type=float, default=3.0, help="training time budget")
+    p.add_argument("--minutes", type=float, default=2.5, help="training time budget")
     p.add_argument("--steps", type=int, default=None, help="train this many steps instead of minutes")
-    p.add_argument("--orbit", type=int, default=60, help="frames in the turntable video")
+    p.add_argument("--instruction", default="make it look like a bronze statue",
+                   help="offline edit applied after training ('' skips editing)")
+    p.add_argument("--edit-minutes", type=float, default=2.0, help="edit time budget")
+    p.add_argument("--edit-steps", type=int, default=None, help="edit this many steps instead of minutes")
+    p.add_argument("--orbit", type=int, default=60, help="frames in each turntable video")
+
+
+def _add_edit(sub) -> None:
+    p = sub.add_parser("edit", help="edit a trained scene from an instruction (Instruct-NeRF2NeRF)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--project", help="trained project folder")
+    src.add_argument("--data", help="capture folder: train a field first (as 'train' does), then edit it")
+    p.add_argument("--instruction", required=True, help="what to do, e.g. 'make it look like a bronze statue'")
+    p.add_argument("--editor", choices=("offline", "ip2p"), default="offline",
+                   help="offline: the embedded vocabulary of global edits; ip2p: InstructPix2Pix")
+    p.add_argument("--model", help="InstructPix2Pix: diffusers folder, checkpoint file, or hub id (online only)")
+    p.add_argument("--device", default="cpu", help="where the 2D editor runs: cpu or cuda")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--point", help="local edit around the surface seen at pixel u,v of a view: VIEW:u,v")
+    where.add_argument("--point-3d", help="local edit around a point in capture coordinates: x,y,z")
+    p.add_argument("--radius", type=float, help="radius of the local edit, in the capture's units")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, help="edit time budget (default 5)")
+    budget.add_argument("--steps", type=int, help="edit this many optimisation steps")
+    p.add_argument("--train-minutes", type=float, default=3.0, help="with --data: training time budget")
+    p.add_argument("--downscale", type=float, default=1.0, help="with --data: resample images by this factor")
+    p.add_argument("--variation", type=float, default=0.0,
+                   help="offline editor: per-edit random variation (like diffusion edits disagreeing)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="project folder (with --data; default projects/<capture name>)")
+    p.add_argument("--report", help="also copy the edit report JSON here")
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export a project: edited dataset, point cloud, mesh, video or cameras "
+                       "(in the capture's frame)")
+    p.add_argument("--project", required=True, help="project folder written by 'train'")
+    p.add_argument("--what", required=True, help="dataset | pointcloud | mesh | video | cameras")
+    p.add_argument("--out", required=True, help="dataset: a folder; pointcloud: FILE.ply; mesh: FILE.glb, .ply or "
+                   ".obj; video: FILE.mp4 or a folder for PNG frames; cameras: FILE.json")
+    p.add_argument("--views", type=int, help="pointcloud: training views rendered (0: all; default 32)")
+    p.add_argument("--max-side", type=int, help="pointcloud: render size, longer side in pixels (default 256)")
+    p.add_argument("--min-accumulation", type=float,
+                   help="pointcloud: keep pixels at least this opaque inside the scene box (default 0.9)")
+    p.add_argument("--resolution", type=int, help="mesh: density grid samples per side (default 256)")
+    p.add_argument("--threshold", type=float, help="mesh: density at the surface")
+    path = p.add_mutually_exclusive_group()
+    path.add_argument("--orbit", type=int, help="video: N frames on a turntable orbit")
+    path.add_argument("--camera-path", help="video: nerfstudio camera_path.json")
+    p.add_argument("--fps", type=float, help="video: frame rate (default: the path's, or 30)")
+    p.add_argument("--size", type=int, help="video: longer side of orbit frames (default: training size)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,12 +106,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_render(sub)
     _add_demo(sub)
+    _add_edit(sub)
+    _add_export(sub)
     return parser
 
 
-def cmd_train(args) -> int:
-    import shutil
+def _run_for_report(job, copy_to: str | None = None) -> Path | None:
+    """Run a job with a progress bar; the report it wrote (also copied to ``copy_to``), or None
+    when it stopped early (cancelled)."""
+    artifacts = run_in_terminal(job)
+    report = next((a.path for a in artifacts if a.kind == "report"), None)
+    if report is not None and copy_to:
+        Path(copy_to).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(report, copy_to)
+    return report
 
+
+def cmd_train(args) -> int:
     from engine.scene.trainer import TrainConfig, report_summary, train_job
 
     out = args.out or str(Path("projects") / Path(args.data).resolve().name)
@@ -67,13 +130,9 @@ def cmd_train(args) -> int:
                       steps=args.steps, minutes=args.minutes, seed=args.seed)
     if cfg.steps is None and cfg.minutes is None:
         cfg.minutes = 5.0
-    artifacts = run_in_terminal(train_job(cfg, CancelToken()))
-    report = next((a.path for a in artifacts if a.kind == "report"), None)
+    report = _run_for_report(train_job(cfg, CancelToken()), args.report)
     if report is None:
         return 1
-    if args.report:
-        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(report, args.report)
     print(report_summary(report))
     return 0
 
@@ -94,25 +153,112 @@ def cmd_render(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    from engine.editing.idu import EditConfig, edit_job
     from engine.scene.procedural import DemoSceneConfig, write_demo_dataset
     from engine.scene.trainer import TrainConfig, report_summary, train_job
 
     if not args.headless:
         print("The editor window is not part of this build yet; running the demo headless.", file=sys.stderr)
     out = Path(args.out)
+    edit = EditConfig(project=str(out / "project"), instruction=args.instruction, steps=args.edit_steps,
+                      minutes=None if args.edit_steps else args.edit_minutes) if args.instruction.strip() else None
+    if edit is not None:
+        edit.validate()
     data = write_demo_dataset(out / "data", DemoSceneConfig())
     cfg = TrainConfig(data=str(data), out=str(out / "project"), steps=args.steps,
                       minutes=None if args.steps else args.minutes)
-    artifacts = run_in_terminal(train_job(cfg, CancelToken()))
-    report = next((a.path for a in artifacts if a.kind == "report"), None)
+    report = _run_for_report(train_job(cfg, CancelToken()))
     if report is None:
         return 1
-    render_args = argparse.Namespace(project=cfg.out, camera_path=None, orbit=args.orbit,
-                                     out=str(out / "turntable.mp4"), fps=None, size=None)
-    cmd_render(render_args)
+    turntable = argparse.Namespace(project=cfg.out, camera_path=None, orbit=args.orbit,
+                                   out=str(out / "turntable.mp4"), fps=None, size=None)
+    cmd_render(turntable)
     print(report_summary(report))
     print(f"held-out renders (left: render, right: ground truth): {Path(cfg.out) / 'renders' / 'eval'}")
+    if edit is None:
+        return 0
+    edit_report = _run_for_report(edit_job(edit, CancelToken()))
+    if edit_report is None:
+        return 1
+    cmd_render(argparse.Namespace(**(vars(turntable) | {"out": str(out / "turntable_edited.mp4")})))
+    print(edit_summary(edit_report))
+    print(f"edited training views: {Path(cfg.out) / 'edits' / 'views'}")
     return 0
+
+
+def _floats(text: str, n: int, flag: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != n:
+        raise UserInputError(f"{flag} {text!r}: expected {n} comma-separated numbers")
+    return values
+
+
+def cmd_edit(args) -> int:
+    from engine.editing.idu import EditConfig, edit_job
+
+    project = args.project
+    cfg = EditConfig(project=project or "", instruction=args.instruction, editor=args.editor, model=args.model,
+                     device=args.device, variation=args.variation, steps=args.steps,
+                     minutes=None if args.steps else (args.minutes or 5.0), seed=args.seed, point=args.point,
+                     point_3d=_floats(args.point_3d, 3, "--point-3d") if args.point_3d else None,
+                     radius=args.radius)
+    cfg.validate()  # before any training, so a typo costs nothing
+    if args.data:
+        from engine.scene.trainer import TrainConfig, report_summary, train_job
+
+        project = args.out or str(Path("projects") / Path(args.data).resolve().name)
+        tcfg = TrainConfig(data=args.data, out=project, downscale=args.downscale, minutes=args.train_minutes,
+                           seed=args.seed)
+        trained = _run_for_report(train_job(tcfg, CancelToken()))
+        if trained is None:
+            return 1
+        print(report_summary(trained))
+        cfg.project = project
+    report = _run_for_report(edit_job(cfg, CancelToken()), args.report)
+    if report is None:
+        return 1
+    print(edit_summary(report))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from engine.export import ExportConfig, export_job
+    from engine.export.mesh import MeshConfig
+    from engine.export.pointcloud import PointCloudConfig
+    from engine.export.video import VideoConfig
+
+    def given(config_type, **options):
+        """The config with its defaults, overridden by the options given on the command line."""
+        return config_type(**{k: v for k, v in options.items() if v is not None})
+
+    cfg = ExportConfig(
+        project=args.project, what=args.what, out=args.out,
+        pointcloud=given(PointCloudConfig, views=args.views, max_side=args.max_side,
+                         min_accumulation=args.min_accumulation),
+        mesh=given(MeshConfig, resolution=args.resolution, threshold=args.threshold),
+        video=given(VideoConfig, orbit=args.orbit, camera_path=args.camera_path, fps=args.fps, size=args.size))
+    artifacts = run_in_terminal(export_job(cfg, CancelToken()))
+    if not artifacts:
+        return 1
+    for artifact in artifacts:
+        print(f"wrote {artifact.kind}: {artifact.path}")
+    return 0
+
+
+def edit_summary(report_path: Path) -> str:
+    """One line a person reads after an edit."""
+    r = json.loads(Path(report_path).read_text())
+    parts = [f"edited '{r['instruction']}' with {r['editor']}: {r['views_edited']} views, {r['steps']} steps in "
+             f"{r['edit_seconds']:.0f} s"]
+    if "edit_fidelity_psnr" in r:
+        parts.append(f"fidelity {r['edit_fidelity_psnr']:.2f} dB")
+    if "outside_region_change" in r:
+        parts.append(f"outside the region {r['outside_region_change']:.2f}/255")
+    parts.append("originals unchanged" if r["originals_unchanged"] else "ORIGINALS CHANGED")
+    return "; ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         print("\nThe editor window is not part of this build yet; use a command above.", file=sys.stderr)
         return 0
-    handler = {"train": cmd_train, "render": cmd_render, "demo": cmd_demo}[args.command]
+    handler = {"train": cmd_train, "render": cmd_render, "demo": cmd_demo, "edit": cmd_edit,
+               "export": cmd_export}[args.command]
     try:
         return handler(args)
     except UserInputError as exc:

@@ -43,6 +43,16 @@ def write_json(path: Path, data: Any) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str) + "\n"))
 
 
+def read_json(path: Path) -> Any:
+    """Parsed JSON of ``path``; a UserInputError naming the file when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserInputError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserInputError(f"{path}: unreadable JSON ({exc})") from None
+
+
 def save_torch(path: Path, obj: Any) -> Path:
     """Atomically ``torch.save`` ``obj``."""
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))

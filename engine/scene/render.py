@@ -10,10 +10,12 @@ from engine.cameras import Cameras, image_rays
 
 @torch.inference_mode()
 def render_image(model, cameras: Cameras, index: int, background: torch.Tensor | None = None,
-                 chunk: int = 1 << 15, step_scale: float = 1.0) -> dict[str, torch.Tensor]:
-    """Render camera ``index`` with the mean appearance; returns rgb (H,W,3), depth and accumulation (H,W).
+                 chunk: int = 1 << 15, step_scale: float = 1.0, appearance: int | None = None) -> dict[str, torch.Tensor]:
+    """Render camera ``index``; returns rgb (H,W,3), depth and accumulation (H,W).
 
     ``step_scale`` > 1 samples more coarsely: the live preview uses PREVIEW_STEP_SCALE.
+    ``appearance``: the training image whose appearance (colour correction) to use, so a
+    training view renders as the field is fitted to it; None: the mean appearance.
     """
     was_training = model.training
     model.eval()
@@ -21,8 +23,9 @@ def render_image(model, cameras: Cameras, index: int, background: torch.Tensor |
     h, w = int(cameras.height[index]), int(cameras.width[index])
     parts: dict[str, list[torch.Tensor]] = {"rgb": [], "depth": [], "accumulation": []}
     for start in range(0, origins.shape[0], chunk):
-        out = model.render_rays(origins[start:start + chunk], dirs[start:start + chunk], None, background,
-                                step_scale)
+        rays = slice(start, start + chunk)
+        image_idx = None if appearance is None else torch.full((origins[rays].shape[0],), appearance)
+        out = model.render_rays(origins[rays], dirs[rays], image_idx, background, step_scale)
         for key in parts:
             parts[key].append(out[key])
     model.train(was_training)

@@ -75,14 +75,19 @@ class TrainConfig:
         return seconds / (60 * self.minutes)
 
     def validate(self) -> None:
-        if self.steps is None and self.minutes is None:
-            raise UserInputError("give a training budget: --steps S or --minutes M")
-        if self.steps is not None and self.steps < 1:
-            raise UserInputError(f"--steps must be at least 1 (got {self.steps})")
-        if self.minutes is not None and self.minutes <= 0:
-            raise UserInputError(f"--minutes must be positive (got {self.minutes})")
+        check_budget(self.steps, self.minutes, "training")
         if self.downscale < 1:
             raise UserInputError(f"--downscale must be at least 1 (got {self.downscale})")
+
+
+def check_budget(steps: int | None, minutes: float | None, what: str) -> None:
+    """A job's step or time budget must be given and positive."""
+    if steps is None and minutes is None:
+        raise UserInputError(f"give a {what} budget: --steps S or --minutes M")
+    if steps is not None and steps < 1:
+        raise UserInputError(f"--steps must be at least 1 (got {steps})")
+    if minutes is not None and minutes <= 0:
+        raise UserInputError(f"--minutes must be positive (got {minutes})")
 
 
 class PixelBank:
@@ -109,6 +114,12 @@ class PixelBank:
 
     def __len__(self) -> int:
         return self.rgb.shape[0]
+
+
+def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Adam as Instant-NGP sets it up; fused: one kernel over all parameters (4x faster than the
+    loop on CPU for the hash tables)."""
+    return torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99), eps=1e-15, fused=True)
 
 
 def border_color(dataset: SceneDataset) -> torch.Tensor:
@@ -151,8 +162,7 @@ def train_job(cfg: TrainConfig, cancel: CancelToken | None = None) -> Job:
     train_cams = dataset.cameras.subset(train_rows)
     params = train_cams.torch_params()
     model = build_model(mcfg, len(train_rows), contracted=not dataset.bounded)
-    # fused: one kernel over all parameters (4x faster than the loop on CPU for the hash tables)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15, fused=True)
+    optimizer = make_optimizer(model, cfg.lr)
     bank = PixelBank(dataset)
     background = fixed_background(dataset)
     if background is None:
@@ -178,15 +188,10 @@ def train_job(cfg: TrainConfig, cancel: CancelToken | None = None) -> Job:
                             "world_from_capture": dataset.world_from_capture.tolist()})
 
     def save_checkpoint() -> Path:
-        path = project.checkpoint_dir / f"step_{step:07d}.pt"
-        save_torch(path, {"model": model.state_dict(), "extra": model.extra_state(),
-                          "optimizer": optimizer.state_dict(), "generator": gen.get_state(), "step": step,
-                          "train_seconds": train_seconds, "rays_seen": rays_seen, "n_rays": n_rays,
-                          "signature": signature, "model_config": dataclasses.asdict(mcfg)})
-        for old in project.checkpoint_dir.glob("step_*.pt"):
-            if old != path:
-                old.unlink()
-        return path
+        return write_checkpoint(project, step, {
+            "model": model.state_dict(), "extra": model.extra_state(), "optimizer": optimizer.state_dict(),
+            "generator": gen.get_state(), "step": step, "train_seconds": train_seconds, "rays_seen": rays_seen,
+            "n_rays": n_rays, "signature": signature, "model_config": dataclasses.asdict(mcfg)})
 
     preview_cams = preview_cameras(dataset.cameras.subset(dataset.eval_indices[:1] if len(dataset.eval_indices)
                                                            else train_rows[:1]), cfg.preview_max_side)
@@ -291,21 +296,41 @@ def evaluate(model, dataset: SceneDataset, render_dir: Path | None, cancel: Canc
         yield Artifact(render_dir, "held-out renders")
 
 
-def load_trained(project_dir: str | Path):
-    """The model of a trained project with its dataset (for rendering and export)."""
+def write_checkpoint(project: Project, step: int, state: dict) -> Path:
+    """Atomically save ``state`` as the project's checkpoint for ``step`` and drop older step checkpoints."""
+    path = project.checkpoint_dir / f"step_{step:07d}.pt"
+    save_torch(path, state)
+    for old in project.checkpoint_dir.glob("step_*.pt"):
+        if old != path:
+            old.unlink()
+    return path
+
+
+def load_checkpoint(project_dir: str | Path):
+    """Model, dataset, manifest and the raw checkpoint dict (optimizer, step, ...) of a trained project."""
     project = Project(Path(project_dir))
     manifest = project.read_manifest()
     ckpt = project.latest_checkpoint()
     if ckpt is None:
-        raise UserInputError(f"{project.root}: no checkpoint yet; train first")
+        raise UserInputError(f"{project.root}: the field was never trained (no checkpoint); run "
+                             f"'python main.py train --data DIR --out {project.root}' first")
     tcfg = manifest["train_config"]
     dataset = load_dataset(tcfg["data"], tcfg["format"], tcfg["downscale"])
     mcfg = model_config(tcfg["model"])
     model = build_model(mcfg, len(dataset.train_indices), contracted=not dataset.bounded)
-    state = torch.load(ckpt, weights_only=False)
+    try:
+        state = torch.load(ckpt, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file is the same user error
+        raise UserInputError(f"{ckpt}: unreadable checkpoint ({exc})") from None
     model.load_state_dict(state["model"])
     model.load_extra_state(state["extra"])
     model.eval()
+    return model, dataset, manifest, state
+
+
+def load_trained(project_dir: str | Path):
+    """The model of a trained project with its dataset (for rendering and export)."""
+    model, dataset, manifest, _ = load_checkpoint(project_dir)
     return model, dataset, manifest
 
 
