@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from engine.cli import main as cli_main
+from engine.editing.base import Guidance
 from engine.editing.idu import EditConfig, edit_job, file_digest
 from engine.editing.store import EditStore
 from engine.errors import CheckpointError, UserInputError
@@ -112,10 +113,10 @@ def test_a_local_edit_changes_the_region_and_nothing_else(project):
 
 @pytest.mark.parametrize("kw, message", [
     ({"instruction": "   "}, "instruction is empty"),
-    ({"instruction": "make it look like a dragon"}, "supported"),
+    ({"instruction": "make it look like a dragon"}, "supports one of: red"),
     ({"point_3d": (0.0, 0.0, 0.3), "radius": 0.0}, "radius must be positive"),
     ({"point_3d": (0.0, 0.0, 0.3)}, "needs --radius"),
-    ({"point_3d": (500.0, 0.0, 0.0), "radius": 0.1}, "outside every view"),
+    ({"point_3d": (0.0, 0.0, -500.0), "radius": 0.1}, "outside every view"),
     ({"point": "frame_00001:1,1", "radius": 0.2}, "empty space"),
     ({"point": "nope:3,3", "radius": 0.2}, "no view named"),
     ({"point": "frame_00001:3", "radius": 0.2}, "expected VIEW:u,v"),
@@ -171,3 +172,18 @@ def test_lpips_is_never_downloaded(tmp_path, monkeypatch):
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="bad.pth"):
         load_lpips(str(tmp_path / "bad.pth"))
+
+
+def test_the_ip2p_editor_drives_the_same_job(project, tmp_path):
+    """InstructPix2Pix (a tiny random pipeline loaded the way users load theirs) edits views in IDU."""
+    from tiny_ip2p import write_tiny_ip2p
+
+    folder = write_tiny_ip2p(tmp_path / "tiny-ip2p")
+    events = _edit(project, editor="ip2p", model=str(folder), instruction="make it look like a dragon",
+                   steps=4, edit_rate=2, guidance=Guidance(steps=2))
+    report = _report(project)
+    assert report["editor"] == "ip2p" and report["edits_made"] == 2 and "edit_fidelity_psnr" not in report
+    previews = [e for e in events if isinstance(e, Preview)]
+    assert len(previews) == 2 and previews[0].image.shape == (48, 96, 3)
+    with pytest.raises(UserInputError, match="needs --model"):
+        _edit(project, editor="ip2p", instruction="anything")

@@ -26,7 +26,7 @@ class Guidance:
     image: float = 1.5
     """s_I: how strongly the edit keeps the conditioning image"""
     steps: int = 20
-    """DDIM denoising steps over the full schedule (fewer are run when t < 1)"""
+    """DDIM denoising steps, spread over the noise levels from t down to 0 (IN2N)"""
 
 
 class ImageEditor(Protocol):

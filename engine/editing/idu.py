@@ -204,6 +204,8 @@ def edit_job(cfg: EditConfig, cancel: CancelToken | None = None) -> Job:
     model, dataset, manifest, state = load_checkpoint(project.root)
     background = fixed_background(dataset)
     editor = build_editor(cfg)
+    for note in getattr(editor, "notes", ()):
+        yield JobWarning(note)
     lpips_model, lpips_warning = load_lpips(cfg.lpips_backbone) if cfg.lpips_weight > 0 else (None, None)
     if lpips_warning:
         yield JobWarning(lpips_warning)
