@@ -86,12 +86,13 @@ def _add_export(sub) -> None:
     p.add_argument("--what", required=True, help="dataset | pointcloud | mesh | video | cameras")
     p.add_argument("--out", required=True, help="dataset: a folder; pointcloud: FILE.ply; mesh: FILE.glb, .ply or "
                    ".obj; video: FILE.mp4 or a folder for PNG frames; cameras: FILE.json")
-    p.add_argument("--views", type=int, help="pointcloud: training views rendered (0: all; default 32)")
+    p.add_argument("--views", type=int, help="pointcloud: training views rendered (0: all; default 16)")
     p.add_argument("--max-side", type=int, help="pointcloud: render size, longer side in pixels (default 256)")
     p.add_argument("--min-accumulation", type=float,
                    help="pointcloud: keep pixels at least this opaque inside the scene box (default 0.9)")
     p.add_argument("--resolution", type=int, help="mesh: density grid samples per side (default 256)")
-    p.add_argument("--threshold", type=float, help="mesh: density at the surface")
+    p.add_argument("--threshold", type=float,
+                   help="mesh: density at the surface (default 5; raise it for well-trained fields)")
     path = p.add_mutually_exclusive_group()
     path.add_argument("--orbit", type=int, help="video: N frames on a turntable orbit")
     path.add_argument("--camera-path", help="video: nerfstudio camera_path.json")
