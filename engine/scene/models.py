@@ -141,8 +141,9 @@ class FastModelConfig:
     """steps between occupancy refreshes"""
     occupancy_warmup_steps: int = 256
     """steps during which every cell is re-measured at each refresh and no absolute threshold applies"""
-    target_samples_per_step: int = 1 << 14
-    """rays per step adapt so a step evaluates about this many samples"""
+    target_samples_per_step: int = 1 << 15
+    """rays per step adapt so a step evaluates about this many samples (2^15 rather than 2^14:
+    per-step costs (occupancy refresh, optimiser, Python) amortise; face 23.2k vs 16.2k rays/s, same PSNR)"""
     colour_correction: bool = True
     """per-image affine colour correction (exposure, white balance) in place of a latent appearance
     code: 12 numbers per image can absorb lighting changes between captures but not view-specific
