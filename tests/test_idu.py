@@ -59,7 +59,7 @@ def _report(project: Path) -> dict:
 def test_a_global_edit_moves_the_field_to_the_edited_look_and_keeps_originals(project, tiny_demo):
     originals = sorted(tiny_demo.glob("images/*"))
     digest = file_digest(originals)
-    events = _edit(project, steps=300, edit_rate=3)
+    events = _edit(project, steps=300, edit_rate=3, lr_final=1e-2)  # a constant rate: a short run must move far
     report = _report(project)
     for key in ("instruction", "editor", "edit_seconds", "views_edited", "edit_fidelity_psnr", "originals_unchanged"):
         assert key in report
@@ -102,7 +102,7 @@ def test_a_cancelled_edit_resumes_without_losing_edits(project):
 
 def test_a_local_edit_changes_the_region_and_nothing_else(project):
     top = tuple(SPHERE_CENTER + [0, 0, SPHERE_RADIUS])  # the sphere's top, in capture coordinates
-    _edit(project, point_3d=top, radius=0.6, steps=150, edit_rate=3)
+    _edit(project, point_3d=top, radius=0.6, steps=150, edit_rate=3, lr_local_final=1e-3)  # short run: no decay
     report = _report(project)
     assert report["outside_region_change"] <= 2.0, report
     assert report["inside_region_change"] > 5 * report["outside_region_change"], report

@@ -90,8 +90,10 @@ class EditConfig:
     lr_final: float = 1e-3
     """learning rate at the end, decaying exponentially with progress (the rate training ended at)"""
     lr_local: float = 1e-3
-    """constant learning rate of local edits (the rate training ended at): a larger one perturbs
+    """learning rate when a local edit starts (the rate training ended at): a larger one perturbs
     the whole field, and the scene outside the region must stay as it was"""
+    lr_local_final: float = 1e-4
+    """learning rate at the end of a local edit: the field settles back outside the region"""
     point: str | None = None
     """local edit around the surface seen at a pixel: 'VIEW:u,v' (VIEW: image name or number)"""
     point_3d: tuple[float, float, float] | None = None
@@ -114,9 +116,8 @@ class EditConfig:
 
     def learning_rate(self, fraction: float) -> float:
         """The rate at ``fraction`` of the budget."""
-        if self.local:
-            return self.lr_local
-        return self.lr * (self.lr_final / self.lr) ** min(fraction, 1.0)
+        start, end = (self.lr_local, self.lr_local_final) if self.local else (self.lr, self.lr_final)
+        return start * (end / start) ** min(fraction, 1.0)
 
     def budget_fraction(self, step: int, seconds: float) -> float:
         """How much of the budget is spent (0..1)."""
