@@ -108,7 +108,7 @@ def main() -> None:
                               "gap_db": plain["edit_fidelity_psnr"] - varied["edit_fidelity_psnr"]},
             "local": {k: local[k] for k in ("outside_region_change", "edit_fidelity_psnr", "wall_seconds")}
                      | {"point": f"{view}:{w / 2},{h / 2}", "radius_capture_units": radius},
-            "commands": [f"python main.py train --data ../shared/data/in2n-face --downscale 4 --minutes 5 --out P",
+            "commands": ["python main.py train --data ../shared/data/in2n-face --downscale 4 --minutes 5 --out P",
                          f"python main.py edit --project P --instruction '{INSTRUCTION}' --minutes {minutes}",
                          f"... --variation {SUGGESTED_VARIATION}",
                          f"... --point {view}:{w / 2},{h / 2} --radius {radius:.6g}"]}

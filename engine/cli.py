@@ -139,16 +139,12 @@ def cmd_train(args) -> int:
 
 
 def cmd_render(args) -> int:
-    from engine.scene.paths import camera_path_cameras, orbit_cameras
-    from engine.scene.render import render_video_job
-    from engine.scene.trainer import fixed_background, load_trained
+    from engine.export.video import VideoConfig, video_job
+    from engine.scene.trainer import load_trained
 
     model, dataset, _ = load_trained(args.project)
-    if args.camera_path:
-        cameras, fps = camera_path_cameras(args.camera_path, dataset)
-    else:
-        cameras, fps = orbit_cameras(dataset, args.orbit, args.size), 30.0
-    run_in_terminal(render_video_job(model, cameras, args.out, args.fps or fps, fixed_background(dataset)))
+    video = VideoConfig(orbit=args.orbit, camera_path=args.camera_path, fps=args.fps, size=args.size)
+    run_in_terminal(video_job(model, dataset, args.out, video, CancelToken()))
     print(f"wrote {args.out}")
     return 0
 

@@ -15,7 +15,7 @@ from engine.editing.base import Guidance
 from engine.editing.idu import EditConfig, edit_job, file_digest
 from engine.editing.store import EditStore
 from engine.errors import CheckpointError, UserInputError
-from engine.jobs import Artifact, CancelToken, JobWarning, Preview, Progress, run_job
+from engine.jobs import CancelToken, JobWarning, Preview, Progress, run_job
 from engine.metrics import alexnet_weights_path, load_lpips
 from engine.scene.procedural import SPHERE_CENTER, SPHERE_RADIUS
 from engine.scene.trainer import TrainConfig, train_job
