@@ -62,6 +62,8 @@ def _add_edit(sub) -> None:
     p.add_argument("--editor", choices=("offline", "ip2p"), default="offline",
                    help="offline: the embedded vocabulary of global edits; ip2p: InstructPix2Pix")
     p.add_argument("--model", help="InstructPix2Pix: diffusers folder, checkpoint file, or hub id (online only)")
+    p.add_argument("--model-config", help="InstructPix2Pix given as one checkpoint file: the diffusers folder of "
+                   "the same model, for its configs")
     p.add_argument("--device", default="cpu", help="where the 2D editor runs: cpu or cuda")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--point", help="local edit around the surface seen at pixel u,v of a view: VIEW:u,v")
@@ -155,7 +157,8 @@ def cmd_demo(args) -> int:
     from engine.scene.trainer import TrainConfig, report_summary, train_job
 
     if not args.headless:
-        print("The editor window is not part of this build yet; running the demo headless.", file=sys.stderr)
+        print("The engine's command line has no window (python main.py demo opens one); running the demo "
+              "headless.", file=sys.stderr)
     out = Path(args.out)
     edit = EditConfig(project=str(out / "project"), instruction=args.instruction, steps=args.edit_steps,
                       minutes=None if args.edit_steps else args.edit_minutes) if args.instruction.strip() else None
@@ -198,6 +201,7 @@ def cmd_edit(args) -> int:
 
     project = args.project
     cfg = EditConfig(project=project or "", instruction=args.instruction, editor=args.editor, model=args.model,
+                     model_config=args.model_config,
                      device=args.device, variation=args.variation, steps=args.steps,
                      minutes=None if args.steps else (args.minutes or 5.0), seed=args.seed, point=args.point,
                      point_3d=_floats(args.point_3d, 3, "--point-3d") if args.point_3d else None,
@@ -264,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        print("\nThe editor window is not part of this build yet; use a command above.", file=sys.stderr)
+        print("\nRun 'python main.py' without a command to open the editor window.", file=sys.stderr)
         return 0
     handler = {"train": cmd_train, "render": cmd_render, "demo": cmd_demo, "edit": cmd_edit,
                "export": cmd_export}[args.command]

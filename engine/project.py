@@ -17,6 +17,8 @@ import torch
 from engine.errors import UserInputError
 
 MANIFEST_NAME = "retouch3d.json"
+MANIFEST_BACKUP_NAME = "retouch3d.json.bak"
+"""a copy of the last manifest written, so a manifest damaged outside the program can be restored"""
 SCHEMA_VERSION = 1
 
 
@@ -69,6 +71,10 @@ class Project:
         return self.root / MANIFEST_NAME
 
     @property
+    def backup_path(self) -> Path:
+        return self.root / MANIFEST_BACKUP_NAME
+
+    @property
     def checkpoint_dir(self) -> Path:
         return self.root / "checkpoints"
 
@@ -82,15 +88,41 @@ class Project:
         except FileNotFoundError:
             raise UserInputError(f"{self.root}: not a Retouch3D project (no {MANIFEST_NAME}); train one with "
                                  f"'python main.py train --data DIR --out {self.root}'") from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserInputError(f"{self.manifest_path}: unreadable project manifest ({exc})") from None
-        if data.get("schema") != SCHEMA_VERSION:
-            raise UserInputError(f"{self.manifest_path}: project schema {data.get('schema')!r} is not supported "
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            hint = (f"; the last good copy is {self.backup_path.name} (restore it with "
+                    f"'cp {self.backup_path} {self.manifest_path}')") if self._backup_readable() else ""
+            raise UserInputError(f"{self.manifest_path}: unreadable project manifest ({exc}){hint}") from None
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
+            found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+            raise UserInputError(f"{self.manifest_path}: project schema {found!r} is not supported "
                                  f"(this version reads {SCHEMA_VERSION})")
         return data
 
     def write_manifest(self, data: dict) -> None:
-        write_json(self.manifest_path, {"schema": SCHEMA_VERSION, **data})
+        """Replace the manifest (atomically) and keep a backup copy of it."""
+        content = {"schema": SCHEMA_VERSION, **data}
+        write_json(self.manifest_path, content)
+        write_json(self.backup_path, content)
+
+    def update_manifest(self, **fields: Any) -> dict:
+        """Set top-level fields of the manifest, keeping the others (a new project starts empty)."""
+        data = self.read_manifest() if self.exists() else {}
+        data.update(fields)
+        data.pop("schema", None)
+        self.write_manifest(data)
+        return data
+
+    def _backup_readable(self) -> bool:
+        try:
+            return json.loads(self.backup_path.read_text()).get("schema") == SCHEMA_VERSION
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            return False
+
+    def restore_backup(self) -> None:
+        """Replace a damaged manifest with the last good copy (UserInputError when there is none)."""
+        if not self._backup_readable():
+            raise UserInputError(f"{self.root}: no readable backup of the project manifest ({MANIFEST_BACKUP_NAME})")
+        atomic_write(self.manifest_path, lambda tmp: tmp.write_bytes(self.backup_path.read_bytes()))
 
     def latest_checkpoint(self) -> Path | None:
         """The checkpoint with the highest step, if any."""

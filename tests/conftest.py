@@ -25,3 +25,15 @@ def tiny_demo(tmp_path_factory) -> Path:
     from engine.scene.procedural import DemoSceneConfig, write_demo_dataset
 
     return write_demo_dataset(tmp_path_factory.mktemp("demo") / "data", DemoSceneConfig(n_views=24, image_size=48))
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tiny_demo, tmp_path_factory) -> Path:
+    """A field trained briefly (300 steps) on the tiny demo scene; copy it before changing it."""
+    from engine.jobs import run_job
+    from engine.scene.trainer import TrainConfig, train_job
+
+    out = tmp_path_factory.mktemp("trained") / "trained"
+    run_job(train_job(TrainConfig(data=str(tiny_demo), out=str(out), steps=300, save_eval_renders=False)),
+            lambda ev: None)
+    return out

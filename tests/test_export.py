@@ -25,7 +25,6 @@ from engine.export.video import write_frames
 from engine.jobs import CancelToken, JobWarning, run_job
 from engine.scene import procedural as demo
 from engine.scene.datasets import load_dataset
-from engine.scene.trainer import TrainConfig, train_job
 
 REPO = Path(__file__).resolve().parents[1]
 GROUND_THICKNESS = 0.1  # the analytic stand-in gives the demo's ground disc this thickness below z = 0
@@ -377,11 +376,9 @@ def _cli(*args):
 
 
 @pytest.fixture(scope="module")
-def project(tiny_demo, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("export") / "project"
-    run_job(train_job(TrainConfig(data=str(tiny_demo), out=str(out), steps=150, save_eval_renders=False)),
-            lambda e: None)
-    return out
+def project(trained_tiny) -> Path:
+    """The briefly trained tiny field (tests that change it work on a copy)."""
+    return trained_tiny
 
 
 def test_cli_point_cloud_of_a_trained_field(project, tiny_demo, tmp_path):

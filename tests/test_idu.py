@@ -18,22 +18,13 @@ from engine.errors import CheckpointError, UserInputError
 from engine.jobs import CancelToken, JobWarning, Preview, Progress, run_job
 from engine.metrics import alexnet_weights_path, load_lpips
 from engine.scene.procedural import SPHERE_CENTER, SPHERE_RADIUS
-from engine.scene.trainer import TrainConfig, train_job
-
-
-@pytest.fixture(scope="module")
-def trained(tiny_demo, tmp_path_factory) -> Path:
-    """A field trained briefly on the tiny demo scene (copied per test: edits change a project)."""
-    out = tmp_path_factory.mktemp("idu") / "trained"
-    run_job(train_job(TrainConfig(data=str(tiny_demo), out=str(out), steps=300, save_eval_renders=False)),
-            lambda ev: None)
-    return out
 
 
 @pytest.fixture()
-def project(trained, tmp_path) -> Path:
+def project(trained_tiny, tmp_path) -> Path:
+    """A copy of the briefly trained tiny field (edits change a project)."""
     dst = tmp_path / "project"
-    shutil.copytree(trained, dst)
+    shutil.copytree(trained_tiny, dst)
     return dst
 
 

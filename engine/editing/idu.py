@@ -14,6 +14,7 @@ the unfinished session from its last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import math
@@ -36,6 +37,7 @@ from engine.project import Project, atomic_write, save_torch, write_json
 from engine.scene.datasets import SceneDataset
 from engine.scene.render import camera_dict, render_image, to_uint8
 from engine.scene.trainer import check_budget, fixed_background, load_checkpoint, make_optimizer, write_checkpoint
+from engine.scene.viewer import LiveField
 
 EDITORS = ("offline", "ip2p")
 
@@ -52,6 +54,8 @@ class EditConfig:
     """offline (embedded vocabulary of global edits) | ip2p (InstructPix2Pix through diffusers)"""
     model: str | None = None
     """InstructPix2Pix source: a diffusers folder, a checkpoint file, or a hub id (online only)"""
+    model_config: str | None = None
+    """InstructPix2Pix given as one checkpoint file: the diffusers folder of the same model, for its configs"""
     device: str = "cpu"
     """where the 2D editor runs (cpu | cuda)"""
     memory: str = "default"
@@ -176,7 +180,7 @@ def build_editor(cfg: EditConfig) -> ImageEditor:
     if not cfg.model:
         raise UserInputError("the ip2p editor needs --model: an InstructPix2Pix diffusers folder, checkpoint "
                              "file or hub id (e.g. timbrooks/instruct-pix2pix)")
-    return load_ip2p(cfg.model, device=cfg.device, memory=cfg.memory)
+    return load_ip2p(cfg.model, device=cfg.device, memory=cfg.memory, config_dir=cfg.model_config)
 
 
 def file_digest(paths: list[Path]) -> str:
@@ -196,9 +200,12 @@ def _read_png(path: Path) -> np.ndarray:
         return np.asarray(img).copy()
 
 
-def edit_job(cfg: EditConfig, cancel: CancelToken | None = None) -> Job:
+def edit_job(cfg: EditConfig, cancel: CancelToken | None = None, live: LiveField | None = None) -> Job:
     """Edit a trained project by Iterative Dataset Update; yields progress, losses, before/after
-    previews of every edited view, checkpoints and finally the report."""
+    previews of every edited view, checkpoints and finally the report.
+
+    ``live``: share the model with an interactive viewer, which renders it between steps.
+    """
     cfg.validate()
     cancel = cancel or CancelToken()
     project = Project(Path(cfg.project))
@@ -277,7 +284,8 @@ def edit_job(cfg: EditConfig, cancel: CancelToken | None = None) -> Job:
         row = session["permutation"][session["cursor"] % len(names)]
         session["cursor"] += 1
         frame = int(dataset.train_indices[row])
-        render = render_image(model, dataset.cameras, frame, background, appearance=row)["rgb"]
+        with live.step() if live is not None else contextlib.nullcontext():  # the 2D edit runs outside it
+            render = render_image(model, dataset.cameras, frame, background, appearance=row)["rgb"]
         original = _image(dataset.images[frame])
         t = cfg.t_min + (cfg.t_max - cfg.t_min) * float(torch.rand((), generator=gen))
         edited = editor.edit(render, original, cfg.instruction, t, seed_base + session["edits"], cfg.guidance,
@@ -297,6 +305,8 @@ def edit_job(cfg: EditConfig, cancel: CancelToken | None = None) -> Job:
         return Preview(session["step"], side, camera_dict(dataset.cameras, frame) | {"view": names[row],
                                                                                       "layout": "before|after"})
 
+    if live is not None:
+        live.publish(model, dataset, background)
     loop_start = time.perf_counter() - session["seconds"]
     try:
         while cfg.budget_fraction(session["step"], session["seconds"]) < 1 and not cancel.cancelled:
@@ -304,11 +314,12 @@ def edit_job(cfg: EditConfig, cancel: CancelToken | None = None) -> Job:
                 for _ in range(cfg.edit_count):
                     yield edit_next_view()
                 model.train()
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.learning_rate(cfg.budget_fraction(session["step"], session["seconds"]))
-            model.before_step(session["start_step"] + session["step"], gen)
-            losses = _patch_step(cfg, model, optimizer, targets, dataset, params, train_cams.model, background,
-                                 lpips_model, gen, focus)
+            with live.step() if live is not None else contextlib.nullcontext():
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.learning_rate(cfg.budget_fraction(session["step"], session["seconds"]))
+                model.before_step(session["start_step"] + session["step"], gen)
+                losses = _patch_step(cfg, model, optimizer, targets, dataset, params, train_cams.model, background,
+                                     lpips_model, gen, focus)
             session["step"] += 1
             session["seconds"] = time.perf_counter() - loop_start
             for k, v in losses.items():

@@ -272,7 +272,7 @@ def load_ip2p(source: str | Path, device: torch.device | str = "cpu", memory: st
             raise CheckpointError(f"{path} is not a .safetensors or .ckpt checkpoint")
         if config_dir is None:
             raise CheckpointError(f"{path} is a single checkpoint file: also give the diffusers folder of the same "
-                                  f"model for its configs (--config DIR); for InstructPix2Pix the configs alone are "
+                                  f"model for its configs (--model-config DIR); for InstructPix2Pix the configs alone are "
                                   f"`hf download {DEFAULT_HUB_ID} --include '*.json' --include '*.txt' --local-dir DIR`")
         config_dir = Path(config_dir).expanduser()
         check_pipeline_folder(config_dir)

@@ -7,6 +7,7 @@ left it), then evaluates on the held-out frames and writes a JSON report.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -27,6 +28,7 @@ from engine.project import Project, save_torch, write_json
 from engine.scene.datasets import SceneDataset, load_dataset
 from engine.scene.presets import build_model, model_config
 from engine.scene.render import PREVIEW_STEP_SCALE, camera_dict, preview_cameras, render_image, to_uint8
+from engine.scene.viewer import LiveField
 
 
 @dataclass
@@ -146,8 +148,11 @@ def fixed_background(dataset: SceneDataset) -> torch.Tensor | None:
     return None if dataset.background is None else torch.tensor(dataset.background, dtype=torch.float32)
 
 
-def train_job(cfg: TrainConfig, cancel: CancelToken | None = None) -> Job:
-    """Train (or resume) ``cfg``; yields progress, metrics, previews, warnings and artifacts."""
+def train_job(cfg: TrainConfig, cancel: CancelToken | None = None, live: LiveField | None = None) -> Job:
+    """Train (or resume) ``cfg``; yields progress, metrics, previews, warnings and artifacts.
+
+    ``live``: share the model with an interactive viewer, which renders it between steps.
+    """
     cfg.validate()
     cancel = cancel or CancelToken()
     mcfg = model_config(cfg.model)
@@ -183,9 +188,8 @@ def train_job(cfg: TrainConfig, cancel: CancelToken | None = None) -> Job:
         step, train_seconds, rays_seen, n_rays = state["step"], state["train_seconds"], state["rays_seen"], state["n_rays"]
         yield JobWarning(f"resuming from {ckpt_path.name} (step {step})")
 
-    project.write_manifest({"kind": "scene", "train_config": dataclasses.asdict(cfg),
-                            "model_config": dataclasses.asdict(mcfg), "dataset": signature,
-                            "world_from_capture": dataset.world_from_capture.tolist()})
+    project.update_manifest(kind="scene", train_config=dataclasses.asdict(cfg), model_config=dataclasses.asdict(mcfg),
+                            dataset=signature, world_from_capture=dataset.world_from_capture.tolist())
 
     def save_checkpoint() -> Path:
         return write_checkpoint(project, step, {
@@ -195,28 +199,31 @@ def train_job(cfg: TrainConfig, cancel: CancelToken | None = None) -> Job:
 
     preview_cams = preview_cameras(dataset.cameras.subset(dataset.eval_indices[:1] if len(dataset.eval_indices)
                                                            else train_rows[:1]), cfg.preview_max_side)
+    if live is not None:
+        live.publish(model, dataset, background)
     last_ckpt = last_preview = time.monotonic()
     lr_ratio = cfg.lr_final / cfg.lr
     recent_loss: list[float] = []
     samples_seen = 0
 
     while cfg.budget_fraction(step, train_seconds) < 1 and not cancel.cancelled:
-        t0 = time.perf_counter()
-        frac = cfg.budget_fraction(step, train_seconds)
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * lr_ratio**frac
-        model.before_step(step, gen)
-        idx = torch.randint(0, len(bank), (n_rays,), generator=gen)
-        row = bank.row[idx].long()
-        origins, dirs = generate_rays(params, row, bank.u[idx].float() + 0.5, bank.v[idx].float() + 0.5,
-                                      train_cams.model)
-        target = bank.rgb[idx].float() / 255
-        out = model.render_rays(origins, dirs, row, background)
-        mse = torch.mean((out["rgb"] - target) ** 2)
-        loss = mse + sum(v for k, v in out.items() if k.startswith("loss_"))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        with live.step() if live is not None else contextlib.nullcontext():
+            t0 = time.perf_counter()
+            frac = cfg.budget_fraction(step, train_seconds)
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * lr_ratio**frac
+            model.before_step(step, gen)
+            idx = torch.randint(0, len(bank), (n_rays,), generator=gen)
+            row = bank.row[idx].long()
+            origins, dirs = generate_rays(params, row, bank.u[idx].float() + 0.5, bank.v[idx].float() + 0.5,
+                                          train_cams.model)
+            target = bank.rgb[idx].float() / 255
+            out = model.render_rays(origins, dirs, row, background)
+            mse = torch.mean((out["rgb"] - target) ** 2)
+            loss = mse + sum(v for k, v in out.items() if k.startswith("loss_"))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
         samples = max(out["num_samples"], 1)
         samples_seen += samples
         rays_seen += n_rays

@@ -1,0 +1,615 @@
+"""Dialogs: errors with their details, the settings editor and the export dialog.
+
+Engine modules that import torch are imported inside the dialogs, not at module level, so
+that importing the app (and opening its window) stays fast.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import re
+import textwrap
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QSpinBox,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.settings import DEVICES, MEMORY_PRESETS, AppSettings
+from engine.errors import UserInputError
+
+if TYPE_CHECKING:
+    from engine.export import ExportConfig
+    from engine.export.video import VideoConfig
+
+_ERROR_STYLE = "color: #c62828;"
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+"""owner/name: what load_ip2p takes for a hub id rather than a path"""
+
+
+class ErrorDialog(QMessageBox):
+    """An error as one plain sentence; the technical details sit behind the "Show Details..." button."""
+
+    def __init__(self, message: str, details: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setIcon(QMessageBox.Icon.Critical)
+        self.setWindowTitle("Retouch3D")
+        self.setText(message)
+        if details:
+            self.setDetailedText(details)
+        self.setStandardButtons(QMessageBox.StandardButton.Ok)
+
+
+def show_error(parent: QWidget | None, message: str, details: str = "") -> ErrorDialog:
+    """Show an error without blocking (window-modal over ``parent``); the dialog deletes itself when closed."""
+    dialog = ErrorDialog(message, details, parent)
+    dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    dialog.open()
+    return dialog
+
+
+def looks_like_path(text: str) -> bool:
+    """Whether the user meant a file or folder (rather than a name such as a hub id)."""
+    return "/" in text or "\\" in text or text.startswith(("~", "."))
+
+
+def _path_row(edit: QLineEdit, *buttons: QPushButton) -> QWidget:
+    """A line edit followed by its Browse buttons, as one form row."""
+    row = QWidget()
+    layout = QHBoxLayout(row)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(edit, 1)
+    for button in buttons:
+        layout.addWidget(button)
+    return row
+
+
+def _start_dir(text: str) -> str:
+    """Where a file chooser opens: the current value's folder when there is one."""
+    path = Path(text).expanduser() if text else Path.home()
+    return str(path if path.is_dir() else path.parent)
+
+
+def _error_label() -> QLabel:
+    label = QLabel()
+    label.setStyleSheet(_ERROR_STYLE)
+    label.setWordWrap(True)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    label.hide()
+    return label
+
+
+class SettingsDialog(QDialog):
+    """Edits AppSettings; OK writes them only when every path the user typed exists."""
+
+    def __init__(self, settings: AppSettings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Settings")
+        self._settings = settings
+        form = QFormLayout()
+
+        self.model_edit = QLineEdit(settings.ip2p_model)
+        self.model_edit.setPlaceholderText("diffusers folder, .safetensors/.ckpt file, or a hub id such as "
+                                           "timbrooks/instruct-pix2pix")
+        model_folder = QPushButton("Folder…")
+        model_folder.clicked.connect(lambda: self._browse_folder(self.model_edit, "InstructPix2Pix model folder"))
+        model_file = QPushButton("File…")
+        model_file.clicked.connect(lambda: self._browse_file(self.model_edit, "InstructPix2Pix checkpoint",
+                                                             "Checkpoints (*.safetensors *.ckpt)"))
+        form.addRow("InstructPix2Pix model:", _path_row(self.model_edit, model_folder, model_file))
+
+        self.model_config_edit = QLineEdit(settings.ip2p_config_dir)
+        self.model_config_edit.setPlaceholderText("only for a single checkpoint file")
+        self.model_config_edit.setToolTip("The diffusers folder of the same model, for its configs; a single "
+                                          ".safetensors/.ckpt file does not hold them")
+        config_browse = QPushButton("Browse…")
+        config_browse.clicked.connect(lambda: self._browse_folder(self.model_config_edit, "Configs folder"))
+        form.addRow("Its configs folder:", _path_row(self.model_config_edit, config_browse))
+
+        self.eg3d_edit = QLineEdit(settings.eg3d_checkpoint)
+        eg3d_browse = QPushButton("Browse…")
+        eg3d_browse.clicked.connect(lambda: self._browse_file(self.eg3d_edit, "EG3D checkpoint", "All files (*)"))
+        form.addRow("EG3D checkpoint:", _path_row(self.eg3d_edit, eg3d_browse))
+
+        self.threedpe_edit = QLineEdit(settings.threedpe_checkpoint)
+        threedpe_browse = QPushButton("Browse…")
+        threedpe_browse.clicked.connect(lambda: self._browse_file(self.threedpe_edit, "3DPE checkpoint",
+                                                                  "All files (*)"))
+        form.addRow("3DPE checkpoint:", _path_row(self.threedpe_edit, threedpe_browse))
+
+        self.device_combo = QComboBox()
+        for value, label in zip(DEVICES, ("Automatic (GPU when available)", "CPU", "GPU (CUDA)")):
+            self.device_combo.addItem(label, value)
+        self.device_combo.setCurrentIndex(DEVICES.index(settings.device))
+        form.addRow("Device:", self.device_combo)
+
+        self.memory_combo = QComboBox()
+        for value, label in zip(MEMORY_PRESETS, ("Default", "Low (models wait on the CPU between uses; slower)")):
+            self.memory_combo.addItem(label, value)
+        self.memory_combo.setCurrentIndex(MEMORY_PRESETS.index(settings.memory_preset))
+        self.memory_combo.setToolTip("GPU memory used by InstructPix2Pix; changes nothing on the CPU")
+        form.addRow("GPU memory:", self.memory_combo)
+
+        self.lpips_combo = QComboBox()
+        for value, label in (("auto", "Automatic (torch cache)"), ("off", "Off (L1 loss only)"),
+                             ("file", "Weights file")):
+            self.lpips_combo.addItem(label, value)
+        self.lpips_edit = QLineEdit()
+        self.lpips_edit.setPlaceholderText("AlexNet weights file (.pth)")
+        self._lpips_browse = QPushButton("Browse…")
+        self._lpips_browse.clicked.connect(lambda: self._browse_file(self.lpips_edit, "AlexNet weights",
+                                                                     "PyTorch weights (*.pth *.pt);;All files (*)"))
+        backbone = settings.lpips_backbone
+        if backbone in ("auto", "off"):
+            self.lpips_combo.setCurrentIndex(self.lpips_combo.findData(backbone))
+        else:
+            self.lpips_combo.setCurrentIndex(self.lpips_combo.findData("file"))
+            self.lpips_edit.setText(backbone)
+        self.lpips_combo.currentIndexChanged.connect(self._update_lpips_file_enabled)
+        self._update_lpips_file_enabled()
+        lpips_row = _path_row(self.lpips_edit, self._lpips_browse)
+        lpips_row.layout().insertWidget(0, self.lpips_combo)
+        form.addRow("LPIPS backbone:", lpips_row)
+        self.lpips_status_label = QLabel(self._alexnet_status())
+        self.lpips_status_label.setWordWrap(True)
+        self.lpips_status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        form.addRow("", self.lpips_status_label)
+
+        self.autosave_spin = QSpinBox()
+        self.autosave_spin.setRange(0, 240)
+        self.autosave_spin.setSuffix(" min")
+        self.autosave_spin.setSpecialValueText("Off")
+        self.autosave_spin.setValue(settings.autosave_minutes)
+        form.addRow("Autosave every:", self.autosave_spin)
+
+        self.error_label = _error_label()
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.error_label)
+        layout.addWidget(buttons)
+
+    @staticmethod
+    def _alexnet_status() -> str:
+        """Whether LPIPS's AlexNet weights are in the torch cache, and where to put them otherwise."""
+        from engine import metrics
+
+        path = metrics.alexnet_weights_path()
+        if path.is_file():
+            return f"ImageNet AlexNet weights found in the torch cache ({path})."
+        return (f"ImageNet AlexNet weights are not in the torch cache: download "
+                f"https://download.pytorch.org/models/{metrics.ALEXNET_FILE} to {path}, or choose the file. "
+                "Without them edits use the L1 loss only.")
+
+    def _update_lpips_file_enabled(self) -> None:
+        is_file = self.lpips_combo.currentData() == "file"
+        self.lpips_edit.setEnabled(is_file)
+        self._lpips_browse.setEnabled(is_file)
+
+    def _browse_file(self, edit: QLineEdit, title: str, filters: str) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, title, _start_dir(edit.text().strip()), filters)
+        if path:
+            edit.setText(path)
+
+    def _browse_folder(self, edit: QLineEdit, title: str) -> None:
+        path = QFileDialog.getExistingDirectory(self, title, _start_dir(edit.text().strip()))
+        if path:
+            edit.setText(path)
+
+    def lpips_backbone(self) -> str:
+        """The LPIPS choice as AppSettings stores it: "auto", "off" or the weights file."""
+        choice = self.lpips_combo.currentData()
+        return self.lpips_edit.text().strip() if choice == "file" else choice
+
+    def problems(self) -> list[str]:
+        """What keeps the values from being saved, one sentence each (empty when all is well)."""
+        problems = []
+        model = self.model_edit.text().strip()
+        model_path = Path(model).expanduser()
+        if model and not model_path.exists() and looks_like_path(model) and not _HUB_ID.fullmatch(model):
+            problems.append(f"InstructPix2Pix model: {model} does not exist.")
+        elif model_path.is_file():
+            if model_path.suffix not in (".safetensors", ".ckpt"):
+                problems.append(f"InstructPix2Pix model: {model} is not a .safetensors or .ckpt checkpoint.")
+            elif not self.model_config_edit.text().strip():
+                problems.append(f"InstructPix2Pix model: {model} is a single checkpoint file; also choose the "
+                                "diffusers folder of the same model for its configs.")
+        configs = self.model_config_edit.text().strip()
+        if configs and not Path(configs).expanduser().is_dir():
+            problems.append(f"Configs folder: {configs} is not a folder.")
+        for label, edit in (("EG3D checkpoint", self.eg3d_edit), ("3DPE checkpoint", self.threedpe_edit)):
+            text = edit.text().strip()
+            if text and looks_like_path(text) and not Path(text).expanduser().exists():
+                problems.append(f"{label}: {text} does not exist.")
+        if self.lpips_combo.currentData() == "file":
+            weights = self.lpips_edit.text().strip()
+            if not weights:
+                problems.append("LPIPS backbone: choose the AlexNet weights file, or Automatic or Off.")
+            elif not Path(weights).expanduser().is_file():
+                problems.append(f"LPIPS backbone: {weights} does not exist.")
+        return problems
+
+    def accept(self) -> None:
+        """Save and close when every value is usable; otherwise say why and stay open."""
+        problems = self.problems()
+        if problems:
+            self.error_label.setText("\n".join(problems))
+            self.error_label.show()
+            return
+        self.error_label.hide()
+        settings = self._settings
+        settings.ip2p_model = self.model_edit.text().strip()
+        settings.ip2p_config_dir = self.model_config_edit.text().strip()
+        settings.eg3d_checkpoint = self.eg3d_edit.text().strip()
+        settings.threedpe_checkpoint = self.threedpe_edit.text().strip()
+        settings.device = self.device_combo.currentData()
+        settings.memory_preset = self.memory_combo.currentData()
+        settings.lpips_backbone = self.lpips_backbone()
+        settings.autosave_minutes = self.autosave_spin.value()
+        settings.sync()
+        super().accept()
+
+
+@cache
+def field_docs(config_type: type) -> dict[str, str]:
+    """Each dataclass field's docstring (the string literal under it), which Python drops at run time."""
+    try:
+        source = textwrap.dedent(inspect.getsource(config_type))
+    except (OSError, TypeError):  # no source shipped: fields simply go without tooltips
+        return {}
+    body = ast.parse(source).body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+_INTERNAL_FIELDS = ("chunk", "step")
+"""batch sizes and march spacing: speed/memory knobs the CLI does not offer either"""
+
+
+class ConfigForm(QWidget):
+    """Spin boxes for the numeric fields of a config dataclass, with its field docstrings as tooltips."""
+
+    def __init__(self, config_type: type, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._config_type = config_type
+        defaults = config_type()
+        docs = field_docs(config_type)
+        self.editors: dict[str, QSpinBox | QDoubleSpinBox] = {}
+        form = QFormLayout(self)
+        for field in dataclasses.fields(config_type):
+            value = getattr(defaults, field.name)
+            if field.name in _INTERNAL_FIELDS or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if isinstance(value, int):
+                editor = QSpinBox()
+                editor.setRange(0, 2**31 - 1)
+            else:
+                editor = QDoubleSpinBox()
+                editor.setDecimals(3)
+                editor.setRange(0.0, 1e6)
+                editor.setSingleStep(0.1)
+            editor.setValue(value)
+            editor.setToolTip(docs.get(field.name, ""))
+            label = QLabel(field.name.replace("_", " ").capitalize() + ":")
+            label.setToolTip(editor.toolTip())
+            form.addRow(label, editor)
+            self.editors[field.name] = editor
+
+    def config(self) -> Any:
+        """The dataclass with the values shown (its defaults for the fields not shown)."""
+        return self._config_type(**{name: editor.value() for name, editor in self.editors.items()})
+
+
+class VideoOptions(QWidget):
+    """A turntable orbit or a camera path file, the frame rate and the frame size of a video export."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        from engine.export.video import VideoConfig
+
+        docs = field_docs(VideoConfig)
+        self.orbit_radio = QRadioButton("Turntable orbit")
+        self.orbit_radio.setChecked(True)
+        self.orbit_spin = QSpinBox()
+        self.orbit_spin.setRange(1, 100_000)
+        self.orbit_spin.setValue(60)
+        self.orbit_spin.setSuffix(" frames")
+        self.orbit_spin.setToolTip(docs.get("orbit", ""))
+        self.path_radio = QRadioButton("Camera path")
+        self.path_edit = QLineEdit()
+        self.path_edit.setPlaceholderText("camera_path.json")
+        self.path_edit.setToolTip(docs.get("camera_path", ""))
+        path_browse = QPushButton("Browse…")
+        path_browse.clicked.connect(self._browse_path)
+        self._path_row = _path_row(self.path_edit, path_browse)
+        group = QButtonGroup(self)
+        group.addButton(self.orbit_radio)
+        group.addButton(self.path_radio)
+        self.orbit_radio.toggled.connect(self._update_enabled)
+
+        self.fps_spin = QDoubleSpinBox()
+        self.fps_spin.setRange(0.0, 1000.0)
+        self.fps_spin.setDecimals(2)
+        self.fps_spin.setSpecialValueText("Default (the camera path's, or 30)")
+        self.fps_spin.setToolTip(docs.get("fps", ""))
+        self.size_spin = QSpinBox()
+        self.size_spin.setRange(0, 16384)
+        self.size_spin.setSuffix(" px")
+        self.size_spin.setSpecialValueText("Training size")
+        self.size_spin.setToolTip(docs.get("size", ""))
+
+        form = QFormLayout(self)
+        form.addRow(self.orbit_radio, self.orbit_spin)
+        form.addRow(self.path_radio, self._path_row)
+        form.addRow("Frame rate:", self.fps_spin)
+        form.addRow("Longer side:", self.size_spin)
+        self._update_enabled()
+
+    def _update_enabled(self) -> None:
+        orbit = self.orbit_radio.isChecked()
+        self.orbit_spin.setEnabled(orbit)
+        self._path_row.setEnabled(not orbit)
+        self.size_spin.setEnabled(orbit)  # a camera path carries its own frame size
+
+    def _browse_path(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Camera path", _start_dir(self.path_edit.text().strip()),
+                                              "Camera paths (*.json)")
+        if path:
+            self.path_edit.setText(path)
+            self.path_radio.setChecked(True)
+
+    def config(self) -> VideoConfig:
+        """The VideoConfig shown; raises UserInputError for a camera path file that is not there."""
+        from engine.export.video import VideoConfig
+
+        fps = self.fps_spin.value() or None
+        if self.orbit_radio.isChecked():
+            return VideoConfig(orbit=self.orbit_spin.value(), fps=fps, size=self.size_spin.value() or None)
+        camera_path = self.path_edit.text().strip()
+        if not camera_path:
+            raise UserInputError("choose the camera path file (a nerfstudio camera_path.json), or a turntable orbit")
+        if not Path(camera_path).expanduser().is_file():
+            raise UserInputError(f"{camera_path}: no such camera path file")
+        return VideoConfig(camera_path=str(Path(camera_path).expanduser()), fps=fps)
+
+
+KIND_LABELS = {"dataset": "Edited dataset", "pointcloud": "Point cloud", "mesh": "Mesh", "video": "Video",
+               "cameras": "Cameras"}
+DEFAULT_SUFFIXES = {"dataset": "", "pointcloud": ".ply", "mesh": ".glb", "video": ".mp4", "cameras": ".json"}
+"""the suffix of the suggested output ("" is a folder)"""
+_OUT_HINTS = {"dataset": "A folder: a nerfstudio capture (PNG images + transforms.json).",
+              "pointcloud": "A .ply file.",
+              "mesh": "The suffix picks the format: .glb, .ply or .obj.",
+              "video": "An .mp4 file, or a folder (no suffix) for PNG frames.",
+              "cameras": "A .json file."}
+_FILE_FILTERS = {"pointcloud": "PLY point cloud (*.ply)",
+                 "mesh": "glTF binary (*.glb);;PLY mesh (*.ply);;Wavefront OBJ (*.obj)",
+                 "video": "MP4 video (*.mp4)",
+                 "cameras": "Cameras (*.json)"}
+
+
+class ExportDialog(QDialog):
+    """Chooses an export of a project (any kind the CLI writes) and shows its progress.
+
+    "Export" validates the choice and emits ``export_requested(ExportConfig)``; the dialog stays
+    open and the main window, which runs the job, reports back through ``set_progress``,
+    ``set_done`` and ``set_failed``.  "Cancel export" emits ``cancel_requested``.
+    """
+
+    export_requested = Signal(object)  # engine.export.ExportConfig, validated
+    cancel_requested = Signal()
+
+    def __init__(self, project_dir: str | Path, parent: QWidget | None = None, kind: str = "dataset") -> None:
+        super().__init__(parent)
+        from engine.export import EXPORT_KINDS
+        from engine.export.mesh import MeshConfig
+        from engine.export.pointcloud import PointCloudConfig
+
+        self.setWindowTitle("Export")
+        self.setMinimumWidth(480)
+        self._project = Path(project_dir)
+        self._output: Path | None = None
+
+        self.kind_combo = QComboBox()
+        for name in EXPORT_KINDS:
+            self.kind_combo.addItem(KIND_LABELS.get(name, name), name)
+        self.out_edit = QLineEdit()
+        out_browse = QPushButton("Browse…")
+        out_browse.clicked.connect(self._browse_out)
+        self._out_hint = QLabel()
+        self._out_hint.setWordWrap(True)
+
+        self.pointcloud_options = ConfigForm(PointCloudConfig)
+        self.mesh_options = ConfigForm(MeshConfig)
+        self.video_options = VideoOptions()
+        self.options_stack = QStackedWidget()
+        self._pages = {"dataset": QLabel("Every view's image as edited now (the capture's where unedited) and "
+                                         "its camera, as a nerfstudio capture folder in the capture's frame."),
+                       "pointcloud": self.pointcloud_options,
+                       "mesh": self.mesh_options,
+                       "video": self.video_options,
+                       "cameras": QLabel("Every camera as a nerfstudio transforms.json, in the capture's frame.")}
+        for page in self._pages.values():
+            if isinstance(page, QLabel):
+                page.setWordWrap(True)
+                page.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+            self.options_stack.addWidget(page)
+
+        self._form = QWidget()
+        form = QFormLayout(self._form)
+        form.setContentsMargins(0, 0, 0, 0)
+        form.addRow("Export:", self.kind_combo)
+        form.addRow("Write to:", _path_row(self.out_edit, out_browse))
+        form.addRow("", self._out_hint)
+        form.addRow(self.options_stack)
+
+        self.error_label = _error_label()
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1000)
+        self.progress_bar.setTextVisible(False)
+        self.status_label = QLabel()
+        self.status_label.setWordWrap(True)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.open_when_done_check = QCheckBox("Open the folder when done")
+        self.open_when_done_check.setChecked(True)
+
+        self._buttons = QDialogButtonBox()
+        self.export_button = self._buttons.addButton("Export", QDialogButtonBox.ButtonRole.AcceptRole)
+        self.cancel_button = self._buttons.addButton("Cancel export", QDialogButtonBox.ButtonRole.ActionRole)
+        self.open_folder_button = self._buttons.addButton("Open folder", QDialogButtonBox.ButtonRole.ActionRole)
+        self._buttons.addButton(QDialogButtonBox.StandardButton.Close)
+        self.cancel_button.hide()
+        self.open_folder_button.hide()
+        self._buttons.accepted.connect(self._export)
+        self._buttons.rejected.connect(self.reject)
+        self.cancel_button.clicked.connect(lambda: self.cancel_requested.emit())
+        self.open_folder_button.clicked.connect(self.open_folder)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self._form)
+        layout.addWidget(self.error_label)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status_label)
+        layout.addWidget(self.open_when_done_check)
+        layout.addWidget(self._buttons)
+
+        self.kind_combo.currentIndexChanged.connect(self._kind_changed)
+        self._suggested = ""
+        self.kind_combo.setCurrentIndex(max(0, self.kind_combo.findData(kind)))
+        self._kind_changed()
+
+    @property
+    def kind(self) -> str:
+        """The export kind chosen (one of engine.export.EXPORT_KINDS)."""
+        return self.kind_combo.currentData()
+
+    @property
+    def open_folder_when_done(self) -> bool:
+        """Whether the user wants the output folder opened when the export finishes."""
+        return self.open_when_done_check.isChecked()
+
+    def suggested_output(self, kind: str) -> Path:
+        """PROJECT/exports/<kind><suffix>: where an export goes unless the user picks another place."""
+        return self._project / "exports" / f"{kind}{DEFAULT_SUFFIXES.get(kind, '')}"
+
+    def _kind_changed(self) -> None:
+        kind = self.kind
+        self.options_stack.setCurrentWidget(self._pages[kind])
+        self._out_hint.setText(_OUT_HINTS.get(kind, ""))
+        # follow the kind only while the output is still our suggestion, never over the user's choice
+        if self.out_edit.text().strip() in ("", self._suggested):
+            self._suggested = str(self.suggested_output(kind))
+            self.out_edit.setText(self._suggested)
+        self.error_label.hide()
+
+    def _browse_out(self) -> None:
+        start = self.out_edit.text().strip() or str(self.suggested_output(self.kind))
+        if self.kind == "dataset":
+            path = QFileDialog.getExistingDirectory(self, "Export the dataset to", _start_dir(start))
+        else:
+            path, _ = QFileDialog.getSaveFileName(self, "Export to", start, _FILE_FILTERS[self.kind])
+        if path:
+            self.out_edit.setText(path)
+
+    def config(self) -> ExportConfig:
+        """The engine's ExportConfig for what is shown, validated; raises UserInputError saying what is wrong."""
+        from engine.export import ExportConfig
+
+        out = self.out_edit.text().strip()
+        if not out:
+            raise UserInputError("choose where to write the export")
+        options: dict[str, Any] = {}
+        if self.kind == "pointcloud":
+            options["pointcloud"] = self.pointcloud_options.config()
+        elif self.kind == "mesh":
+            options["mesh"] = self.mesh_options.config()
+        elif self.kind == "video":
+            options["video"] = self.video_options.config()
+        cfg = ExportConfig(project=str(self._project), what=self.kind, out=str(Path(out).expanduser()), **options)
+        cfg.validate()
+        return cfg
+
+    def _export(self) -> None:
+        try:
+            cfg = self.config()
+        except UserInputError as exc:
+            self.error_label.setText(str(exc))
+            self.error_label.show()
+            return
+        self.error_label.hide()
+        self._output = Path(cfg.out)
+        self.open_folder_button.hide()
+        self._set_running(True)
+        self.set_progress(0.0, "Starting…")
+        self.export_requested.emit(cfg)
+
+    def _set_running(self, running: bool) -> None:
+        self._form.setEnabled(not running)
+        self.export_button.setEnabled(not running)
+        self.cancel_button.setVisible(running)
+
+    def set_progress(self, fraction: float | None, text: str) -> None:
+        """Show how far the export is (``fraction`` in [0, 1]; None when unknown) and what it is doing."""
+        if fraction is None:
+            self.progress_bar.setRange(0, 0)  # a busy indicator
+        else:
+            self.progress_bar.setRange(0, 1000)
+            self.progress_bar.setValue(round(min(max(fraction, 0.0), 1.0) * 1000))
+        self.status_label.setText(text)
+
+    def set_done(self, path: str) -> None:
+        """The export wrote ``path``: full bar, say where, offer to open its folder."""
+        self._output = Path(path)
+        self.progress_bar.setRange(0, 1000)
+        self.progress_bar.setValue(1000)
+        self.status_label.setText(f"Wrote {path}")
+        self._set_running(False)
+        self.open_folder_button.show()
+
+    def set_failed(self, message: str) -> None:
+        """The export failed or was cancelled: say so and let the user change the options and retry."""
+        self.progress_bar.setRange(0, 1000)
+        self.progress_bar.setValue(0)
+        self.status_label.setText(message)
+        self._set_running(False)
+
+    def output_folder(self) -> Path | None:
+        """The folder holding the last output (the output itself when it is a folder); None before an export."""
+        if self._output is None:
+            return None
+        return self._output if self._output.is_dir() else self._output.parent
+
+    def open_folder(self) -> bool:
+        """Open the output folder in the desktop's file manager; False when there is none or it cannot be opened."""
+        folder = self.output_folder()
+        return folder is not None and QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))

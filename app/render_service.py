@@ -1,0 +1,195 @@
+"""Viewer frames rendered off the UI thread, small while the camera moves and full when it stops.
+
+The viewport asks for a frame on every camera change; rendering one takes longer than the
+mouse takes to move, so requests are coalesced: a single worker thread renders only the
+newest pending request and drops the ones it overtook.  While the camera moves
+(``interactive``) the frame's side is adjusted after every frame by how far its render time
+was from ``frame_budget_s``, so frames settle at about that cost and the view keeps up with
+the mouse; when it stops the
+full-size frame is rendered with final-quality sampling.  Results come back as Qt signals,
+delivered on the UI thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QCoreApplication, QObject, Signal
+
+if TYPE_CHECKING:
+    from engine.scene.orbit import OrbitCamera
+    from engine.scene.viewer import FieldView, ViewFrame
+
+log = logging.getLogger(__name__)
+
+SIDE_STEP_LIMIT = 1.5
+"""an interactive frame's side changes by at most this factor from one frame to the next: follows
+load changes (a training job starting) within a few frames without jumping on one slow frame"""
+
+
+@dataclass
+class _FrameRequest:
+    camera: "OrbitCamera"
+    width: int
+    height: int
+    mode: str
+    interactive: bool
+
+
+@dataclass
+class _PickRequest:
+    camera: "OrbitCamera"
+    width: int
+    height: int
+    x: float
+    y: float
+
+
+class RenderService(QObject):
+    """Renders ``FieldView`` frames and picks on one worker thread; never blocks the caller.
+
+    Signals (all delivered on the UI thread):
+    - ``frame_ready(frame: ViewFrame, interactive: bool)``: a rendered frame and whether it was
+      asked for while the camera moved (a low-resolution one);
+    - ``failed(message: str)``: a render or pick raised (a plain sentence; the traceback is logged);
+      the service keeps running;
+    - ``picked(point: np.ndarray | None)``: the scene point under a ``pick``, None for empty space
+      or when no field is set.
+    """
+
+    frame_ready = Signal(object, bool)
+    failed = Signal(str)
+    picked = Signal(object)
+
+    # The worker emits these; their slots live on this object, so Qt queues them onto the UI thread.
+    _frame_done = Signal(object, bool)
+    _failure = Signal(str)
+    _pick_done = Signal(object)
+
+    def __init__(self, frame_budget_s: float = 0.07, max_side: int = 512, min_side: int = 32,
+                 first_interactive_side: int = 128, parent: QObject | None = None) -> None:
+        """Interactive frames aim at ``frame_budget_s`` seconds with a longer side in [``min_side``,
+        full]; full frames are capped at ``max_side`` on their longer side.  Until a frame has been
+        timed, an interactive frame's longer side is ``first_interactive_side``."""
+        super().__init__(parent)
+        self.frame_budget_s = frame_budget_s
+        self.max_side = max_side
+        self.min_side = min_side
+        self.first_interactive_side = first_interactive_side
+        self._cond = threading.Condition()
+        self._view: FieldView | None = None
+        self._pending_frame: _FrameRequest | None = None
+        self._pending_pick: _PickRequest | None = None
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._interactive_side: float | None = None  # worker-owned
+        self._frame_done.connect(self._deliver_frame)
+        self._failure.connect(self.failed)
+        self._pick_done.connect(self.picked)
+        app = QCoreApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.stop)
+
+    def set_field(self, view: "FieldView | None") -> None:
+        """Render from ``view`` from now on (None: render nothing; requests are dropped)."""
+        with self._cond:
+            self._view = view
+
+    def request(self, camera: "OrbitCamera", width: int, height: int, mode: str = "rgb",
+                interactive: bool = False) -> None:
+        """Ask for a frame of ``camera`` for a ``width`` x ``height`` view; replaces any request not yet started."""
+        if width < 1 or height < 1:
+            return
+        self._submit(frame=_FrameRequest(camera.copy(), int(width), int(height), mode, interactive))
+
+    def pick(self, camera: "OrbitCamera", width: int, height: int, x: float, y: float) -> None:
+        """Find the scene point at pixel (x, y) of a ``width`` x ``height`` view; answered by ``picked``."""
+        self._submit(pick=_PickRequest(camera.copy(), int(width), int(height), float(x), float(y)))
+
+    def stop(self) -> None:
+        """Finish the frame in progress, drop pending requests and end the worker thread (idempotent)."""
+        with self._cond:
+            self._stopping = True
+            self._pending_frame = self._pending_pick = None
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def frame_size(self, width: int, height: int, interactive: bool) -> tuple[int, int]:
+        """The size a frame for a ``width`` x ``height`` view is rendered at now (see the class notes)."""
+        scale = min(1.0, self.max_side / max(width, height))
+        full_w, full_h = max(1, round(width * scale)), max(1, round(height * scale))
+        if not interactive:
+            return full_w, full_h
+        full_long = max(full_w, full_h)
+        side = self.first_interactive_side if self._interactive_side is None else self._interactive_side
+        side = min(full_long, max(self.min_side, round(side)))
+        shrink = side / full_long
+        return max(1, round(full_w * shrink)), max(1, round(full_h * shrink))
+
+    def _submit(self, frame: _FrameRequest | None = None, pick: _PickRequest | None = None) -> None:
+        with self._cond:
+            if self._stopping:
+                return
+            if frame is not None:
+                self._pending_frame = frame
+            if pick is not None:
+                self._pending_pick = pick
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="viewer-render", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stopping or self._pending_pick or self._pending_frame)
+                if self._stopping:
+                    return
+                view = self._view
+                # a click answers before the next frame: the user waits on it, frames keep coming anyway
+                pick, frame = self._pending_pick, None
+                if pick is not None:
+                    self._pending_pick = None
+                else:
+                    frame, self._pending_frame = self._pending_frame, None
+            try:
+                if pick is not None:
+                    self._pick(view, pick)
+                elif view is not None and view.ready:
+                    self._render(view, frame)
+            except Exception as exc:  # noqa: BLE001 - a failed frame is a message, the viewer keeps going
+                what = "pick the point under the mouse" if pick is not None else "render the view"
+                log.exception("viewer could not %s", what)  # the details go to the log dock
+                self._failure.emit(f"Could not {what}: {exc}")
+
+    def _render(self, view: "FieldView", req: _FrameRequest) -> None:
+        from engine.scene.render import PREVIEW_STEP_SCALE
+
+        width, height = self.frame_size(req.width, req.height, req.interactive)
+        step_scale = PREVIEW_STEP_SCALE if req.interactive else 1.0
+        frame = view.render(req.camera, width, height, req.mode, step_scale=step_scale)
+        if req.interactive:
+            # A frame costs a fixed part (rays, marching set-up) plus a part per pixel, so scale the
+            # side by the square root of budget / time, step by step, rather than assuming pure per-pixel cost.
+            factor = math.sqrt(self.frame_budget_s / max(frame.seconds, 1e-6))
+            factor = min(SIDE_STEP_LIMIT, max(1 / SIDE_STEP_LIMIT, factor))
+            self._interactive_side = min(self.max_side, max(self.min_side, max(width, height) * factor))
+        self._frame_done.emit(frame, req.interactive)
+
+    def _pick(self, view: "FieldView | None", req: _PickRequest) -> None:
+        point = None
+        if view is not None and view.ready:
+            point = view.pick(req.camera, req.width, req.height, req.x, req.y)
+        self._pick_done.emit(point)
+
+    def _deliver_frame(self, frame: "ViewFrame", interactive: bool) -> None:
+        with self._cond:
+            stopped = self._stopping
+        if not stopped:
+            self.frame_ready.emit(frame, interactive)

@@ -1,0 +1,207 @@
+"""What an interactive viewer needs from a field, without any GUI: a free camera, frames in
+three modes, picking a surface point, and sharing a field that a job is training.
+
+The GUI's viewport drives an ``OrbitCamera`` with the mouse, asks ``FieldView.render`` for
+frames (small ones while the camera moves, full ones when it stops) and ``FieldView.pick``
+for the point under a click.  While a train or edit job runs, the job and the viewer share
+its model through a ``LiveField``: the job takes one optimisation step at a time, and a
+viewer that wants a frame goes first, so moving the camera stays smooth during training
+(nerfstudio's viewer makes the same trade with its training-speed setting).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from engine.cameras import Cameras, image_rays
+from engine.scene.datasets import SceneDataset
+from engine.scene.orbit import OrbitCamera
+from engine.scene.render import PREVIEW_STEP_SCALE, render_image
+
+RENDER_MODES = ("rgb", "depth", "accumulation")
+
+
+def camera_fov_y_deg(cameras: Cameras, index: int) -> float:
+    """Vertical field of view of a pinhole-approximated camera."""
+    return math.degrees(2 * math.atan(cameras.height[index] / 2 / cameras.fy[index]))
+
+
+def home_camera(dataset: SceneDataset) -> OrbitCamera:
+    """A view that frames the capture: from above the mean camera direction, at the mean camera distance."""
+    eyes = dataset.cameras.c2w[:, :3, 3]
+    distance = float(np.linalg.norm(eyes, axis=1).mean()) or 4.0
+    back = eyes.mean(0)
+    yaw = math.degrees(math.atan2(back[1], back[0])) if np.linalg.norm(back[:2]) > 1e-6 else 30.0
+    return OrbitCamera(np.zeros(3), distance, OrbitCamera.rotation_from_angles(yaw, 25.0),
+                       camera_fov_y_deg(dataset.cameras, 0))
+
+
+@dataclass
+class ViewFrame:
+    """One rendered frame of the viewer."""
+
+    image: np.ndarray
+    """(H, W, 3) uint8, in the mode asked for"""
+    depth: np.ndarray
+    """(H, W) float32 distance along each ray (normalised scene units)"""
+    accumulation: np.ndarray
+    """(H, W) float32 opacity"""
+    camera: OrbitCamera
+    mode: str
+    seconds: float
+
+
+def colorize_depth(depth: np.ndarray, accumulation: np.ndarray) -> np.ndarray:
+    """Depth as an 8-bit image: near bright, far dark, robust to outliers; empty pixels black."""
+    solid = accumulation > 0.5
+    if not solid.any():
+        return np.zeros(depth.shape + (3,), np.uint8)
+    near, far = np.percentile(depth[solid], [2, 98])
+    x = 1 - np.clip((depth - near) / max(far - near, 1e-6), 0, 1)
+    # a perceptual ramp from dark blue through teal and yellow (viridis-like end points)
+    stops = np.array([[0.27, 0.00, 0.33], [0.23, 0.32, 0.55], [0.13, 0.57, 0.55], [0.37, 0.79, 0.38],
+                      [0.99, 0.91, 0.14]])
+    pos = x * (len(stops) - 1)
+    lo = np.clip(np.floor(pos).astype(int), 0, len(stops) - 2)
+    frac = (pos - lo)[..., None]
+    rgb = stops[lo] * (1 - frac) + stops[lo + 1] * frac
+    rgb[~solid] = 0
+    return (rgb * 255 + 0.5).astype(np.uint8)
+
+
+class LiveField:
+    """A model shared between the job that trains it and a viewer that renders it.
+
+    The job calls ``publish`` once it has its model and wraps each optimisation step in
+    ``step()``; the viewer wraps each frame in ``viewing()``.  A viewer waiting for a frame
+    goes before the next step, and while the user moves the camera the viewer calls
+    ``hold`` so that no step starts in between frames: the camera stays smooth while training
+    runs, and training goes on as soon as the camera rests.  When nobody views, steps run
+    back to back.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._viewers_waiting = 0
+        self._busy = False
+        self._held_until = 0.0
+        self.model = None
+        self.dataset: SceneDataset | None = None
+        self.background: torch.Tensor | None = None
+        self.version = 0
+        """bumped by every step, so the viewer knows when its frame is stale"""
+
+    def publish(self, model, dataset: SceneDataset, background: torch.Tensor | None) -> None:
+        """Make the job's model visible to viewers."""
+        with self._cond:
+            self.model, self.dataset, self.background = model, dataset, background
+            self.version += 1
+            self._cond.notify_all()
+
+    @property
+    def ready(self) -> bool:
+        return self.model is not None
+
+    @contextlib.contextmanager
+    def _enter(self, viewer: bool):
+        with self._cond:
+            if viewer:
+                self._viewers_waiting += 1
+            try:
+                while self._busy or not viewer and (self._viewers_waiting or time.monotonic() < self._held_until):
+                    self._cond.wait(None if viewer or self._viewers_waiting or self._busy
+                                    else max(0.0, self._held_until - time.monotonic()))
+            finally:
+                if viewer:
+                    self._viewers_waiting -= 1
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                if not viewer:
+                    self.version += 1
+                self._cond.notify_all()
+
+    def hold(self, seconds: float) -> None:
+        """Start no step for ``seconds`` from now (the user is moving the camera)."""
+        with self._cond:
+            self._held_until = max(self._held_until, time.monotonic() + seconds)
+
+    def step(self):
+        """Context for one optimisation step of the job (waits for a viewer that asked first)."""
+        return self._enter(viewer=False)
+
+    def viewing(self):
+        """Context for one viewer frame (goes before the job's next step)."""
+        return self._enter(viewer=True)
+
+
+class FieldView:
+    """Renders frames of a field for an interactive viewer (optionally while a job trains it)."""
+
+    def __init__(self, model=None, dataset: SceneDataset | None = None, background: torch.Tensor | None = None,
+                 live: LiveField | None = None) -> None:
+        self.live = live or LiveField()
+        if model is not None:
+            self.live.publish(model, dataset, background)
+
+    @property
+    def ready(self) -> bool:
+        return self.live.ready
+
+    @property
+    def dataset(self) -> SceneDataset | None:
+        return self.live.dataset
+
+    def render(self, camera: OrbitCamera, width: int, height: int, mode: str = "rgb",
+               step_scale: float = PREVIEW_STEP_SCALE) -> ViewFrame:
+        """A ``width`` x ``height`` frame of ``camera`` in ``mode`` (rgb | depth | accumulation)."""
+        if mode not in RENDER_MODES:
+            raise ValueError(f"unknown render mode {mode!r}; choose one of {', '.join(RENDER_MODES)}")
+        camera = camera.copy()
+        with self.live.viewing():
+            start = time.perf_counter()  # the render's own time, not the wait for a training step
+            out = render_image(self.live.model, camera.cameras(width, height), 0, self.live.background,
+                               step_scale=step_scale)
+            seconds = time.perf_counter() - start
+        depth = out["depth"].numpy().astype(np.float32)
+        acc = out["accumulation"].numpy().astype(np.float32)
+        if mode == "rgb":
+            image = (out["rgb"].numpy() * 255 + 0.5).astype(np.uint8)
+        elif mode == "depth":
+            image = colorize_depth(depth, acc)
+        else:
+            image = np.repeat((np.clip(acc, 0, 1) * 255 + 0.5).astype(np.uint8)[..., None], 3, axis=2)
+        return ViewFrame(image, depth, acc, camera, mode, seconds)
+
+    def pick(self, camera: OrbitCamera, width: int, height: int, x: float, y: float) -> np.ndarray | None:
+        """The scene point seen at pixel (x, y) of a ``width`` x ``height`` view, or None for empty space."""
+        from engine.editing.regions import MIN_OPACITY
+
+        cams = camera.cameras(width, height)
+        origins, dirs = image_rays(cams, 0)
+        k = min(max(int(y), 0), height - 1) * width + min(max(int(x), 0), width - 1)
+        with self.live.viewing(), torch.inference_mode():
+            was_training = self.live.model.training
+            self.live.model.eval()
+            out = self.live.model.render_rays(origins[k:k + 1], dirs[k:k + 1], None, self.live.background)
+            self.live.model.train(was_training)
+        if float(out["accumulation"][0]) < MIN_OPACITY:
+            return None
+        return (origins[k] + dirs[k] * out["depth"][0]).numpy().astype(np.float64)
+
+
+def scene_to_capture(dataset: SceneDataset, point: np.ndarray, radius: float) -> tuple[np.ndarray, float]:
+    """A point and radius in the normalised scene → the capture's coordinates and units."""
+    p = np.linalg.inv(dataset.world_from_capture) @ np.append(np.asarray(point, np.float64), 1.0)
+    return p[:3], radius / dataset.scale
