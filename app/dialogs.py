@@ -9,7 +9,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
-import re
 import textwrap
 from functools import cache
 from pathlib import Path
@@ -40,6 +39,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.settings import DEVICES, MEMORY_PRESETS, AppSettings
+from engine.editing.sources import CHECKPOINT_SUFFIXES, DEFAULT_HUB_ID, is_hub_id
 from engine.errors import UserInputError
 
 if TYPE_CHECKING:
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
     from engine.export.video import VideoConfig
 
 _ERROR_STYLE = "color: #c62828;"
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 """owner/name: what load_ip2p takes for a hub id rather than a path"""
 
 
@@ -114,7 +113,7 @@ class SettingsDialog(QDialog):
 
         self.model_edit = QLineEdit(settings.ip2p_model)
         self.model_edit.setPlaceholderText("diffusers folder, .safetensors/.ckpt file, or a hub id such as "
-                                           "timbrooks/instruct-pix2pix")
+                                           f"{DEFAULT_HUB_ID}")
         model_folder = QPushButton("Folder…")
         model_folder.clicked.connect(lambda: self._browse_folder(self.model_edit, "InstructPix2Pix model folder"))
         model_file = QPushButton("File…")
@@ -232,10 +231,10 @@ class SettingsDialog(QDialog):
         problems = []
         model = self.model_edit.text().strip()
         model_path = Path(model).expanduser()
-        if model and not model_path.exists() and looks_like_path(model) and not _HUB_ID.fullmatch(model):
+        if model and not model_path.exists() and looks_like_path(model) and not is_hub_id(model):
             problems.append(f"InstructPix2Pix model: {model} does not exist.")
         elif model_path.is_file():
-            if model_path.suffix not in (".safetensors", ".ckpt"):
+            if model_path.suffix not in CHECKPOINT_SUFFIXES:
                 problems.append(f"InstructPix2Pix model: {model} is not a .safetensors or .ckpt checkpoint.")
             elif not self.model_config_edit.text().strip():
                 problems.append(f"InstructPix2Pix model: {model} is a single checkpoint file; also choose the "
@@ -405,8 +404,6 @@ class VideoOptions(QWidget):
 
 KIND_LABELS = {"dataset": "Edited dataset", "pointcloud": "Point cloud", "mesh": "Mesh", "video": "Video",
                "cameras": "Cameras"}
-DEFAULT_SUFFIXES = {"dataset": "", "pointcloud": ".ply", "mesh": ".glb", "video": ".mp4", "cameras": ".json"}
-"""the suffix of the suggested output ("" is a folder)"""
 _OUT_HINTS = {"dataset": "A folder: a nerfstudio capture (PNG images + transforms.json).",
               "pointcloud": "A .ply file.",
               "mesh": "The suffix picks the format: .glb, .ply or .obj.",
@@ -520,7 +517,9 @@ class ExportDialog(QDialog):
 
     def suggested_output(self, kind: str) -> Path:
         """PROJECT/exports/<kind><suffix>: where an export goes unless the user picks another place."""
-        return self._project / "exports" / f"{kind}{DEFAULT_SUFFIXES.get(kind, '')}"
+        from engine.export import EXPORT_SUFFIXES
+
+        return self._project / "exports" / f"{kind}{EXPORT_SUFFIXES[kind][0]}"  # the first: the usual format
 
     def _kind_changed(self) -> None:
         kind = self.kind

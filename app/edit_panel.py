@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,15 +27,12 @@ from PySide6.QtWidgets import (QComboBox, QCompleter, QDialog, QDoubleSpinBox, Q
 from engine.editing.base import Guidance, check_instruction
 from engine.editing.idu import EditConfig
 from engine.editing.offline import SUGGESTED_VARIATION, resolve, vocabulary
+from engine.editing.sources import CHECKPOINT_SUFFIXES, is_hub_id
 from engine.errors import UserInputError
 
 EDITOR_LABELS = {"offline": "Offline (embedded)", "ip2p": "InstructPix2Pix"}
 """the editors the panel offers (EditConfig.editor values) and how the combo names them"""
 MISSING_MODEL = "Choose the InstructPix2Pix model (Settings → Model files, or Browse…)"
-CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
-"""single-file InstructPix2Pix checkpoints the engine loads"""
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-"""a hub id such as timbrooks/instruct-pix2pix (the engine resolves it from the local cache, or online)"""
 DEFAULT_MINUTES = 2.0
 """time budget of an edit until the user picks another"""
 DEFAULT_RADIUS = 0.2
@@ -94,7 +90,7 @@ def _model_problem(model: str) -> str | None:
     path = Path(model).expanduser()
     if path.is_file() and path.suffix not in CHECKPOINT_SUFFIXES:
         return f"{path} is not an InstructPix2Pix model: choose a diffusers folder or a .safetensors/.ckpt file"
-    if path.exists() or HUB_ID.fullmatch(model):
+    if path.exists() or is_hub_id(model):
         return None
     return f"No InstructPix2Pix model at {path}: choose a diffusers folder or a .safetensors/.ckpt file (Browse…)"
 

@@ -10,6 +10,7 @@ fields) are imported when first needed, after the window is on screen.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -27,7 +28,7 @@ from app.dataset_strip import DatasetStrip
 from app.dialogs import ExportDialog, SettingsDialog, show_error
 from app.edit_panel import EditPanel, PreviewDialog
 from app.jobs_panel import JobsPanel
-from app.log_dock import LogDock
+from app.log_dock import LogDock, QtLogHandler
 from app.project_session import (ProjectSession, check_dataset_folder, create_project, open_job, trained_seconds,
                                  unique_folder)
 from app.render_service import RenderService
@@ -35,7 +36,7 @@ from app.settings import AppSettings
 from app.viewport import Viewport
 from app.worker import JobRunner
 from engine.errors import UserInputError
-from engine.jobs import Artifact, Preview, Progress
+from engine.jobs import Preview, Progress
 
 RENDER_MODE_LABELS = {"rgb": "RGB", "depth": "Depth", "accumulation": "Accumulation"}
 LIVE_REFRESH_MS = 1000
@@ -60,8 +61,7 @@ def _warm_up_engine() -> None:
         import torch
 
         import engine.editing.idu  # noqa: F401
-        import engine.export  # noqa: F401
-        import engine.scene.trainer  # noqa: F401
+        import engine.export  # noqa: F401  (with the trainer)
 
         torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # its lazy imports, here and now
     finally:
@@ -178,6 +178,9 @@ class MainWindow(QMainWindow):
         self.strip.snap_requested.connect(self.snap_to_view)
         self.strip.edits_changed.connect(lambda view: self.log.log(f"view {view}: edit version changed"))
         self.log = LogDock(self)
+        self._log_handler = QtLogHandler(self.log)
+        for name in ("app", "engine"):
+            logging.getLogger(name).addHandler(self._log_handler)
         self._add_dock("Point and type", self.edit_panel, Qt.DockWidgetArea.RightDockWidgetArea)
         self._add_dock("Jobs", self.jobs_panel, Qt.DockWidgetArea.RightDockWidgetArea)
         self._add_dock("Dataset", self.strip, Qt.DockWidgetArea.BottomDockWidgetArea)
@@ -787,9 +790,11 @@ class MainWindow(QMainWindow):
                 return
             if ok and written:
                 dialog.set_done(written[-1])
+                if dialog.open_folder_when_done:
+                    dialog.open_folder()
             elif not ok:
-                dialog.set_failed("the export stopped" if self.runner is None or not self.runner.cancel_token.cancelled
-                                  else "the export was cancelled")
+                dialog.set_failed("The export was cancelled." if runner.cancel_token.cancelled
+                                  else "The export stopped with an error (see the message).")
 
         runner = self.run_job("export", f"Export {cfg.what}", lambda cancel: export_job(cfg, cancel), on_done=done)
         if runner is None:
@@ -825,6 +830,8 @@ class MainWindow(QMainWindow):
         self.settings.window_state = self.saveState()
         self.settings.sync()
         self.service.stop()
+        for name in ("app", "engine"):
+            logging.getLogger(name).removeHandler(self._log_handler)
         event.accept()
 
 

@@ -111,7 +111,6 @@ def wait(app, condition, timeout: float) -> bool:
 
 def run_window(seconds: float) -> dict:
     """Heartbeat and orbit figures in one editor window on the demo scene."""
-    import app  # noqa: F401  (its import guards come first)
     from PySide6.QtCore import QSettings, Qt, QTimer
     from PySide6.QtWidgets import QApplication
 

@@ -5,7 +5,6 @@ the viewport following it, point and type, an IDU edit, an export; and the bad-i
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import socket
 from pathlib import Path
 from typing import Callable, Sequence
@@ -30,10 +29,10 @@ from diffusers import DDIMScheduler, StableDiffusionInstructPix2PixPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
 from engine.editing.base import Guidance, check_edit_inputs, check_instruction
+from engine.editing.sources import CHECKPOINT_SUFFIXES, DEFAULT_HUB_ID, is_hub_id
 from engine.errors import CheckpointError, UserInputError
 from engine.jobs import CancelToken
 
-DEFAULT_HUB_ID = "timbrooks/instruct-pix2pix"
 """the InstructPix2Pix weights Instruct-NeRF2NeRF uses"""
 MAX_SIDE = 512
 """diffusion editors work at most at this side (the resolution InstructPix2Pix was trained at)"""
@@ -268,7 +267,7 @@ def load_ip2p(source: str | Path, device: torch.device | str = "cpu", memory: st
     pipeline = StableDiffusionInstructPix2PixPipeline
     path = Path(source).expanduser()
     if path.is_file():
-        if path.suffix not in (".safetensors", ".ckpt"):
+        if path.suffix not in CHECKPOINT_SUFFIXES:
             raise CheckpointError(f"{path} is not a .safetensors or .ckpt checkpoint")
         if config_dir is None:
             raise CheckpointError(f"{path} is a single checkpoint file: also give the diffusers folder of the same "
@@ -279,7 +278,7 @@ def load_ip2p(source: str | Path, device: torch.device | str = "cpu", memory: st
         pipe = _load(lambda: pipeline.from_single_file(str(path), config=str(config_dir), **options), path)
     else:
         if not path.exists():
-            if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", str(source)):
+            if not is_hub_id(source):
                 raise CheckpointError(f"no InstructPix2Pix model at {path}: give a diffusers folder, a "
                                       f".safetensors/.ckpt file, or a hub id such as {DEFAULT_HUB_ID}")
             path = _hub_folder(str(source))

@@ -25,9 +25,9 @@ from engine.scene.datasets import SceneDataset, load_dataset
 from engine.scene.trainer import load_trained
 
 EXPORT_KINDS = ("dataset", "pointcloud", "mesh", "video", "cameras")
-_SUFFIXES = {"dataset": ("",), "pointcloud": (".ply",), "mesh": MESH_SUFFIXES, "video": (".mp4", ""),
-             "cameras": (".json",)}
-"""what → allowed suffixes of --out ("" is a folder)"""
+EXPORT_SUFFIXES = {"dataset": ("",), "pointcloud": (".ply",), "mesh": MESH_SUFFIXES, "video": (".mp4", ""),
+                   "cameras": (".json",)}
+"""what → allowed suffixes of --out ("" is a folder), the usual one first"""
 
 
 @dataclass
@@ -49,7 +49,7 @@ class ExportConfig:
         if self.what not in EXPORT_KINDS:
             raise UserInputError(f"unknown export {self.what!r}; choose one of: {', '.join(EXPORT_KINDS)}")
         suffix = Path(self.out).suffix.lower()
-        allowed = _SUFFIXES[self.what]
+        allowed = EXPORT_SUFFIXES[self.what]
         if suffix not in allowed:
             names = " or ".join("a folder" if s == "" else s for s in allowed)
             raise UserInputError(f"{self.out}: a {self.what} export is written as {names}")
