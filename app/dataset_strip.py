@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # engine.project imports torch (~1 s); the window must appear
     from engine.editing.store import EditStore
 
 THUMBNAIL_HEIGHT = 96
+COMPARE_PANE_WIDTH = 440
+"""the selected view's wipe comparison and its version buttons, beside the thumbnails"""
 _GAP = 2  # pixels between the original and the edited half of a thumbnail
 _NAME_ROLE = Qt.ItemDataRole.UserRole
 
@@ -171,12 +173,14 @@ class DatasetStrip(QWidget):
 
         self.version_label = QLabel()
         self.version_label.setWordWrap(True)
-        self.previous_button = QPushButton("Previous version")
-        self.next_button = QPushButton("Next version")
-        self.revert_button = QPushButton("Revert view")
+        self.previous_button = QPushButton("◀ Older")
+        self.next_button = QPushButton("Newer ▶")
+        self.revert_button = QPushButton("Revert")
         self.revert_button.setToolTip("Show the original capture for this view again (the edits stay in its history)")
         self.undo_button = QPushButton("Undo")
         self.redo_button = QPushButton("Redo")
+        self.previous_button.setToolTip("Use the previous saved edit of this view")
+        self.next_button.setToolTip("Use the next saved edit of this view")
         self.previous_button.clicked.connect(lambda: self._step_version(-1))
         self.next_button.clicked.connect(lambda: self._step_version(+1))
         self.revert_button.clicked.connect(self.revert_selected)
@@ -191,21 +195,22 @@ class DatasetStrip(QWidget):
         slider_row.addWidget(QLabel("Edited"))
         slider_row.addWidget(self.compare_slider, 1)
         slider_row.addWidget(QLabel("Original"))
-        compare_column = QVBoxLayout()
-        compare_column.addWidget(self.compare_view, 1)
-        compare_column.addLayout(slider_row)
-        buttons = QVBoxLayout()
-        buttons.addWidget(self.version_label)
+        buttons = QHBoxLayout()
         for button in (self.previous_button, self.next_button, self.revert_button, self.undo_button,
                        self.redo_button):
             buttons.addWidget(button)
-        buttons.addStretch(1)
-        pane = QHBoxLayout()
-        pane.addLayout(compare_column, 1)
-        pane.addLayout(buttons)
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.thumbnail_list)
-        layout.addLayout(pane, 1)
+        compare_column = QVBoxLayout()
+        compare_column.addWidget(self.version_label)
+        compare_column.addWidget(self.compare_view, 1)
+        compare_column.addLayout(slider_row)
+        compare_column.addLayout(buttons)
+        compare_pane = QWidget()
+        compare_pane.setLayout(compare_column)
+        compare_pane.setFixedWidth(COMPARE_PANE_WIDTH)
+        compare_column.setContentsMargins(0, 0, 0, 0)
+        layout = QHBoxLayout(self)  # thumbnails on the left, the selected view compared on the right
+        layout.addWidget(self.thumbnail_list, 1)
+        layout.addWidget(compare_pane)
         self._update_controls()
 
     @property

@@ -18,7 +18,8 @@ from engine.jobs import Metrics, Progress
 
 ETA_MIN_FRACTION = 0.02  # below this an ETA is mostly noise
 _BAR_RESOLUTION = 1000
-_PLOT_REFRESH_MS = 200  # redraw plots at most five times a second however fast metrics come
+_PLOT_REFRESH_MS = 2000  # redraw plots at most every 2 s however fast metrics come (a redraw costs tens of ms)
+_PROGRESS_REFRESH_S = 0.5  # progress text at most twice a second: each change repaints part of the window
 _LOSS_KEYS = ("loss", "l1", "mse")  # the training loss under the first name the job reports
 
 
@@ -74,9 +75,11 @@ class JobsPanel(QWidget):
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
-        self._clock = QTimer(self)  # ticks the elapsed time while nothing else arrives (slow steps)
-        self._clock.setInterval(500)
-        self._clock.timeout.connect(self._update_elapsed)
+        self._clock = QTimer(self)  # shows the newest progress and ticks the elapsed time (also for slow steps)
+        self._clock.setInterval(int(_PROGRESS_REFRESH_S * 1000))
+        self._clock.timeout.connect(self._draw_progress)
+        self._pending_progress: Progress | None = None
+        self._last_progress_draw = 0.0
         self._plot_timer = QTimer(self)
         self._plot_timer.setSingleShot(True)
         self._plot_timer.setInterval(_PLOT_REFRESH_MS)
@@ -143,6 +146,7 @@ class JobsPanel(QWidget):
         self._connections.clear()
         self._runner = None
         self._clock.stop()
+        self._draw_progress()
         self._set_buttons_enabled(False)
         if self._plots_dirty:
             self._redraw_plots()
@@ -160,6 +164,17 @@ class JobsPanel(QWidget):
         self.elapsed_label.setText(f"elapsed {format_duration(self._active_seconds())}")
 
     def _on_progress(self, event: Progress) -> None:
+        self._pending_progress = event
+        if time.monotonic() - self._last_progress_draw >= _PROGRESS_REFRESH_S:
+            self._draw_progress()
+
+    def _draw_progress(self) -> None:
+        """Show the newest progress event (events come every step; the UI thread sees a few a second)."""
+        event, self._pending_progress = self._pending_progress, None
+        self._last_progress_draw = time.monotonic()
+        if event is None:
+            self._update_elapsed()
+            return
         fraction = event.fraction
         if fraction is None and event.total:
             fraction = event.step / event.total
@@ -249,6 +264,8 @@ class JobsPanel(QWidget):
             plot.setLabel("bottom", "step")
             plot.showGrid(x=True, y=True, alpha=0.3)
             plot.setMinimumHeight(120)
+            plot.setClipToView(True)  # long runs: draw only what is visible, decimated
+            plot.setDownsampling(auto=True, mode="peak")
             self._plots_row.addWidget(plot)
         self._loss_curve = self.loss_plot.plot(pen="y")
         self._psnr_curve = self.psnr_plot.plot(pen="c")

@@ -44,6 +44,8 @@ LIVE_REFRESH_MS = 1000
 CAMERA_HOLD_S = 0.3
 """training steps wait this long after the camera last moved, so dragging stays smooth"""
 FULL_SIDE_IDLE, FULL_SIDE_BUSY = 512, 256
+RIGHT_DOCK_WIDTH, BOTTOM_DOCK_HEIGHT = 400, 250
+"""first layout of the docks (users can resize them; the window restores what they chose)"""
 """longer side of the frame shown when the camera rests: smaller while a job shares the CPU"""
 
 
@@ -187,6 +189,8 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.log)
         self.tabifyDockWidget(self.docks["Dataset"], self.log)
         self.docks["Dataset"].raise_()
+        self.resizeDocks([self.docks["Point and type"]], [RIGHT_DOCK_WIDTH], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["Dataset"]], [BOTTOM_DOCK_HEIGHT], Qt.Orientation.Vertical)
 
         self._build_actions()
         self._build_menus_and_toolbar()

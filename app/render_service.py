@@ -20,11 +20,16 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QCoreApplication, QObject, Signal
 
+from app.worker import lower_thread_priority
+
 if TYPE_CHECKING:
     from engine.scene.orbit import OrbitCamera
     from engine.scene.viewer import FieldView, ViewFrame
 
 log = logging.getLogger(__name__)
+
+RENDER_NICENESS = 5
+"""the viewer's renders give way to the UI thread, and go before a job's steps"""
 
 SIDE_STEP_LIMIT = 1.5
 """an interactive frame's side changes by at most this factor from one frame to the next: follows
@@ -146,6 +151,7 @@ class RenderService(QObject):
             self._cond.notify_all()
 
     def _work(self) -> None:
+        lower_thread_priority(RENDER_NICENESS)
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._stopping or self._pending_pick or self._pending_frame)

@@ -11,6 +11,7 @@ cleanly (saving a checkpoint) — also when it is paused.  Any exception ends th
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import traceback
@@ -20,6 +21,23 @@ from PySide6.QtCore import QObject, QThread, QTimer, Signal
 
 from engine.errors import UserInputError
 from engine.jobs import Artifact, CancelToken, Job, JobWarning, Metrics, Preview, Progress
+
+
+WORKER_NICENESS = 10
+"""worker threads (and the OpenMP / torch threads they start) yield the CPU to the UI thread"""
+
+
+def lower_thread_priority(niceness: int = WORKER_NICENESS) -> None:
+    """Make the calling thread, and the threads it creates later, give way to the UI thread.
+
+    On a machine with few cores a job's compute threads would otherwise delay the UI thread
+    by tens of milliseconds whenever they all run; where the OS has no per-thread niceness
+    this does nothing.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except (AttributeError, OSError):
+        pass
 
 
 class _Pump(QThread):
@@ -34,6 +52,7 @@ class _Pump(QThread):
         self._runner = runner
 
     def run(self) -> None:  # noqa: D102 - QThread entry point
+        lower_thread_priority()
         try:
             for event in self._job:
                 self._runner._wait_while_paused()

@@ -169,7 +169,7 @@ def panel(qtbot) -> JobsPanel:
 
 def test_jobs_panel_follows_a_job_through_pause_and_resume_to_the_end(qtbot, panel):
     assert not panel.pause_button.isEnabled() and not panel.cancel_button.isEnabled()
-    runner = JobRunner(fake_job(steps=40))
+    runner = JobRunner(fake_job(steps=150))  # long enough to pause it after the ETA shows
     panel.attach(runner, "Training")
     assert panel.title_label.text() == "Training" and panel.cancel_button.isEnabled()
     runner.start()
@@ -184,12 +184,12 @@ def test_jobs_panel_follows_a_job_through_pause_and_resume_to_the_end(qtbot, pan
     assert done.args == [True] and panel.pause_button.text() == "Pause"
 
     assert panel.progress_bar.value() == panel.progress_bar.maximum()
-    assert panel.progress_bar.format() == "step 40 / 40"
+    assert panel.progress_bar.format() == "step 150 / 150"
     assert panel.status_label.text() == "finished"
-    assert panel.loss_points == [(s, 1.0 / s) for s in range(2, 41, 2)]
-    assert panel.psnr_points == [(s, 10.0 + s) for s in range(2, 41, 2)]
+    assert panel.loss_points == [(s, 1.0 / s) for s in range(2, 151, 2)]
+    assert panel.psnr_points == [(s, 10.0 + s) for s in range(2, 151, 2)]
     x, _y = panel.psnr_plot.listDataItems()[0].getData()  # the plot drew what the panel received
-    assert list(x) == list(range(2, 41, 2))
+    assert list(x) == list(range(2, 151, 2))
     assert not panel.pause_button.isEnabled() and not panel.cancel_button.isEnabled()
 
     panel.attach(JobRunner(fake_job()), "Editing")  # a new job starts with empty plots
