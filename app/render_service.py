@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+FULL_MIN_SIDE = 128
+"""full frames are never smaller than this, however slow the field renders"""
+FULL_SIDE_GROWTH = 2.0
+"""a full frame's side at most doubles from one to the next (the field speeds up as it trains)"""
+
 RENDER_NICENESS = 5
 """the viewer's renders give way to the UI thread, and go before a job's steps"""
 
@@ -76,12 +81,15 @@ class RenderService(QObject):
     _pick_done = Signal(object)
 
     def __init__(self, frame_budget_s: float = 0.07, max_side: int = 512, min_side: int = 32,
-                 first_interactive_side: int = 128, parent: QObject | None = None) -> None:
+                 first_interactive_side: int = 128, full_budget_s: float = 0.8,
+                 parent: QObject | None = None) -> None:
         """Interactive frames aim at ``frame_budget_s`` seconds with a longer side in [``min_side``,
-        full]; full frames are capped at ``max_side`` on their longer side.  Until a frame has been
-        timed, an interactive frame's longer side is ``first_interactive_side``."""
+        full]; full frames are capped at ``max_side`` on their longer side and shrink when they take
+        longer than ``full_budget_s`` (a barely trained field is slow to render).  Until a frame has
+        been timed, an interactive frame's longer side is ``first_interactive_side``."""
         super().__init__(parent)
         self.frame_budget_s = frame_budget_s
+        self.full_budget_s = full_budget_s
         self.max_side = max_side
         self.min_side = min_side
         self.first_interactive_side = first_interactive_side
@@ -92,6 +100,7 @@ class RenderService(QObject):
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._interactive_side: float | None = None  # worker-owned
+        self._full_side: float | None = None  # worker-owned
         self._frame_done.connect(self._deliver_frame)
         self._failure.connect(self.failed)
         self._pick_done.connect(self.picked)
@@ -127,7 +136,8 @@ class RenderService(QObject):
 
     def frame_size(self, width: int, height: int, interactive: bool) -> tuple[int, int]:
         """The size a frame for a ``width`` x ``height`` view is rendered at now (see the class notes)."""
-        scale = min(1.0, self.max_side / max(width, height))
+        cap = self.max_side if self._full_side is None else min(self.max_side, self._full_side)
+        scale = min(1.0, cap / max(width, height))
         full_w, full_h = max(1, round(width * scale)), max(1, round(height * scale))
         if not interactive:
             return full_w, full_h
@@ -186,6 +196,9 @@ class RenderService(QObject):
             factor = math.sqrt(self.frame_budget_s / max(frame.seconds, 1e-6))
             factor = min(SIDE_STEP_LIMIT, max(1 / SIDE_STEP_LIMIT, factor))
             self._interactive_side = min(self.max_side, max(self.min_side, max(width, height) * factor))
+        else:
+            factor = min(FULL_SIDE_GROWTH, math.sqrt(self.full_budget_s / max(frame.seconds, 1e-6)))
+            self._full_side = max(FULL_MIN_SIDE, max(width, height) * factor)
         self._frame_done.emit(frame, req.interactive)
 
     def _pick(self, view: "FieldView | None", req: _PickRequest) -> None:

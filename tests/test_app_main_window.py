@@ -69,7 +69,7 @@ def test_capture_to_edit_to_export(qtbot, window, tiny_demo, trained_tiny, tmp_p
     assert window.session.trained and not window.errors
     window.viewport.refresh()
     count = len(shown)
-    qtbot.waitUntil(lambda: len(shown) > count, timeout=10_000)
+    qtbot.waitUntil(lambda: len(shown) > count, timeout=30_000)
     assert first.shape != shown[-1].shape or np.abs(first.astype(int) - shown[-1].astype(int)).mean() > 1
 
     # a field trained longer (the same tiny scene), reopened from its folder
@@ -78,8 +78,12 @@ def test_capture_to_edit_to_export(qtbot, window, tiny_demo, trained_tiny, tmp_p
     qtbot.waitUntil(lambda: window.session.root == tmp_path / "proj" and not window.busy, timeout=60_000)
     assert window.session.trained and window.edit_panel.apply_button.isEnabled()
 
-    # point: click where the view shows the scene; the region is placed there and drawn
-    window.viewport.snap_to(window.session.dataset.cameras.c2w[0], 40.0)
+    # point: snap to a training camera (double-click its thumbnail), click where the view shows the
+    # scene; the region is placed there and drawn
+    name = window.session.view_names[0]
+    frame_index = [p.stem for p in window.session.dataset.image_paths].index(name)
+    window.strip.snap_requested.emit(name)
+    assert np.allclose(window.viewport.camera.c2w(), window.session.dataset.cameras.c2w[frame_index], atol=1e-9)
     frames = []
     window.service.frame_ready.connect(lambda frame, interactive: frames.append(frame))
     qtbot.waitUntil(lambda: any(not f.camera is None and np.allclose(f.camera.c2w(), window.viewport.camera.c2w())
@@ -91,8 +95,15 @@ def test_capture_to_edit_to_export(qtbot, window, tiny_demo, trained_tiny, tmp_p
     qtbot.waitUntil(lambda: window.edit_panel.region_point() is not None, timeout=10_000)
     assert window.viewport._region is not None  # the gizmo is drawn where the region is
 
-    # type: an offline instruction, a short IDU edit
+    # preview on this view: a 2D edit beside the render, the scene untouched
     window.edit_panel.instruction_edit.setText("make it red")
+    window.edit_panel.preview_button.click()
+    qtbot.waitUntil(lambda: window._preview_dialog is not None and window._preview_dialog.isVisible()
+                    and not window.busy, timeout=30_000)
+    assert not (tmp_path / "proj" / "edits").exists()
+    window._preview_dialog.close()
+
+    # type: an offline instruction, a short IDU edit
     window.edit_panel.minutes.setValue(0.1)
     window.edit_panel.apply_button.click()
     assert window.busy and window.job_kind == "edit"
@@ -192,3 +203,9 @@ def test_unsaved_changes_prompt_and_close_during_a_job(qtbot, window, tiny_demo,
     assert sorted((root / "checkpoints").glob("step_*.pt"))  # the job saved its checkpoint
     saved = json.loads((root / "retouch3d.json").read_text())
     assert saved["app"]["edit_panel"]["instruction"] == "make it green"
+
+    from app.project_session import open_job
+
+    result = {}
+    list(open_job(root, result))  # the project still opens, with the field trained so far
+    assert result["session"].trained
