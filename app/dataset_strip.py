@@ -234,7 +234,10 @@ class DatasetStrip(QWidget):
         self._selected = None
         self.thumbnail_list.clear()
         widest = max((thumb.width() for thumb in self._original_thumbnails), default=0)
-        self.thumbnail_list.setIconSize(QSize(max(THUMBNAIL_HEIGHT, 2 * widest + _GAP), THUMBNAIL_HEIGHT))
+        icon = QSize(max(THUMBNAIL_HEIGHT, 2 * widest + _GAP), THUMBNAIL_HEIGHT)
+        self.thumbnail_list.setIconSize(icon)
+        # one cell per view, wide enough for original + edit and two lines of text: nothing overlaps
+        self.thumbnail_list.setGridSize(QSize(icon.width() + 12, icon.height() + 2 * self.fontMetrics().height() + 12))
         for name in self._names:
             item = QListWidgetItem()
             item.setData(_NAME_ROLE, name)

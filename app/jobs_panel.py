@@ -19,6 +19,7 @@ from engine.jobs import Metrics, Progress
 ETA_MIN_FRACTION = 0.02  # below this an ETA is mostly noise
 _BAR_RESOLUTION = 1000
 _PLOT_REFRESH_MS = 2000  # redraw plots at most every 2 s however fast metrics come (a redraw costs tens of ms)
+_STATUS_CHARS = 90  # longer warnings are cut in the panel so the plots keep their room
 _PROGRESS_REFRESH_S = 0.5  # progress text at most twice a second: each change repaints part of the window
 _LOSS_KEYS = ("loss", "l1", "mse")  # the training loss under the first name the job reports
 
@@ -206,7 +207,9 @@ class JobsPanel(QWidget):
             self._plot_timer.start()
 
     def _on_warning(self, message: str) -> None:
-        self.status_label.setText(f"warning: {message}")
+        short = message if len(message) <= _STATUS_CHARS else message[:_STATUS_CHARS - 1] + "…"
+        self.status_label.setText(f"warning: {short}")  # the whole message: tooltip and log dock
+        self.status_label.setToolTip(message)
 
     def _on_failed(self, message: str, _details: str) -> None:
         self._failure = message

@@ -631,10 +631,12 @@ class MainWindow(QMainWindow):
         session = self.session
         self.service.set_field(FieldView(live=session.live))
         self._start_live_refresh()
+        self.statusBar().showMessage(f"{session.root}: training")
 
         def done(ok: bool) -> None:
             session.trained = session.live.ready
             self.viewport.refresh()
+            self.statusBar().showMessage(f"{session.root}: " + ("trained" if ok else "training stopped; Train resumes it"))
             from engine.project import Project
 
             session.manifest = Project(session.root).read_manifest()

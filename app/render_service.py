@@ -20,8 +20,6 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QCoreApplication, QObject, Signal
 
-from app.worker import lower_thread_priority
-
 if TYPE_CHECKING:
     from engine.scene.orbit import OrbitCamera
     from engine.scene.viewer import FieldView, ViewFrame
@@ -33,8 +31,6 @@ FULL_MIN_SIDE = 128
 FULL_SIDE_GROWTH = 2.0
 """a full frame's side at most doubles from one to the next (the field speeds up as it trains)"""
 
-RENDER_NICENESS = 5
-"""the viewer's renders give way to the UI thread, and go before a job's steps"""
 
 SIDE_STEP_LIMIT = 1.5
 """an interactive frame's side changes by at most this factor from one frame to the next: follows
@@ -161,7 +157,6 @@ class RenderService(QObject):
             self._cond.notify_all()
 
     def _work(self) -> None:
-        lower_thread_priority(RENDER_NICENESS)
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._stopping or self._pending_pick or self._pending_frame)
