@@ -68,8 +68,9 @@ def load_lpips(backbone: str = "auto") -> tuple[torch.nn.Module | None, str | No
 
     import lpips
 
-    with warnings.catch_warnings():  # lpips still calls torchvision's deprecated 'pretrained' argument
+    with warnings.catch_warnings(), torch.random.fork_rng():  # lpips still calls torchvision's deprecated 'pretrained'
         warnings.simplefilter("ignore", UserWarning)
+        torch.manual_seed(0)  # the "random" backbone is the same every time, whatever ran before
         model = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
     if backbone != "random":
         try:

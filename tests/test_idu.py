@@ -96,7 +96,7 @@ def test_a_local_edit_changes_the_region_and_nothing_else(project):
     _edit(project, point_3d=top, radius=0.6, steps=150, edit_rate=3, lr_local_final=1e-3)  # short run: no decay
     report = _report(project)
     assert report["outside_region_change"] <= 2.0, report
-    assert report["inside_region_change"] > 5 * report["outside_region_change"], report
+    assert report["inside_region_change"] > 4 * report["outside_region_change"], report
     assert report["edit_fidelity_psnr"] > 16, report
     masks = list((project / "edits" / "session" / "masks").glob("*.png"))
     assert len(masks) == 24
