@@ -44,9 +44,9 @@ LIVE_REFRESH_MS = 1000
 CAMERA_HOLD_S = 0.3
 """training steps wait this long after the camera last moved, so dragging stays smooth"""
 FULL_SIDE_IDLE, FULL_SIDE_BUSY = 512, 256
+"""longer side of the frame shown when the camera rests: smaller while a job shares the CPU"""
 RIGHT_DOCK_WIDTH, BOTTOM_DOCK_HEIGHT = 400, 250
 """first layout of the docks (users can resize them; the window restores what they chose)"""
-"""longer side of the frame shown when the camera rests: smaller while a job shares the CPU"""
 
 
 _ENGINE_READY = threading.Event()
