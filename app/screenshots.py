@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import tempfile
 import time
@@ -30,12 +31,17 @@ from PySide6.QtWidgets import QApplication
 WINDOW_SIZE = (1440, 900)
 VIEW_YAW_DEG, VIEW_PITCH_DEG = -30.0, 28.0
 """the 3/4 view of the demo scene: the sphere in front, the box and cylinder beside it"""
+VIEW_TARGET_CAPTURE = np.array([0.0, 0.0, 0.3])
+"""the point the view orbits, in the demo's capture coordinates: the middle of its objects"""
 VIEW_DISTANCE_FACTOR = 1.2
 """viewer distance as a multiple of the training cameras' distance: the nearer frustums stay in view"""
 VIEW_FOV_DEG = 50.0
 INSTRUCTION = "make it look like a bronze statue"
-EDIT_MINUTES = 0.5
-EDIT_SHOT_AFTER_S = 25.0
+REGION_RADIUS_FACTOR = 1.1
+"""edit radius / sphere radius: the region holds the whole sphere even where the picked depth
+of a briefly trained field lies inside it rather than on its surface"""
+EDIT_MINUTES = 1.0
+EDIT_SHOT_AFTER_S = 45.0
 """the running-edit shot is taken this long after the edit starts: progress, ETA and edited views show"""
 MAX_PNG_BYTES = 400_000
 FRAME_TIMEOUT_S = 120.0
@@ -76,6 +82,7 @@ class ScreenshotRun:
         self.train_minutes = train_minutes
         self.written: list[Path] = []
         self._last_frame = None
+        self._edit_started = 0.0
         window.service.frame_ready.connect(self._remember_frame)
 
     # ----------------------------------------------------------------------------- the story
@@ -94,6 +101,7 @@ class ScreenshotRun:
         return self.written
 
     def open_demo_project(self, data_root: Path) -> None:
+        """Write the demo capture, start a project on it and turn the viewport to the 3/4 view."""
         from engine.scene.procedural import DemoSceneConfig, write_demo_dataset
 
         window = self.window
@@ -117,11 +125,12 @@ class ScreenshotRun:
         back = rotation @ back_capture
         scene_yaw = math.degrees(math.atan2(back[1], back[0]))
         scene_pitch = math.degrees(math.asin(float(np.clip(back[2], -1, 1))))
-        target = (dataset.world_from_capture @ np.array([0.0, 0.0, 0.3, 1.0]))[:3]
+        target = (dataset.world_from_capture @ np.append(VIEW_TARGET_CAPTURE, 1.0))[:3]
         distance = VIEW_DISTANCE_FACTOR * float(np.linalg.norm(dataset.cameras.c2w[:, :3, 3], axis=1).mean())
         return OrbitCamera(target, distance, OrbitCamera.rotation_from_angles(scene_yaw, scene_pitch), VIEW_FOV_DEG)
 
     def train(self) -> None:
+        """Train for the chosen minutes from the toolbar, the viewport following the field."""
         window = self.window
         window.train_minutes.setValue(self.train_minutes)
         window.train()
@@ -130,12 +139,11 @@ class ScreenshotRun:
         ok = self._wait_for_job("training", self.train_minutes * 60 + 300)
         if not ok or not window.session.trained:
             raise ScreenshotError(f"training did not finish: {self._error()}")
-        strip = window.strip
-        strip.select_view(window.session.view_names[0])
+        window.strip.select_view(window.session.view_names[0])  # the compare pane shows a capture
 
     def place_region_on_sphere(self) -> None:
-        """Click the viewport where it shows the striped sphere: the first candidate pixel whose picked
-        point lies on (or in) the sphere."""
+        """Click the viewport where it shows the striped sphere (the first candidate pixel whose picked
+        point lies on or in it), then widen the region to take in the whole sphere."""
         from engine.scene.procedural import SPHERE_CENTER, SPHERE_RADIUS
 
         window = self.window
@@ -154,13 +162,14 @@ class ScreenshotRun:
                 # a briefly trained field's depth can lie inside the sphere: anywhere in it is on the object
                 if point is not None and np.linalg.norm(point - centre) < 1.2 * radius:
                     wait_until(lambda: window.edit_panel.region_point() is not None, 10, "the edit region")
+                    window.edit_panel.radius_spin.setValue(REGION_RADIUS_FACTOR * SPHERE_RADIUS)
                     return
         finally:
             window.service.picked.disconnect(picked.append)
         raise ScreenshotError("no click in the viewport landed on the sphere (is the field trained enough?)")
 
     def _sphere_pixels(self, centre: np.ndarray, radius: float) -> list[tuple[float, float]]:
-        """Viewport pixels to try: the sphere's centre projected, then points around it, nearest first."""
+        """Viewport pixels to try: points on the sphere's side facing the viewer, then its centre."""
         import torch
 
         from engine.cameras import project_points
@@ -178,6 +187,7 @@ class ScreenshotRun:
         return [(float(x), float(y)) for x, y in pixels if 0 <= x < width and 0 <= y < height]
 
     def start_edit(self) -> None:
+        """Type the instruction, set the edit's time budget and press Apply (an IDU job starts)."""
         window = self.window
         panel = window.edit_panel
         panel.instruction_edit.setFocus()
@@ -188,14 +198,14 @@ class ScreenshotRun:
             raise ScreenshotError(f"the edit panel refused the edit: {panel.error_text()}")
         if window.job_kind != "edit":
             raise ScreenshotError(f"the edit did not start: {self._error()}")
-        self.edit_started = time.monotonic()
+        self._edit_started = time.monotonic()
 
     def wait_for_edited_views(self) -> None:
         """Let the edit run until the shot time, then show an edited view in the compare pane."""
         window = self.window
         strip = window.strip
         names = window.session.view_names
-        wait_until(lambda: time.monotonic() - self.edit_started >= EDIT_SHOT_AFTER_S or not window.busy,
+        wait_until(lambda: time.monotonic() - self._edit_started >= EDIT_SHOT_AFTER_S or not window.busy,
                    EDIT_SHOT_AFTER_S + 60, "the edit to run a while")
         if not window.busy:
             raise ScreenshotError(f"the edit ended before its screenshot (after {EDIT_SHOT_AFTER_S:g} s): "
@@ -211,9 +221,24 @@ class ScreenshotRun:
                                                           - originals[name]).mean()))
         strip.select_view(shown)
         strip.thumbnail_list.scrollToItem(strip.thumbnail_list.item(names.index(shown)))
-        strip.compare_slider.setValue(50)
+        strip.compare_slider.setValue(self._sphere_split_percent(dataset.train_indices[names.index(shown)]))
+
+    def _sphere_split_percent(self, frame: int) -> int:
+        """Where the compare wipe cuts training image ``frame``: through the sphere, half edit, half original."""
+        import torch
+
+        from engine.cameras import project_points
+        from engine.scene.procedural import SPHERE_CENTER
+
+        dataset = self.window.session.dataset
+        cams = dataset.cameras
+        centre = (dataset.world_from_capture @ np.append(SPHERE_CENTER, 1.0))[:3]
+        u = project_points(torch.tensor(centre[None]), torch.tensor(cams.c2w[frame]), float(cams.fx[frame]),
+                           float(cams.fy[frame]), float(cams.cx[frame]), float(cams.cy[frame]))[0, 0]
+        return int(np.clip(round(100 * float(u) / float(cams.width[frame])), 0, 100))
 
     def finish_edit(self) -> None:
+        """Wait for the edit job to end; ScreenshotError when it failed or was cancelled."""
         if not self._wait_for_job("editing", EDIT_MINUTES * 60 + 300):
             raise ScreenshotError(f"the edit did not finish: {self._error()}")
 
@@ -312,7 +337,7 @@ def save_png(image: QImage, path: Path) -> None:
             raise ScreenshotError(f"could not write {path}")
         if path.stat().st_size <= MAX_PNG_BYTES or scale < 0.5:
             return
-        scale *= 0.85
+        scale *= 0.9
 
 
 def lpips_choice() -> str:
@@ -329,7 +354,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                  "(run under Xvfb: xvfb-run -a -s \"-screen 0 1600x1000x24\").")
     parser.add_argument("--out", type=Path, default=Path("docs/screenshots"), help="folder for the PNG files")
     parser.add_argument("--train-minutes", type=float, default=1.0,
-                        help="how long to train the demo scene before the shots (default 1.0)")
+                        help="how long to train the demo scene before the shots (default 1.0; on a "
+                             "2-core CPU 3 gives a clean field, 1 a blurry one)")
     args = parser.parse_args(argv)
     if not args.train_minutes > 0:
         parser.error(f"--train-minutes must be positive, got {args.train_minutes}")
@@ -339,6 +365,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Take the screenshots; 0 on success, 1 with a message on stderr otherwise."""
     args = parse_args(argv)
+    if sys.platform.startswith("linux") and not any(os.environ.get(name) for name in
+                                                    ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")):
+        print('screenshots: error: no display; run under Xvfb: xvfb-run -a -s "-screen 0 1600x1000x24" '
+              "python -m app.screenshots", file=sys.stderr)
+        return 1
     from app.main_window import MainWindow
     from app.settings import APPLICATION, ORGANIZATION, AppSettings
 
