@@ -186,10 +186,9 @@ class DatasetStrip(QWidget):
         self.revert_button.clicked.connect(self.revert_selected)
         self.undo_button.clicked.connect(self.undo_stack.undo)
         self.redo_button.clicked.connect(self.undo_stack.redo)
-        self.undo_stack.canUndoChanged.connect(self.undo_button.setEnabled)
-        self.undo_stack.canRedoChanged.connect(self.redo_button.setEnabled)
-        self.undo_button.setEnabled(False)
-        self.redo_button.setEnabled(False)
+        self.undo_stack.canUndoChanged.connect(self._update_controls)
+        self.undo_stack.canRedoChanged.connect(self._update_controls)
+        self._history_locked = False
 
         slider_row = QHBoxLayout()
         slider_row.addWidget(QLabel("Edited"))
@@ -233,11 +232,6 @@ class DatasetStrip(QWidget):
         self._store = store
         self._selected = None
         self.thumbnail_list.clear()
-        widest = max((thumb.width() for thumb in self._original_thumbnails), default=0)
-        icon = QSize(max(THUMBNAIL_HEIGHT, 2 * widest + _GAP), THUMBNAIL_HEIGHT)
-        self.thumbnail_list.setIconSize(icon)
-        # one cell per view, wide enough for original + edit and two lines of text: nothing overlaps
-        self.thumbnail_list.setGridSize(QSize(icon.width() + 12, icon.height() + 2 * self.fontMetrics().height() + 12))
         for name in self._names:
             item = QListWidgetItem()
             item.setData(_NAME_ROLE, name)
@@ -249,6 +243,7 @@ class DatasetStrip(QWidget):
         self._reload_store()
         for row in range(self.thumbnail_list.count()):
             self._update_item(self.thumbnail_list.item(row))
+        self._fit_grid()
         self._show_selected()
 
     def refresh_view(self, name: str) -> None:
@@ -257,6 +252,7 @@ class DatasetStrip(QWidget):
             return
         self._reload_store()
         self._update_item(self.thumbnail_list.item(self._names.index(name)))
+        self._fit_grid()
         if name == self._selected:
             self._show_selected()
 
@@ -306,6 +302,17 @@ class DatasetStrip(QWidget):
             self._show_selected()
         self.edits_changed.emit(view)
 
+    def _fit_grid(self) -> None:
+        """One cell per view, as wide as its thumbnail: the original alone, or beside its edit once
+        any view is edited; room for two lines of text, so nothing overlaps and no gaps open."""
+        widest = max((thumb.width() for thumb in self._original_thumbnails), default=0)
+        paired = self._store is not None and any(self._store.current_index(name) >= 0 for name in self._names)
+        icon = QSize(max(THUMBNAIL_HEIGHT, 2 * widest + _GAP if paired else widest), THUMBNAIL_HEIGHT)
+        if icon != self.thumbnail_list.iconSize():
+            self.thumbnail_list.setIconSize(icon)
+            self.thumbnail_list.setGridSize(
+                QSize(icon.width() + 12, icon.height() + 2 * self.fontMetrics().height() + 12))
+
     def _update_item(self, item: QListWidgetItem) -> None:
         name = item.data(_NAME_ROLE)
         original = self._original_thumbnails[self._names.index(name)]
@@ -342,19 +349,34 @@ class DatasetStrip(QWidget):
             self.compare_view.set_images(original, numpy_to_qimage(edited) if edited is not None else None)
         self._update_controls()
 
+    def set_history_locked(self, locked: bool) -> None:
+        """Lock revert, version steps and undo / redo while a job writes the views' edits (it would
+        overwrite a change made meanwhile); browsing and comparing stay available."""
+        self._history_locked = locked
+        self._update_controls()
+
+    @property
+    def history_locked(self) -> bool:
+        """Whether revert, version steps and undo / redo are locked (see ``set_history_locked``)."""
+        return self._history_locked
+
     def _update_controls(self) -> None:
         view, store = self._selected, self._store
         versions = len(store.history(view)) if view is not None and store is not None else 0
         current = store.current_index(view) if view is not None and store is not None else -1
+        unlocked = not self._history_locked
         self.compare_slider.setEnabled(current >= 0)
-        self.revert_button.setEnabled(current >= 0)
-        self.previous_button.setEnabled(current >= 0)
-        self.next_button.setEnabled(current < versions - 1)
+        self.revert_button.setEnabled(unlocked and current >= 0)
+        self.previous_button.setEnabled(unlocked and current >= 0)
+        self.next_button.setEnabled(unlocked and current < versions - 1)
+        self.undo_button.setEnabled(unlocked and self.undo_stack.canUndo())
+        self.redo_button.setEnabled(unlocked and self.undo_stack.canRedo())
         if view is None:
             self.version_label.setText("Select a view to compare it with its edit.")
         elif versions == 0:
             self.version_label.setText(f"{view}: original, never edited")
         elif current < 0:
-            self.version_label.setText(f"{view}: original ({versions} edits in its history)")
+            plural = "" if versions == 1 else "s"
+            self.version_label.setText(f"{view}: original ({versions} edit{plural} in its history)")
         else:
             self.version_label.setText(f"{view}: edit {current + 1} of {versions}")

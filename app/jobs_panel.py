@@ -11,6 +11,7 @@ import math
 import time
 
 from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from app.worker import JobRunner
@@ -19,9 +20,22 @@ from engine.jobs import Metrics, Progress
 ETA_MIN_FRACTION = 0.02  # below this an ETA is mostly noise
 _BAR_RESOLUTION = 1000
 _PLOT_REFRESH_MS = 2000  # redraw plots at most every 2 s however fast metrics come (a redraw costs tens of ms)
+LOSS_COLOUR = "#d9711a"
+PSNR_COLOUR = "#1f77b4"
 _STATUS_CHARS = 90  # longer warnings are cut in the panel so the plots keep their room
 _PROGRESS_REFRESH_S = 0.5  # progress text at most twice a second: each change repaints part of the window
 _LOSS_KEYS = ("loss", "l1", "mse")  # the training loss under the first name the job reports
+
+
+def log_ticks(low: float, high: float) -> list[list[tuple[float, str]]]:
+    """Labelled ticks for a log-scale axis over [low, high] (positive), in log10 units as pyqtgraph
+    places them: decades, plus 2x and 5x marks when the range spans less than two decades
+    (pyqtgraph's own log ticks label every minor mark and the labels run into each other)."""
+    low, high = max(low, 1e-30), max(high, low)
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    factors = (1, 2, 5) if math.log10(high / low) < 2 else (1,)
+    marks = [(math.log10(f) + d, f"{f * 10.0 ** d:.3g}") for d in range(first, last + 1) for f in factors]
+    return [marks, []]
 
 
 def format_duration(seconds: float) -> str:
@@ -217,6 +231,8 @@ class JobsPanel(QWidget):
     def _on_finished(self, ok: bool) -> None:
         if ok:
             self.status_label.setText("finished")
+            self._pending_progress = None  # e.g. the last evaluation step: no longer what the bar says
+            self.progress_bar.setFormat("done")
             self.progress_bar.setRange(0, _BAR_RESOLUTION)
             self.progress_bar.setValue(_BAR_RESOLUTION)
             self.eta_label.setText("ETA —")
@@ -260,18 +276,31 @@ class JobsPanel(QWidget):
             return
         import pyqtgraph  # deferred: see the module docstring
 
-        self.loss_plot = pyqtgraph.PlotWidget(title="loss")
+        palette = self.palette()
+        text = palette.color(QPalette.ColorRole.WindowText)
+        tick_font = self.font()
+        tick_font.setPointSizeF(max(tick_font.pointSizeF() - 1.5, 6.0))
+        self.loss_plot = pyqtgraph.PlotWidget(background=palette.color(QPalette.ColorRole.Base))
         self.loss_plot.setLogMode(x=False, y=True)
-        self.psnr_plot = pyqtgraph.PlotWidget(title="PSNR (dB, training views)")
-        for plot in (self.loss_plot, self.psnr_plot):
-            plot.setLabel("bottom", "step")
-            plot.showGrid(x=True, y=True, alpha=0.3)
+        self.psnr_plot = pyqtgraph.PlotWidget(background=palette.color(QPalette.ColorRole.Base))
+        for plot, title, tip in ((self.loss_plot, "loss", "Training loss per step (log scale)"),
+                                 (self.psnr_plot, "PSNR (dB)", "PSNR of the training rays of each step, in dB")):
+            plot.setTitle(title, color=text.name(), size=f"{tick_font.pointSizeF() + 1:.0f}pt")
+            plot.setToolTip(tip)
+            plot.setLabel("bottom", "step", color=text.name())
+            for side in ("left", "bottom"):
+                axis = plot.getAxis(side)
+                axis.setTextPen(text)
+                axis.setPen(text)
+                axis.setStyle(tickFont=tick_font, tickTextOffset=3)
+            plot.getAxis("left").setWidth(42)
+            plot.showGrid(x=True, y=True, alpha=0.25)
             plot.setMinimumHeight(120)
             plot.setClipToView(True)  # long runs: draw only what is visible, decimated
             plot.setDownsampling(auto=True, mode="peak")
             self._plots_row.addWidget(plot)
-        self._loss_curve = self.loss_plot.plot(pen="y")
-        self._psnr_curve = self.psnr_plot.plot(pen="c")
+        self._loss_curve = self.loss_plot.plot(pen=pyqtgraph.mkPen(LOSS_COLOUR, width=1.5))
+        self._psnr_curve = self.psnr_plot.plot(pen=pyqtgraph.mkPen(PSNR_COLOUR, width=1.5))
 
     def _redraw_plots(self) -> None:
         self._plots_dirty = False
@@ -281,5 +310,7 @@ class JobsPanel(QWidget):
             if points:
                 steps, values = zip(*points)
                 curve.setData(list(steps), list(values))
+                if curve is self._loss_curve:
+                    self.loss_plot.getAxis("left").setTicks(log_ticks(min(values), max(values)))
             else:
                 curve.clear()

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from PySide6.QtCore import QEventLoop, QSize, Qt, QTimer
@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDockWidget
 
 from app.dataset_strip import DatasetStrip
 from app.dialogs import ExportDialog, SettingsDialog, show_error
-from app.edit_panel import EditPanel, PreviewDialog
+from app.edit_panel import EditOptions, EditPanel, PreviewDialog
 from app.jobs_panel import JobsPanel
 from app.log_dock import LogDock, QtLogHandler
 from app.project_session import (ProjectSession, check_dataset_folder, create_project, open_job, trained_seconds,
@@ -37,6 +37,9 @@ from app.viewport import Viewport
 from app.worker import JobRunner
 from engine.errors import UserInputError
 from engine.jobs import Preview, Progress
+
+if TYPE_CHECKING:
+    from engine.editing.idu import EditConfig
 
 RENDER_MODE_LABELS = {"rgb": "RGB", "depth": "Depth", "accumulation": "Accumulation"}
 LIVE_REFRESH_MS = 1000
@@ -162,7 +165,7 @@ class MainWindow(QMainWindow):
         self.resize(1400, 900)
 
         self.viewport = Viewport()
-        self.setCentralWidget(self.viewport)
+        self.setCentralWidget(self.viewport.widget())
         self.service = RenderService()
         self.viewport.attach(self.service, lambda: self.render_mode)
         self.service.failed.connect(lambda msg: self.log.log(msg, "error"))
@@ -330,9 +333,11 @@ class MainWindow(QMainWindow):
         self.open_action.setEnabled(not busy)
         self.recent_menu.setEnabled(not busy)
         self.edit_panel.set_busy(busy or not trained)
-        self.strip.setEnabled(has_project and not (busy and self.job_kind == "edit"))
-        self.undo_action.setEnabled(self.strip.isEnabled() and self.strip.undo_stack.canUndo())
-        self.redo_action.setEnabled(self.strip.isEnabled() and self.strip.undo_stack.canRedo())
+        self.strip.setEnabled(has_project)
+        self.strip.set_history_locked(busy and self.job_kind == "edit")
+        history = has_project and not self.strip.history_locked
+        self.undo_action.setEnabled(history and self.strip.undo_stack.canUndo())
+        self.redo_action.setEnabled(history and self.strip.undo_stack.canRedo())
         title = "Retouch3D"
         if has_project:
             title = f"{self.session.name}{' *' if self.dirty else ''} — Retouch3D"
@@ -688,6 +693,15 @@ class MainWindow(QMainWindow):
         centre, scene_radius = capture_to_scene(self.session.dataset, tuple(point), radius)
         self.viewport.set_region(centre, scene_radius)
 
+    def _edit_config(self, options: EditOptions) -> "EditConfig":
+        """The panel's edit options for this project, with the devices, presets and model
+        configuration from Settings."""
+        cfg = options.edit_config(str(self.session.root), self.settings.resolved_device(),
+                                  self.settings.memory_preset, self.settings.lpips_backbone)
+        if cfg.editor == "ip2p" and not cfg.model_config and self.settings.ip2p_config_dir:
+            cfg.model_config = self.settings.ip2p_config_dir
+        return cfg
+
     def apply_edit(self, options) -> None:
         """Start Instruct-NeRF2NeRF's Iterative Dataset Update with the panel's instruction and region."""
         if self.session is None or not self.session.trained:
@@ -695,10 +709,7 @@ class MainWindow(QMainWindow):
             return
         from engine.editing.idu import edit_job
 
-        cfg = options.edit_config(str(self.session.root), self.settings.resolved_device(),
-                                  self.settings.memory_preset, self.settings.lpips_backbone)
-        if cfg.editor == "ip2p" and not cfg.model_config and self.settings.ip2p_config_dir:
-            cfg.model_config = self.settings.ip2p_config_dir
+        cfg = self._edit_config(options)
         session = self.session
         self.save_project()
         self._start_live_refresh()
@@ -726,10 +737,7 @@ class MainWindow(QMainWindow):
         camera = self.viewport.camera.copy()
         aspect = max(self.viewport.width(), 1) / max(self.viewport.height(), 1)
         width, height = (256, max(8, round(256 / aspect))) if aspect >= 1 else (max(8, round(256 * aspect)), 256)
-        cfg = options.edit_config(str(self.session.root), self.settings.resolved_device(),
-                                  self.settings.memory_preset, self.settings.lpips_backbone)
-        if cfg.editor == "ip2p" and not cfg.model_config and self.settings.ip2p_config_dir:
-            cfg.model_config = self.settings.ip2p_config_dir
+        cfg = self._edit_config(options)
 
         def job(cancel):
             import torch

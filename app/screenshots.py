@@ -283,16 +283,16 @@ class ScreenshotRun:
         raise ScreenshotError(f"no full-resolution frame of the view came within {FRAME_TIMEOUT_S:g} s")
 
     def _grab_window(self) -> QImage:
-        """The window as it looks.  QWidget.grab renders the viewport's GL frame but not what the
-        viewport paints over it with QPainter (its mode label), so the viewport's own framebuffer
-        is drawn in on top."""
+        """The window as it looks.  QWidget.grab leaves out the viewport (a native OpenGL window), so
+        the viewport's own framebuffer is drawn in where it sits."""
         window, viewport = self.window, self.window.viewport
         image = window.grab().toImage().convertToFormat(QImage.Format.Format_RGB32)
-        framebuffer = viewport.grabFramebuffer()
+        framebuffer = viewport.grab_image()
         if looks_empty(framebuffer):
             raise ScreenshotError("the viewport came out empty in the screenshot")
         painter = QPainter(image)
-        painter.drawImage(QRect(viewport.mapTo(window, QPoint(0, 0)), viewport.size()), framebuffer)
+        holder = viewport.widget()
+        painter.drawImage(QRect(holder.mapTo(window, QPoint(0, 0)), holder.size()), framebuffer)
         painter.end()
         return image
 

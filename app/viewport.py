@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from OpenGL import GL
-from PySide6.QtCore import QPoint, QPointF, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QKeyEvent, QMouseEvent, QPainter, QWheelEvent
-from PySide6.QtOpenGLWidgets import QOpenGLWidget
+from PySide6.QtCore import QPoint, QPointF, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QImage, QKeyEvent, QMouseEvent, QPainter, QWheelEvent
+from PySide6.QtOpenGL import QOpenGLWindow
 from PySide6.QtWidgets import QWidget
 
 if TYPE_CHECKING:
@@ -83,8 +83,13 @@ def sphere_segments(centre: np.ndarray, radius: float, segments: int = CIRCLE_SE
     return np.concatenate(circles)
 
 
-class Viewport(QOpenGLWidget):
+class Viewport(QOpenGLWindow):
     """Shows the field's newest frame and lets the user move the camera and click on the scene.
+
+    A native OpenGL window, put into layouts through ``widget()``: the rest of the editor window
+    then keeps Qt's raster backing store.  (With a QOpenGLWidget every repaint of any widget in the
+    window is composited through OpenGL, which under a software rasteriser stalls the UI thread
+    for tens of milliseconds per repaint.)
 
     Signals:
     - ``camera_changed(camera: OrbitCamera, interactive: bool)``: a copy of the camera after each
@@ -95,12 +100,12 @@ class Viewport(QOpenGLWidget):
     camera_changed = Signal(object, bool)
     clicked = Signal(float, float)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self) -> None:
         from engine.scene.orbit import OrbitCamera
 
-        super().__init__(parent)
-        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
-        self.setMinimumSize(64, 64)
+        super().__init__()
+        self.setMinimumSize(QSize(64, 64))
+        self._container: QWidget | None = None
         self.camera: OrbitCamera = OrbitCamera()
         self.image_camera: OrbitCamera | None = None
         """the camera the shown image was rendered from (None for an image from elsewhere)"""
@@ -127,6 +132,25 @@ class Viewport(QOpenGLWidget):
         self._settle.timeout.connect(self._on_settled)
         self._service: RenderService | None = None
         self._mode_getter: Callable[[], str] = lambda: "rgb"
+
+    def widget(self) -> QWidget:
+        """The widget that holds this window in a layout (made on the first call, then the same)."""
+        if self._container is None:
+            self._container = QWidget.createWindowContainer(self)
+            self._container.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+            self._container.setMinimumSize(self.minimumSize())
+        return self._container
+
+    def grab_image(self) -> QImage:
+        """The viewport as it looks now, drawn afresh and read back (screenshots, tests); a null
+        image before the window has its OpenGL context."""
+        if not self.isValid():
+            return QImage()
+        self.makeCurrent()
+        self.paintGL()
+        image = self.grabFramebuffer()  # reads the back buffer just drawn, before any swap
+        self.doneCurrent()
+        return image
 
     # ---- image ------------------------------------------------------------------------------
 
@@ -255,7 +279,8 @@ class Viewport(QOpenGLWidget):
         self._drag_pans = (event.button() in (Qt.MouseButton.RightButton, Qt.MouseButton.MiddleButton)
                            or bool(event.modifiers() & Qt.KeyboardModifier.ShiftModifier))
         self._dragging = False
-        self.setFocus()
+        if self._container is not None:
+            self._container.setFocus()
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
         if self._press_pos is None:

@@ -107,7 +107,9 @@ def test_capture_to_edit_to_export(qtbot, window, tiny_demo, trained_tiny, tmp_p
     window.edit_panel.minutes.setValue(0.1)
     window.edit_panel.apply_button.click()
     assert window.busy and window.job_kind == "edit"
-    assert not window.strip.isEnabled()  # no reverts while the job writes edits
+    strip = window.strip  # browsing stays, but no reverts while the job writes edits
+    assert strip.isEnabled() and strip.history_locked and not strip.revert_button.isEnabled()
+    assert not window.undo_action.isEnabled()
     qtbot.waitUntil(lambda: not window.busy, timeout=120_000)
     assert not window.errors
     report = json.loads((tmp_path / "proj" / "edits" / "report.json").read_text())

@@ -14,7 +14,7 @@ from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtGui import QColor  # noqa: E402
 
 from app.dataset_strip import DatasetStrip  # noqa: E402
-from app.jobs_panel import JobsPanel, format_duration  # noqa: E402
+from app.jobs_panel import JobsPanel, format_duration, log_ticks  # noqa: E402
 from app.worker import JobRunner  # noqa: E402
 from engine.editing.store import EditStore  # noqa: E402
 from engine.jobs import JobWarning, Metrics, Progress  # noqa: E402
@@ -68,6 +68,17 @@ def test_strip_shows_every_view_and_marks_the_edited_ones(strip):
     assert edited_icon.height() == plain_icon.height() == 96 and edited_icon.width() > 2 * plain_icon.width()
 
 
+def test_cells_are_as_wide_as_the_thumbnails_they_hold(qtbot, tmp_path):
+    strip = DatasetStrip()
+    qtbot.addWidget(strip)
+    store = EditStore(tmp_path)
+    strip.set_views(["view_a", "view_b"], [solid(RED)] * 2, store)  # 32 x 24 images: 128 x 96 thumbnails
+    assert strip.thumbnail_list.gridSize().width() == 128 + 12  # originals only: no gaps between them
+    store.add("view_b", solid(GREEN), instruction="make it green")
+    strip.refresh_view("view_b")
+    assert strip.thumbnail_list.gridSize().width() == 2 * 128 + 2 + 12  # room for original beside edit
+
+
 def test_selecting_a_view_shows_a_wipe_between_edit_and_original(qtbot, strip):
     with qtbot.waitSignal(strip.view_selected, timeout=1000) as selected:
         strip.select_view("view_a")
@@ -107,6 +118,20 @@ def test_revert_is_undoable_and_redoable(qtbot, strip):
     with qtbot.waitSignal(strip.edits_changed, timeout=1000):
         qtbot.mouseClick(strip.redo_button, Qt.MouseButton.LeftButton)
     assert EditStore(store.root.parent).current_index("view_b") == -1
+
+
+def test_a_locked_history_still_lets_the_user_browse_and_compare(qtbot, strip):
+    strip.select_view("view_b")
+    qtbot.mouseClick(strip.revert_button, Qt.MouseButton.LeftButton)
+    strip.select_view("view_a")
+    strip.set_history_locked(True)  # an edit job writes the views' edits
+    assert strip.undo_stack.canUndo() and not strip.undo_button.isEnabled()
+    assert not (strip.revert_button.isEnabled() or strip.previous_button.isEnabled())
+    assert strip.compare_slider.isEnabled()
+    strip.select_view("view_b")
+    assert strip.selected_view == "view_b" and strip.version_label.text() == "view_b: original (1 edit in its history)"
+    strip.set_history_locked(False)
+    assert strip.undo_button.isEnabled() and not strip.redo_button.isEnabled()
 
 
 def test_version_steps_walk_the_history_through_the_undo_stack(qtbot, strip):
@@ -184,7 +209,7 @@ def test_jobs_panel_follows_a_job_through_pause_and_resume_to_the_end(qtbot, pan
     assert done.args == [True] and panel.pause_button.text() == "Pause"
 
     assert panel.progress_bar.value() == panel.progress_bar.maximum()
-    assert panel.progress_bar.format() == "step 150 / 150"
+    assert panel.progress_bar.format() == "done"  # not the last step's message (e.g. "evaluating")
     assert panel.status_label.text() == "finished"
     assert panel.loss_points == [(s, 1.0 / s) for s in range(2, 151, 2)]
     assert panel.psnr_points == [(s, 10.0 + s) for s in range(2, 151, 2)]
@@ -234,3 +259,12 @@ def test_durations_read_like_speech():
     assert format_duration(45) == "45 s"
     assert format_duration(80) == "1 min 20 s"
     assert format_duration(2 * 3600 + 5 * 60 + 10) == "2 h 05 min"
+
+
+def test_loss_axis_ticks_are_few_and_readable():
+    marks, minor = log_ticks(9e-4, 0.016)  # a typical run: about one decade
+    labels = {label: position for position, label in marks}
+    assert {"0.001", "0.002", "0.005", "0.01", "0.02"} <= set(labels) and minor == []
+    assert labels["0.002"] == pytest.approx(np.log10(0.002))
+    wide, _ = log_ticks(1e-4, 3.0)  # several decades: decades only
+    assert [label for _, label in wide] == ["0.0001", "0.001", "0.01", "0.1", "1", "10"]

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("OpenGL")
 from PySide6.QtCore import QEvent, QObject, QPoint, QPointF, Qt, Signal  # noqa: E402
-from PySide6.QtGui import QMouseEvent, QWheelEvent  # noqa: E402
+from PySide6.QtGui import QImage, QMouseEvent, QWheelEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from app.render_service import RenderService  # noqa: E402
@@ -25,11 +25,13 @@ BACKGROUND_RGB = (28, 28, 31)  # app.viewport.BACKGROUND in 8 bits
 def viewport(qtbot) -> Viewport:
     """A shown viewport with no overlays, or a skip where no OpenGL context can be made."""
     view = Viewport()
-    qtbot.addWidget(view)
-    view.resize(WIDTH, HEIGHT)
-    view.show()
-    qtbot.waitExposed(view)
-    if view.grabFramebuffer().isNull() or not view.isValid():
+    holder = view.widget()
+    qtbot.addWidget(holder)
+    holder.resize(WIDTH, HEIGHT)
+    holder.show()
+    qtbot.waitExposed(holder)
+    qtbot.waitUntil(lambda: view.isExposed() and view.size() == holder.size())
+    if view.grab_image().isNull() or not view.isValid():
         pytest.skip("no OpenGL context could be created on this display")
     view.show_frustums = view.show_box = view.show_axes = False
     return view
@@ -37,7 +39,7 @@ def viewport(qtbot) -> Viewport:
 
 def pixels(view: Viewport) -> np.ndarray:
     """The widget's framebuffer as an (H, W, 3) uint8 array."""
-    image = view.grabFramebuffer().convertToFormat(view.grabFramebuffer().Format.Format_RGB888)
+    image = view.grab_image().convertToFormat(QImage.Format.Format_RGB888)
     height, width = image.height(), image.width()
     rows = np.frombuffer(image.constBits(), np.uint8).reshape(height, image.bytesPerLine())
     return rows[:, :width * 3].reshape(height, width, 3).copy()
