@@ -1,5 +1,5 @@
 """The editor window: a live viewport in the middle, point-and-type editing, the dataset strip,
-jobs and the log around it.
+jobs and the log around it; a second tab holds the Portrait workspace.
 
 Every long piece of work (opening a project, training, editing, previews, exports) runs as an
 engine job on a JobRunner, so the window never waits on the engine.  While a train or edit job
@@ -22,13 +22,14 @@ from PySide6.QtCore import QEventLoop, QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDockWidget, QDoubleSpinBox, QFileDialog,
                                QFormLayout, QLabel, QLineEdit, QMainWindow, QMessageBox, QPushButton, QHBoxLayout,
-                               QToolBar, QWidget)
+                               QTabWidget, QToolBar, QWidget)
 
 from app.dataset_strip import DatasetStrip
 from app.dialogs import ExportDialog, SettingsDialog, show_error
 from app.edit_panel import EditOptions, EditPanel, PreviewDialog
 from app.jobs_panel import JobsPanel
 from app.log_dock import LogDock, QtLogHandler
+from app.portrait_workspace import PortraitWorkspace
 from app.project_session import (ProjectSession, check_dataset_folder, create_project, open_job, trained_seconds,
                                  unique_folder)
 from app.render_service import RenderService
@@ -165,7 +166,13 @@ class MainWindow(QMainWindow):
         self.resize(1400, 900)
 
         self.viewport = Viewport()
-        self.setCentralWidget(self.viewport.widget())
+        self.portrait = PortraitWorkspace(self.settings, self.run_job, _ENGINE_READY.wait)
+        self.portrait.error.connect(lambda message, details: self.show_error(message, details))
+        self.workspaces = QTabWidget()
+        self.workspaces.setDocumentMode(True)
+        self.workspaces.addTab(self.viewport.widget(), "Scene")
+        self.workspaces.addTab(self.portrait, "Portrait")
+        self.setCentralWidget(self.workspaces)
         self.service = RenderService()
         self.viewport.attach(self.service, lambda: self.render_mode)
         self.service.failed.connect(lambda msg: self.log.log(msg, "error"))
@@ -252,6 +259,10 @@ class MainWindow(QMainWindow):
         self.pause_action = self._action("&Pause / resume", self._toggle_pause, "Ctrl+P")
         self.cancel_action = self._action("&Cancel job", self.cancel_job, "Ctrl+.")
         self.reset_view_action = self._action("&Reset view", self.viewport.reset_view, "Home")
+        self.scene_action = self._action("&Scene editor", lambda: self.workspaces.setCurrentIndex(0),
+                                         tip="The captured scene: train, point and type, export")
+        self.portrait_action = self._action("P&ortrait workspace", self.show_portrait,
+                                            tip="Sample and orbit 3D portrait heads, render orbit videos")
         self.overlay_actions = {}
         for name, label, setter in (("frustums", "Training &cameras", self.viewport.set_show_frustums),
                                     ("box", "Scene &box", self.viewport.set_show_box),
@@ -283,6 +294,8 @@ class MainWindow(QMainWindow):
         edit_menu.addSeparator()
         edit_menu.addAction(self.settings_action)
         view_menu = bar.addMenu("&View")
+        view_menu.addActions([self.scene_action, self.portrait_action])
+        view_menu.addSeparator()
         view_menu.addActions(list(self.mode_actions.values()))
         view_menu.addSeparator()
         view_menu.addActions(list(self.overlay_actions.values()))
@@ -356,6 +369,10 @@ class MainWindow(QMainWindow):
         self.mode_combo.setCurrentIndex(self.mode_combo.findData(mode))
         self.mode_actions[mode].setChecked(True)
         self.viewport.refresh()
+
+    def show_portrait(self) -> None:
+        """Switch to the Portrait workspace (the first time, it loads the embedded prior)."""
+        self.workspaces.setCurrentWidget(self.portrait)
 
     def mark_dirty(self) -> None:
         if self.session is not None and not self.dirty:
@@ -844,6 +861,7 @@ class MainWindow(QMainWindow):
         self.settings.window_state = self.saveState()
         self.settings.sync()
         self.service.stop()
+        self.portrait.stop()
         for name in ("app", "engine"):
             logging.getLogger(name).removeHandler(self._log_handler)
         event.accept()

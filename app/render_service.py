@@ -1,8 +1,8 @@
 """Viewer frames rendered off the UI thread, small while the camera moves and full when it stops.
 
 The viewport asks for a frame on every camera change; rendering one takes longer than the
-mouse takes to move, so requests are coalesced: a single worker thread renders only the
-newest pending request and drops the ones it overtook.  While the camera moves
+mouse takes to move, so requests are coalesced (app.coalescing): a single worker thread renders
+only the newest pending request and drops the ones it overtook.  While the camera moves
 (``interactive``) the frame's side is adjusted after every frame by how far its render time
 was from ``frame_budget_s``, so frames settle at about that cost and the view keeps up with
 the mouse; when it stops the
@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QCoreApplication, QObject, Signal
+
+from app.coalescing import LatestRequestWorker
 
 if TYPE_CHECKING:
     from engine.scene.orbit import OrbitCamera
@@ -89,12 +90,9 @@ class RenderService(QObject):
         self.max_side = max_side
         self.min_side = min_side
         self.first_interactive_side = first_interactive_side
-        self._cond = threading.Condition()
         self._view: FieldView | None = None
-        self._pending_frame: _FrameRequest | None = None
-        self._pending_pick: _PickRequest | None = None
-        self._stopping = False
-        self._thread: threading.Thread | None = None
+        # a click answers before the next frame: the user waits on it, frames keep coming anyway
+        self._worker = LatestRequestWorker("viewer-render", self._handle, self._on_error, kinds=("pick", "frame"))
         self._interactive_side: float | None = None  # worker-owned
         self._full_side: float | None = None  # worker-owned
         self._frame_done.connect(self._deliver_frame)
@@ -106,29 +104,22 @@ class RenderService(QObject):
 
     def set_field(self, view: "FieldView | None") -> None:
         """Render from ``view`` from now on (None: render nothing; requests are dropped)."""
-        with self._cond:
-            self._view = view
+        self._view = view
 
     def request(self, camera: "OrbitCamera", width: int, height: int, mode: str = "rgb",
                 interactive: bool = False) -> None:
         """Ask for a frame of ``camera`` for a ``width`` x ``height`` view; replaces any request not yet started."""
         if width < 1 or height < 1:
             return
-        self._submit(frame=_FrameRequest(camera.copy(), int(width), int(height), mode, interactive))
+        self._worker.submit("frame", _FrameRequest(camera.copy(), int(width), int(height), mode, interactive))
 
     def pick(self, camera: "OrbitCamera", width: int, height: int, x: float, y: float) -> None:
         """Find the scene point at pixel (x, y) of a ``width`` x ``height`` view; answered by ``picked``."""
-        self._submit(pick=_PickRequest(camera.copy(), int(width), int(height), float(x), float(y)))
+        self._worker.submit("pick", _PickRequest(camera.copy(), int(width), int(height), float(x), float(y)))
 
     def stop(self) -> None:
         """Finish the frame in progress, drop pending requests and end the worker thread (idempotent)."""
-        with self._cond:
-            self._stopping = True
-            self._pending_frame = self._pending_pick = None
-            self._cond.notify_all()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
+        self._worker.stop()
 
     def frame_size(self, width: int, height: int, interactive: bool) -> tuple[int, int]:
         """The size a frame for a ``width`` x ``height`` view is rendered at now (see the class notes)."""
@@ -143,41 +134,18 @@ class RenderService(QObject):
         shrink = side / full_long
         return max(1, round(full_w * shrink)), max(1, round(full_h * shrink))
 
-    def _submit(self, frame: _FrameRequest | None = None, pick: _PickRequest | None = None) -> None:
-        with self._cond:
-            if self._stopping:
-                return
-            if frame is not None:
-                self._pending_frame = frame
-            if pick is not None:
-                self._pending_pick = pick
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name="viewer-render", daemon=True)
-                self._thread.start()
-            self._cond.notify_all()
+    def _handle(self, kind: str, request: "_FrameRequest | _PickRequest") -> None:
+        view = self._view
+        if kind == "pick":
+            self._pick(view, request)
+        elif view is not None and view.ready:
+            self._render(view, request)
 
-    def _work(self) -> None:
-        while True:
-            with self._cond:
-                self._cond.wait_for(lambda: self._stopping or self._pending_pick or self._pending_frame)
-                if self._stopping:
-                    return
-                view = self._view
-                # a click answers before the next frame: the user waits on it, frames keep coming anyway
-                pick, frame = self._pending_pick, None
-                if pick is not None:
-                    self._pending_pick = None
-                else:
-                    frame, self._pending_frame = self._pending_frame, None
-            try:
-                if pick is not None:
-                    self._pick(view, pick)
-                elif view is not None and view.ready:
-                    self._render(view, frame)
-            except Exception as exc:  # noqa: BLE001 - a failed frame is a message, the viewer keeps going
-                what = "pick the point under the mouse" if pick is not None else "render the view"
-                log.exception("viewer could not %s", what)  # the details go to the log dock
-                self._failure.emit(f"Could not {what}: {exc}")
+    def _on_error(self, kind: str, exc: Exception) -> None:
+        """A failed frame or pick is a message; the viewer keeps going."""
+        what = "pick the point under the mouse" if kind == "pick" else "render the view"
+        log.exception("viewer could not %s", what)  # the details go to the log dock
+        self._failure.emit(f"Could not {what}: {exc}")
 
     def _render(self, view: "FieldView", req: _FrameRequest) -> None:
         from engine.scene.render import PREVIEW_STEP_SCALE
@@ -203,7 +171,5 @@ class RenderService(QObject):
         self._pick_done.emit(point)
 
     def _deliver_frame(self, frame: "ViewFrame", interactive: bool) -> None:
-        with self._cond:
-            stopped = self._stopping
-        if not stopped:
+        if not self._worker.stopped:
             self.frame_ready.emit(frame, interactive)

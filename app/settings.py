@@ -165,9 +165,15 @@ class AppSettings:
         self._settings.setValue("window/state", value)
 
     def resolved_device(self) -> str:
-        """The torch device to use: the chosen one, or for "auto" "cuda" when torch sees a GPU, else "cpu"."""
-        if self.device != "auto":
-            return self.device
-        import torch  # only here: importing torch costs seconds at startup
+        """The torch device to use (see ``resolve_device``)."""
+        return resolve_device(self.device)
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
+
+def resolve_device(choice: str) -> str:
+    """The torch device for a DEVICES choice: the chosen one, or for "auto" "cuda" when torch sees a GPU,
+    else "cpu".  Workers call it with the choice read on the UI thread (QSettings stays there)."""
+    if choice != "auto":
+        return choice
+    import torch  # only here: importing torch costs seconds at startup
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from engine.errors import UserInputError
 from engine.jobs import CancelToken, run_in_terminal
+from engine.portrait.cli import add_portrait_parser, cmd_portrait
 
 
 def _add_train(sub) -> None:
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_edit(sub)
     _add_export(sub)
+    add_portrait_parser(sub)
     return parser
 
 
@@ -271,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nRun 'python main.py' without a command to open the editor window.", file=sys.stderr)
         return 0
     handler = {"train": cmd_train, "render": cmd_render, "demo": cmd_demo, "edit": cmd_edit,
-               "export": cmd_export}[args.command]
+               "export": cmd_export, "portrait": cmd_portrait}[args.command]
     try:
         return handler(args)
     except UserInputError as exc:

@@ -37,3 +37,31 @@ def trained_tiny(tiny_demo, tmp_path_factory) -> Path:
     run_job(train_job(TrainConfig(data=str(tiny_demo), out=str(out), steps=300, save_eval_renders=False)),
             lambda ev: None)
     return out
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    """The editor window, shown, with settings in a temporary file; errors are collected in
+    ``window.errors`` and questions answered, so no modal dialog waits on a test."""
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QMessageBox
+
+    from app.main_window import MainWindow
+    from app.settings import AppSettings
+
+    settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    win = MainWindow(settings, projects_root=tmp_path / "projects")
+    win.errors = []
+    win.show_error = lambda message, details="": win.errors.append(message)
+    win.ask = lambda title, text: True
+    win.ask_save = lambda: QMessageBox.StandardButton.Discard  # a failed test must not hang on the prompt
+    qtbot.addWidget(win)
+    win.resize(900, 640)
+    win.show()
+    qtbot.waitExposed(win)
+    yield win
+    if win.busy:
+        win.runner.cancel()
+        win.wait_for_job(60)
+    win.service.stop()
+    win.portrait.stop()

@@ -10,29 +10,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("PySide6")
-from PySide6.QtCore import QSettings  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
-
-from app.main_window import MainWindow  # noqa: E402
-from app.settings import AppSettings  # noqa: E402
-
-
-@pytest.fixture
-def window(qtbot, tmp_path):
-    settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    win = MainWindow(settings, projects_root=tmp_path / "projects")
-    win.errors = []
-    win.show_error = lambda message, details="": win.errors.append(message)  # no modal dialogs in tests
-    win.ask = lambda title, text: True
-    qtbot.addWidget(win)
-    win.resize(900, 640)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    if win.busy:
-        win.runner.cancel()
-        win.wait_for_job(60)
-    win.service.stop()
 
 
 def _frames(window) -> list[np.ndarray]:

@@ -1,0 +1,176 @@
+"""EG3D's triplane generator, loadable from users' official checkpoints.
+
+    from engine.portrait.eg3d import load_generator
+    G = load_generator(path)                      # .pkl (official), .pth (Live3D / 3DPE), .safetensors
+    ws = G.mapping(z, c, truncation_psi=0.7, truncation_cutoff=14)
+    out = G.synthesis(ws, c, noise_mode="const", neural_rendering_resolution=128, deterministic_sampling=True)
+    out["image"], out["image_raw"], out["image_depth"], out["planes"]
+
+Parameter names and shapes equal the official generator's state dict, so its weights load by
+name.  Camera labels c are 25 numbers: the flattened 4 x 4 camera-to-world matrix (OpenCV axes)
+and the flattened 3 x 3 intrinsics normalised by the image size (see engine.portrait.cameras).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from engine.errors import CheckpointError
+from engine.portrait.stylegan import NOISE_MODES, StyleGAN2Backbone
+from engine.portrait.superresolution import SuperResolution
+from engine.portrait.triplane import PLANE_FEATURES, ImportanceRenderer, OSGDecoder, sample_rays
+
+TRIPLANE_RESOLUTION = 256
+"""the backbone always synthesises its three planes at 256 x 256"""
+DEFAULT_NEURAL_RENDERING_RESOLUTION = 64
+"""what a freshly built official generator renders at before training raises it (128 for FFHQ 512)"""
+CAMERA_LABEL_SIZE = 25
+
+
+def check_camera_labels(c: torch.Tensor, batch: int | None = None) -> None:
+    """A clear error for camera labels of the wrong shape or with non-finite values."""
+    if c.ndim != 2 or c.shape[1] != CAMERA_LABEL_SIZE:
+        raise ValueError(f"camera labels must be N x {CAMERA_LABEL_SIZE} (cam2world 16 + intrinsics 9), "
+                         f"got shape {tuple(c.shape)}")
+    if batch is not None and c.shape[0] != batch:
+        raise ValueError(f"{c.shape[0]} camera labels for a batch of {batch}")
+    if not torch.isfinite(c).all():
+        rows = torch.nonzero(~torch.isfinite(c).all(dim=1)).flatten().tolist()
+        raise ValueError(f"camera labels hold non-finite values (NaN or infinity) in row(s) {rows}")
+
+
+class TriPlaneGenerator(nn.Module):
+    """z + camera → triplanes → volume-rendered feature image → super-resolved image."""
+
+    def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
+                 sr_num_fp16_res: int = 0, mapping_kwargs: dict | None = None, rendering_kwargs: dict | None = None,
+                 sr_kwargs: dict | None = None, **synthesis_kwargs) -> None:
+        """The official constructor arguments (``generator_kwargs`` of a checkpoint)."""
+        super().__init__()
+        if img_channels != 3:
+            raise ValueError(f"EG3D generators output 3 colour channels, got img_channels={img_channels}")
+        rendering_kwargs = dict(rendering_kwargs or {})
+        self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
+        self.img_resolution, self.img_channels = img_resolution, img_channels
+        self.rendering_kwargs = rendering_kwargs
+        self.backbone = StyleGAN2Backbone(z_dim, c_dim, w_dim, img_resolution=TRIPLANE_RESOLUTION,
+                                          img_channels=3 * PLANE_FEATURES, mapping_kwargs=mapping_kwargs,
+                                          **synthesis_kwargs)
+        self.renderer = ImportanceRenderer()
+        self.superresolution = SuperResolution(rendering_kwargs["superresolution_module"], channels=PLANE_FEATURES,
+                                               img_resolution=img_resolution, sr_num_fp16_res=sr_num_fp16_res,
+                                               sr_antialias=rendering_kwargs.get("sr_antialias", True),
+                                               **(sr_kwargs or {}))
+        self.decoder = OSGDecoder(PLANE_FEATURES, rendering_kwargs.get("decoder_lr_mul", 1.0), PLANE_FEATURES)
+        self.neural_rendering_resolution = DEFAULT_NEURAL_RENDERING_RESOLUTION
+
+    @property
+    def num_ws(self) -> int:
+        """How many w vectors the synthesis takes (14 for the 256² triplane backbone)."""
+        return self.backbone.num_ws
+
+    def mapping(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0,
+                truncation_cutoff: int | None = None, update_emas: bool = False) -> torch.Tensor:
+        """ws (N, num_ws, w_dim) for latents z (N, z_dim) seen from cameras c (N, 25)."""
+        check_camera_labels(c, z.shape[0])
+        if self.rendering_kwargs.get("c_gen_conditioning_zero", False):
+            c = torch.zeros_like(c)
+        return self.backbone.mapping(z, c * self.rendering_kwargs.get("c_scale", 0), truncation_psi=truncation_psi,
+                                     truncation_cutoff=truncation_cutoff, update_emas=update_emas)
+
+    def planes(self, ws: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
+        """The triplanes (N, 96, 256, 256): three 32-channel planes, in the official channel order."""
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}")
+        return self.backbone.synthesis(ws, noise_mode)
+
+    def synthesis(self, ws: torch.Tensor, c: torch.Tensor, neural_rendering_resolution: int | None = None,
+                  noise_mode: str = "random", deterministic_sampling: bool = False,
+                  planes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Render ws from cameras c: {"image" (N, 3, R, R) in [-1, 1], "image_raw" (N, 3, r, r),
+        "image_depth" (N, 1, r, r) ray depth, "planes"}.  ``planes`` from an earlier call skips the
+        backbone (fast re-rendering from new cameras); ``deterministic_sampling`` fixes the ray
+        samples (see engine.portrait.triplane)."""
+        check_camera_labels(c, ws.shape[0])
+        resolution = neural_rendering_resolution or self.neural_rendering_resolution
+        if resolution < 1:
+            raise ValueError(f"neural_rendering_resolution must be positive, got {resolution}")
+        if planes is None:
+            planes = self.planes(ws, noise_mode)
+        features, depth = self.render_features(planes, c, resolution, deterministic_sampling)
+        image = self.superresolution(features[:, :3], features, ws,
+                                     noise_mode=self.rendering_kwargs.get("superresolution_noise_mode", "none"))
+        return {"image": image, "image_raw": features[:, :3], "image_depth": depth, "planes": planes}
+
+    def render_features(self, planes: torch.Tensor, c: torch.Tensor, resolution: int,
+                        deterministic_sampling: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Volume-render triplanes from cameras c: the 32-channel feature image (N, 32, r, r), its
+        first three channels the raw colour in [-1, 1], and the depth image (N, 1, r, r)."""
+        n = planes.shape[0]
+        origins, directions = sample_rays(c[:, :16].view(-1, 4, 4), c[:, 16:25].view(-1, 3, 3), resolution)
+        features, depth = self.render_rays(planes, origins, directions, deterministic_sampling)
+        features = features.permute(0, 2, 1).reshape(n, -1, resolution, resolution).contiguous()
+        return features, depth.permute(0, 2, 1).reshape(n, 1, resolution, resolution)
+
+    def render_rays(self, planes: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor,
+                    deterministic_sampling: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (N, M, 32) and depths (N, M, 1) along any rays (N, M, 3) through triplanes
+        (N, 96, H, W): e.g. a random subset of an image's pixels when training."""
+        planes = planes.view(planes.shape[0], 3, PLANE_FEATURES, planes.shape[-2], planes.shape[-1])
+        features, depth, _ = self.renderer(planes, self.decoder, origins, directions, self.rendering_kwargs,
+                                           deterministic=deterministic_sampling)
+        return features, depth
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0,
+                truncation_cutoff: int | None = None, **synthesis_kwargs) -> dict[str, torch.Tensor]:
+        """Mapping then synthesis, with the same camera for both."""
+        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+        return self.synthesis(ws, c, **synthesis_kwargs)
+
+
+def build_generator(generator_kwargs: dict) -> TriPlaneGenerator:
+    """A generator with random weights from official constructor arguments; a clear error when
+    they are not an EG3D generator's."""
+    kwargs = dict(generator_kwargs)
+    rendering = kwargs.get("rendering_kwargs") or {}
+    missing = [k for k in ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels") if k not in kwargs]
+    if missing or "superresolution_module" not in rendering:
+        raise CheckpointError(f"these are not EG3D generator arguments: missing {', '.join(missing) or 'rendering_kwargs.superresolution_module'}")
+    try:
+        return TriPlaneGenerator(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"cannot build an EG3D generator from these arguments: {exc}") from None
+
+
+def load_generator(path: str | Path, generator_kwargs: dict | None = None,
+                   device: str | torch.device = "cpu") -> TriPlaneGenerator:
+    """An EG3D generator in eval mode with the weights of ``path``: an official ``.pkl`` (read
+    safely, no code in it runs), a Live3D / 3DPE style ``.pth`` or a ``.safetensors`` file (its
+    arguments given here or in meta.json / config.json beside it).  Missing or unexpected
+    parameters are reported by name."""
+    from engine.portrait.checkpoints import read_generator_checkpoint
+
+    kwargs, state, resolution = read_generator_checkpoint(path, generator_kwargs)
+    generator = build_generator(kwargs)
+    expected = generator.state_dict()
+    missing = [name for name in expected if name not in state]
+    unexpected = [name for name in state if name not in expected]
+    wrong = [f"{name} {tuple(state[name].shape)} (expected {tuple(expected[name].shape)})"
+             for name in expected if name in state and state[name].shape != expected[name].shape]
+    problems = []
+    for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+        if names:
+            shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+            problems.append(f"{label}: {shown}")
+    if problems:
+        raise CheckpointError(f"{path}: its parameters do not fit the generator its arguments describe ("
+                              + "; ".join(problems) + ")")
+    generator.load_state_dict({name: value.float() for name, value in state.items()})
+    if resolution:
+        generator.neural_rendering_resolution = int(resolution)
+    elif generator.img_resolution >= 512:
+        generator.neural_rendering_resolution = 128  # what the official FFHQ / AFHQ 512 models were trained at
+    return generator.eval().requires_grad_(False).to(device)

@@ -1,0 +1,143 @@
+"""The Portrait workspace in the editor window (pytest-qt under Xvfb) on a tiny random generator
+(tests/tiny_portrait.py): sampling, orbiting with the sliders and by dragging the image, the
+three view modes, checkpoints (no semantic view, truncation, errors) and the orbit video job."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6")
+from PySide6.QtCore import QEvent, QPointF, Qt  # noqa: E402
+from PySide6.QtGui import QMouseEvent  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+from tiny_portrait import write_tiny_generator  # noqa: E402
+
+import app.portrait_workspace as portrait_workspace  # noqa: E402
+from engine.portrait.cameras import camera_label  # noqa: E402
+
+TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def tiny_generator(tmp_path_factory):
+    return write_tiny_generator(tmp_path_factory.mktemp("portrait") / "tiny")
+
+
+@pytest.fixture
+def window(window, tiny_generator, monkeypatch):
+    """The editor window (conftest's) with its portrait workspace reading the tiny generator as its
+    prior; the workspace is not shown yet, so nothing is loaded."""
+    monkeypatch.setattr(portrait_workspace, "SEMANTIC_RESOLUTION", 24)  # ground truth is slow to trace on a CPU
+    monkeypatch.setattr(portrait_workspace, "SEMANTIC_DRAG_RESOLUTION", 16)
+    window.portrait.prior_path = str(tiny_generator)
+    return window
+
+
+def _next_frame(qtbot, workspace, **expected):
+    """Wait for a shown frame whose request has the ``expected`` values (and is a full one unless said)."""
+    expected.setdefault("interactive", False)
+    qtbot.waitUntil(lambda: workspace.shown is not None and all(
+        getattr(workspace.shown.request, key) == value for key, value in expected.items()), timeout=TIMEOUT_MS)
+    return workspace.shown
+
+
+def _differ(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape != b.shape or np.abs(a.astype(int) - b.astype(int)).mean() > 0.5
+
+
+def _mouse(widget, kind: QEvent.Type, x: float, y: float) -> None:
+    button = Qt.MouseButton.NoButton if kind == QEvent.Type.MouseMove else Qt.MouseButton.LeftButton
+    held = Qt.MouseButton.NoButton if kind == QEvent.Type.MouseButtonRelease else Qt.MouseButton.LeftButton
+    QApplication.sendEvent(widget, QMouseEvent(kind, QPointF(x, y), widget.mapToGlobal(QPointF(x, y)), button, held,
+                                               Qt.KeyboardModifier.NoModifier))
+
+
+def test_sample_orbit_and_switch_views(qtbot, window):
+    workspace = window.portrait
+    window.portrait_action.trigger()  # View → Portrait workspace: the prior loads on first show
+    assert window.workspaces.currentWidget() is workspace
+    first = _next_frame(qtbot, workspace, seed=0, yaw=0.0)
+    assert first.image.shape == (128, 128, 3) and np.array_equal(first.camera, camera_label(0, 0))
+    assert workspace.session.kind == "prior" and str(workspace.session.path) == workspace.prior_path
+    assert workspace.view.image is not None and not window.errors
+
+    # the yaw slider turns the head: another image, from the camera at that yaw
+    workspace.yaw_slider.setValue(200)
+    turned = _next_frame(qtbot, workspace, yaw=20.0)
+    assert _differ(turned.image, first.image) and np.array_equal(turned.camera, camera_label(20, 0))
+    assert workspace.yaw_label.text() == "+20.0°"
+
+    # dragging the image orbits: small frames while the button is held, the full frame on release
+    view = workspace.view
+    _mouse(view, QEvent.Type.MouseButtonPress, 100, 100)
+    for x in range(110, 160, 10):
+        _mouse(view, QEvent.Type.MouseMove, x, 110)
+    dragged = _next_frame(qtbot, workspace, interactive=True)
+    assert dragged.image.shape[0] < first.image.shape[0]
+    _mouse(view, QEvent.Type.MouseButtonRelease, 150, 110)
+    assert workspace.yaw == pytest.approx(20.0 - 50 * portrait_workspace.DRAG_DEG_PER_PX)  # dragged right: yaw down
+    assert workspace.pitch == pytest.approx(10 * portrait_workspace.DRAG_DEG_PER_PX)
+    released = _next_frame(qtbot, workspace, yaw=workspace.yaw, pitch=workspace.pitch)
+    assert released.image.shape == first.image.shape
+
+    # another seed is another head
+    workspace.seed_spin.setValue(5)
+    other = _next_frame(qtbot, workspace, seed=5)
+    assert _differ(other.image, released.image)
+
+    # depth and semantic views of the same head and camera differ from each other and from RGB
+    workspace.set_mode("depth")
+    depth = _next_frame(qtbot, workspace, mode="depth")
+    workspace.set_mode("semantic")
+    semantic = _next_frame(qtbot, workspace, mode="semantic")
+    assert _differ(depth.image, other.image) and _differ(semantic.image, depth.image)
+    from engine.portrait.workspace import SEMANTIC_PALETTE
+
+    colours = {tuple(c) for c in semantic.image.reshape(-1, 3)}
+    assert colours <= {tuple(c) for c in SEMANTIC_PALETTE.tolist()} and view.legend  # palette colours, a legend
+    assert not window.errors
+
+
+def test_a_missing_prior_is_explained_and_a_checkpoint_can_be_loaded(qtbot, window, tiny_generator, tmp_path):
+    workspace = window.portrait
+    workspace.prior_path = str(tmp_path / "no-prior")
+    window.show_portrait()
+    qtbot.waitUntil(lambda: "generator.safetensors" in workspace.source_label.text(), timeout=TIMEOUT_MS)
+    assert "Load checkpoint" in workspace.source_label.text() and not window.errors  # said here, no dialog
+    assert workspace.session is None and not workspace.video_button.isEnabled()
+
+    # a checkpoint path that does not exist: the error dialog names it; nothing changes
+    workspace.load_checkpoint(str(tmp_path / "missing.pkl"))
+    qtbot.waitUntil(lambda: bool(window.errors), timeout=TIMEOUT_MS)
+    assert "missing.pkl" in window.errors[0] and "not found" in window.errors[0] and workspace.session is None
+
+    # the tiny generator as an EG3D checkpoint: no semantic view, truncation adjustable
+    workspace.load_checkpoint(str(tiny_generator))
+    first = _next_frame(qtbot, workspace, truncation=0.7)
+    assert workspace.session.kind == "checkpoint" and window.settings.eg3d_checkpoint == str(tiny_generator)
+    semantic = workspace.mode_buttons["semantic"]
+    assert not semantic.isEnabled() and "SemFaceEdit" in semantic.toolTip()
+    assert workspace.truncation_slider.isEnabled() and workspace.source_combo.currentIndex() == 1
+    workspace.truncation_slider.setValue(100)
+    untruncated = _next_frame(qtbot, workspace, truncation=1.0)
+    assert _differ(untruncated.image, first.image)
+    assert len(window.errors) == 1
+
+
+def test_orbit_video_runs_as_a_job_and_announces_the_file(qtbot, window, tmp_path):
+    import imageio
+
+    workspace = window.portrait
+    window.show_portrait()
+    _next_frame(qtbot, workspace, seed=0)
+    workspace.frames_spin.setValue(6)
+    out = tmp_path / "orbit.mp4"
+    runner = workspace.render_video(out)
+    assert runner is not None and window.busy and window.job_kind == "portrait-video"
+    assert window.jobs_panel.title_label.text() == "Orbit video of seed 0"  # progress in the Jobs panel
+    qtbot.waitUntil(lambda: not window.busy, timeout=TIMEOUT_MS)
+    assert not window.errors
+    frames = imageio.mimread(out)
+    assert len(frames) == 6 and frames[0].shape == (128, 128, 3)
+    assert "orbit.mp4" in workspace.status_label.text() and "<a href" in workspace.status_label.text()

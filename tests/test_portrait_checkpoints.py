@@ -1,0 +1,509 @@
+"""EG3D checkpoint import: official-style pickles, Live3D/3DPE-style .pth, safetensors, and hostile files.
+
+The official pickles are imitated by a small persistence module written into tmp_path: it pickles
+each network as ``torch_utils.persistence._reconstruct_persistent_obj(meta)`` with the module
+source, class name and ``__dict__`` state, as NVIDIA's checkpoints do.  The package is importable
+only while a pickle is written; loading must work (and run nothing) without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from engine.errors import UserInputError
+from engine.portrait.checkpoints import (GENERATOR_FILE, META_FILE, CheckpointError, read_generator_checkpoint,
+                                         write_converted)
+
+SHARED_GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "eg3d-golden-2x"
+
+PERSISTENCE_SRC = '''
+"""Test stand-in for a persistence module: networks pickle as (_reconstruct_persistent_obj, (meta,))."""
+import inspect
+import sys
+
+FORMAT_VERSION = 6
+source_prefix = ""
+"""text put before each class's module source, so a test can plant code that must never run"""
+
+
+def _reconstruct_persistent_obj(meta):
+    raise RuntimeError("a safe loader never calls the reconstruct function named in the pickle")
+
+
+def persistent_class(cls):
+    class Persistent(cls):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._orig_module_src = source_prefix + inspect.getsource(sys.modules[cls.__module__])
+            self._orig_class_name = cls.__name__
+            self._init_args = args
+            self._init_kwargs = kwargs
+
+        def __reduce__(self):
+            state = super().__reduce__()[2]
+            meta = dict(type="class", version=FORMAT_VERSION, module_src=self._orig_module_src,
+                        class_name=self._orig_class_name, state=state)
+            return (_reconstruct_persistent_obj, (meta,), None)
+
+    Persistent.__name__ = cls.__name__
+    Persistent.__qualname__ = cls.__qualname__
+    return Persistent
+'''
+
+EASYDICT_SRC = '''
+class EasyDict(dict):
+    """A dict whose items read as attributes."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name)
+
+    def __setattr__(self, name, value):
+        self[name] = value
+'''
+
+NETWORKS_SRC = '''
+import numpy as np
+import torch
+
+from torch_utils import persistence
+
+
+@persistence.persistent_class
+class FullyConnected(torch.nn.Module):
+    def __init__(self, in_features, out_features, bias=True):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(out_features, in_features))
+        self.bias = torch.nn.Parameter(torch.randn(out_features)) if bias else None
+        self.weight_gain = np.float64(1 / np.sqrt(in_features))
+
+
+@persistence.persistent_class
+class Conv(torch.nn.Module):
+    def __init__(self, channels, resolution):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(channels, channels, 3, 3))
+        self.register_buffer("noise_const", torch.randn(resolution, resolution))
+        self.register_buffer("scratch", torch.zeros(4), persistent=False)
+
+
+@persistence.persistent_class
+class Block(torch.nn.Module):
+    def __init__(self, channels, resolution):
+        super().__init__()
+        self.conv1 = Conv(channels, resolution)
+        self.register_buffer("resample_filter", torch.rand(4, 4))
+
+
+@persistence.persistent_class
+class Mapping(torch.nn.Module):
+    def __init__(self, z_dim, w_dim, num_layers):
+        super().__init__()
+        for i in range(num_layers):
+            setattr(self, f"fc{i}", FullyConnected(z_dim if i == 0 else w_dim, w_dim))
+        self.register_buffer("w_avg", torch.randn(w_dim))
+
+
+@persistence.persistent_class
+class Synthesis(torch.nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.b4 = Block(channels, 4)
+        self.block_resolutions = [4]
+
+
+@persistence.persistent_class
+class Backbone(torch.nn.Module):
+    def __init__(self, z_dim, w_dim, mapping_kwargs):
+        super().__init__()
+        self.mapping = Mapping(z_dim, w_dim, **mapping_kwargs)
+        self.synthesis = Synthesis(2)
+
+
+@persistence.persistent_class
+class Decoder(torch.nn.Module):
+    def __init__(self, features):
+        super().__init__()
+        self.net = torch.nn.Sequential(FullyConnected(features, 8), torch.nn.Softplus(), FullyConnected(8, 5, bias=False))
+
+
+@persistence.persistent_class
+class TriPlaneGenerator(torch.nn.Module):
+    def __init__(self, z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs={}, rendering_kwargs={},
+                 **synthesis_kwargs):
+        super().__init__()
+        self.backbone = Backbone(z_dim, w_dim, mapping_kwargs)
+        self.decoder = Decoder(4)
+        self.plane_axes = torch.eye(3)
+        self.rendering_kwargs = rendering_kwargs
+        self.neural_rendering_resolution = 64
+        self.compute_dtype = torch.float16
+        self.camera_table = np.arange(6, dtype=np.float32).reshape(2, 3)
+
+
+@persistence.persistent_class
+class DualDiscriminator(torch.nn.Module):
+    def __init__(self, c_dim, img_resolution):
+        super().__init__()
+        self.fc = FullyConnected(c_dim, 1)
+'''
+
+EXPECTED_KWARGS = {
+    "z_dim": 4, "c_dim": 25, "w_dim": 4, "img_resolution": 32, "img_channels": 3,
+    "mapping_kwargs": {"num_layers": 2},
+    "rendering_kwargs": {"superresolution_module": "training.superresolution.SuperresolutionHybrid2X",
+                         "avg_camera_pivot": [0, 0, 0.2], "ray_start": 2.25, "box_warp": 1},
+    "channel_base": 64, "conv_clamp": None,
+}
+
+
+@contextlib.contextmanager
+def nvidia_style_packages(root: Path, source_prefix: str = ""):
+    """Write and import stand-ins of ``torch_utils.persistence``, ``dnnlib.util`` and ``training``; unload on exit."""
+    files = {"torch_utils/__init__.py": "", "torch_utils/persistence.py": PERSISTENCE_SRC,
+             "dnnlib/__init__.py": "", "dnnlib/util.py": EASYDICT_SRC,
+             "training/__init__.py": "", "training/networks.py": NETWORKS_SRC}
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(textwrap.dedent(text))
+    sys.path.insert(0, str(root))
+    try:
+        import dnnlib.util
+        import torch_utils.persistence
+        torch_utils.persistence.source_prefix = source_prefix
+        import training.networks
+        yield SimpleNamespace(EasyDict=dnnlib.util.EasyDict, nets=training.networks)
+    finally:
+        sys.path.remove(str(root))
+        for name in [m for m in sys.modules if m.split(".")[0] in ("torch_utils", "dnnlib", "training")]:
+            del sys.modules[name]
+
+
+def _generator(pkgs: SimpleNamespace, seed: int):
+    """A tiny generator built the way EG3D's training builds it: a few positional args, the rest keywords."""
+    torch.manual_seed(seed)
+    ed = pkgs.EasyDict
+    rendering = ed(superresolution_module="training.superresolution.SuperresolutionHybrid2X",
+                   avg_camera_pivot=[0, 0, 0.2], ray_start=2.25, box_warp=1)
+    return pkgs.nets.TriPlaneGenerator(4, 25, 4, img_resolution=32, img_channels=3,
+                                       mapping_kwargs=ed(num_layers=2), rendering_kwargs=rendering,
+                                       channel_base=64, conv_clamp=None)
+
+
+def _assert_same_tensors(actual: dict, expected: dict) -> None:
+    assert sorted(actual) == sorted(expected)
+    for name, tensor in expected.items():
+        assert actual[name].dtype == tensor.dtype, name
+        assert actual[name].shape == tensor.shape, name
+        assert torch.equal(actual[name], tensor), name
+
+
+def _write_snapshot(path: Path, source_prefix: str = "", protocol: int | None = None,
+                    keys: tuple[str, ...] = ("G", "D", "G_ema", "augment_pipe", "training_set_kwargs")) -> dict:
+    """An official-style network snapshot pickle at ``path``; returns G_ema's and G's true state dicts."""
+    with nvidia_style_packages(path.parent / "pkgs", source_prefix) as pkgs:
+        nets = {"G": _generator(pkgs, 0), "G_ema": _generator(pkgs, 1),
+                "D": pkgs.nets.DualDiscriminator(25, 32), "augment_pipe": None,
+                "training_set_kwargs": pkgs.EasyDict(path="ffhq.zip", resolution=32, use_labels=True)}
+        with path.open("wb") as f:
+            pickle.dump({k: nets[k] for k in keys}, f, protocol=protocol)
+        return {k: nets[k].state_dict() for k in ("G", "G_ema")}
+
+
+@pytest.mark.parametrize("protocol", range(6))
+def test_official_style_pickle_gives_g_ema_names_values_and_kwargs(tmp_path, protocol):
+    path = tmp_path / "network-snapshot-000000.pkl"
+    expected = _write_snapshot(path, protocol=protocol)
+    kwargs, state, _ = read_generator_checkpoint(path)
+    assert kwargs == EXPECTED_KWARGS
+    _assert_same_tensors(state, expected["G_ema"])
+    assert list(state) == list(expected["G_ema"])
+    assert "backbone.mapping.fc0.weight" in state and "backbone.synthesis.b4.conv1.weight" in state
+    assert "backbone.synthesis.b4.conv1.noise_const" in state and "decoder.net.0.weight" in state
+    assert "decoder.net.2.bias" not in state
+    assert not any(name.endswith("scratch") or name == "plane_axes" for name in state)
+    assert not any(m.split(".")[0] in ("torch_utils", "dnnlib", "training") for m in sys.modules)
+
+
+def test_pickle_without_g_ema_falls_back_to_g(tmp_path):
+    path = tmp_path / "g-only.pkl"
+    expected = _write_snapshot(path, keys=("G", "D"))
+    _, state, _ = read_generator_checkpoint(path)
+    _assert_same_tensors(state, expected["G"])
+
+
+def test_given_kwargs_update_the_recorded_ones(tmp_path):
+    path = tmp_path / "snapshot.pkl"
+    _write_snapshot(path)
+    kwargs, _, _ = read_generator_checkpoint(path, {"img_resolution": 64, "sr_num_fp16_res": 0})
+    assert kwargs == {**EXPECTED_KWARGS, "img_resolution": 64, "sr_num_fp16_res": 0}
+
+
+def test_module_source_in_the_pickle_is_never_run(tmp_path):
+    marker = tmp_path / "module_src_ran"
+    path = tmp_path / "snapshot.pkl"
+    _write_snapshot(path, source_prefix=f"open({str(marker)!r}, 'w').close()\n")
+    read_generator_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_discriminator_only_pickle_names_what_it_holds(tmp_path):
+    path = tmp_path / "d-only.pkl"
+    _write_snapshot(path, keys=("D", "training_set_kwargs"))
+    with pytest.raises(CheckpointError) as err:
+        read_generator_checkpoint(path)
+    message = str(err.value)
+    assert str(path) in message and "no generator" in message and "'D'" in message and "training_set_kwargs" in message
+
+
+class _RunsOsSystem:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class _RunsExec:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').close()",))
+
+
+@pytest.mark.parametrize("payload, asked", [(_RunsOsSystem, "posix.system"), (_RunsExec, "builtins.exec")])
+def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path, payload, asked):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"G_ema": payload(marker)}))
+    with pytest.raises(CheckpointError) as err:
+        read_generator_checkpoint(path)
+    assert str(err.value) == f"refusing to load {path}: it asks to run {asked}"
+    assert not marker.exists()
+
+
+def test_payload_hidden_inside_a_network_state_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pkl"
+    with nvidia_style_packages(tmp_path / "pkgs") as pkgs:
+        generator = _generator(pkgs, 0)
+        generator.extra = _RunsOsSystem(marker)
+        path.write_bytes(pickle.dumps({"G_ema": generator}))
+    with pytest.raises(CheckpointError, match=r"it asks to run posix\.system$"):
+        read_generator_checkpoint(path)
+    assert not marker.exists()
+
+
+class _EvilStorage:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (torch.storage._load_from_bytes, (pickle.dumps(_RunsOsSystem(self.marker), protocol=2),))
+
+
+def test_payload_hidden_in_storage_bytes_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"G_ema": _EvilStorage(marker)}))
+    with pytest.raises(CheckpointError) as err:
+        read_generator_checkpoint(path)
+    assert str(err.value) == f"refusing to load {path}: it asks to run posix.system"
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("raw, asked", [(b"cbuiltins\ngetattr\n.", "builtins.getattr"),
+                                        (b"csubprocess\nPopen\n.", "subprocess.Popen"),
+                                        (b"cbuiltins\neval\n.", "builtins.eval"),
+                                        (b"ctorch\nload\n.", "torch.load"),
+                                        (b"c_codecs\nencode\n(Vx\nVrot13\ntR.", "_codecs.encode with encoding 'rot13'")],
+                         ids=["getattr", "Popen", "eval", "torch.load", "codecs-rot13"])
+def test_other_globals_are_refused(tmp_path, raw, asked):
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(raw)
+    with pytest.raises(CheckpointError) as err:
+        read_generator_checkpoint(path)
+    assert str(err.value) == f"refusing to load {path}: it asks to run {asked}"
+
+
+def test_damaged_module_state_is_reported(tmp_path):
+    path = tmp_path / "damaged.pkl"
+    with nvidia_style_packages(tmp_path / "pkgs") as pkgs:
+        generator = _generator(pkgs, 0)
+        object.__setattr__(generator.backbone.mapping, "_parameters", ["not", "a", "mapping"])
+        path.write_bytes(pickle.dumps({"G_ema": generator}))
+    with pytest.raises(CheckpointError) as err:
+        read_generator_checkpoint(path)
+    assert str(err.value) == f"{path} is damaged: _parameters of module backbone.mapping is a list"
+
+
+def test_truncated_pickle_is_reported(tmp_path):
+    path = tmp_path / "snapshot.pkl"
+    _write_snapshot(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated") as err:
+        read_generator_checkpoint(path)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("suffix", [".pkl", ".pth", ".safetensors"])
+def test_random_bytes_are_reported(tmp_path, suffix):
+    path = tmp_path / f"noise{suffix}"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(CheckpointError) as err:
+        read_generator_checkpoint(path)
+    assert str(path) in str(err.value)
+
+
+def test_missing_empty_and_unknown_files_are_reported(tmp_path):
+    with pytest.raises(CheckpointError, match="file not found"):
+        read_generator_checkpoint(tmp_path / "absent.pkl")
+    (tmp_path / "empty.pkl").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty.pkl is empty"):
+        read_generator_checkpoint(tmp_path / "empty.pkl")
+    (tmp_path / "weights.ckpt").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match=r"weights\.ckpt: unknown checkpoint type '\.ckpt'"):
+        read_generator_checkpoint(tmp_path / "weights.ckpt")
+    assert issubclass(CheckpointError, UserInputError)
+
+
+def test_folders_are_explained(tmp_path):
+    pipeline = tmp_path / "instruct-pix2pix"
+    pipeline.mkdir()
+    (pipeline / "model_index.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="diffusers pipeline folder, not an EG3D generator"):
+        read_generator_checkpoint(pipeline)
+    with pytest.raises(CheckpointError, match=f"folder without {GENERATOR_FILE}"):
+        read_generator_checkpoint(tmp_path / "instruct-pix2pix" / "..")
+
+
+def _tiny_state_dict() -> dict[str, torch.Tensor]:
+    torch.manual_seed(3)
+    return {"backbone.mapping.fc0.weight": torch.randn(4, 4), "backbone.mapping.w_avg": torch.randn(4),
+            "decoder.net.0.bias": torch.randn(8)}
+
+
+def test_live3d_style_pth(tmp_path):
+    path = tmp_path / "ffhqrebalanced512-128.pth"
+    state = _tiny_state_dict()
+    with nvidia_style_packages(tmp_path / "pkgs") as pkgs:
+        ed = pkgs.EasyDict
+        rendering = ed(EXPECTED_KWARGS["rendering_kwargs"], depth_resolution=48)
+        torch.save({"G_init_args": (4, 25), "G_init_kwargs": ed({k: v for k, v in EXPECTED_KWARGS.items()
+                                                                 if k not in ("z_dim", "c_dim")}),
+                    "G": state, "G_neural_rendering_resolution": 128, "G_renderinig_kwargs": rendering,
+                    "D_init_args": (), "D_init_kwargs": ed(c_dim=25), "D": {"fc.weight": torch.ones(1, 25)},
+                    "training_set_kwargs": ed(path="ffhq.zip")}, path)
+    kwargs, loaded, resolution = read_generator_checkpoint(path)
+    assert resolution == 128
+    assert kwargs == {**EXPECTED_KWARGS, "rendering_kwargs": {**EXPECTED_KWARGS["rendering_kwargs"],
+                                                              "depth_resolution": 48}}
+    _assert_same_tensors(loaded, state)
+
+
+def test_triplanenet_style_pth(tmp_path):
+    path = tmp_path / "ffhq512-128.pth"
+    state = _tiny_state_dict()
+    torch.save({"G_ema": state, "init_kwargs": EXPECTED_KWARGS, "latent_avg": torch.zeros(4)}, path)
+    kwargs, loaded, _ = read_generator_checkpoint(path)
+    assert kwargs == EXPECTED_KWARGS
+    _assert_same_tensors(loaded, state)
+
+
+def test_bare_state_dict_pth_takes_kwargs_from_meta_json(tmp_path):
+    path = tmp_path / "generator.pt"
+    state = _tiny_state_dict()
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="generator_kwargs"):
+        read_generator_checkpoint(path)
+    (tmp_path / META_FILE).write_text(json.dumps({"generator_kwargs": EXPECTED_KWARGS}))
+    kwargs, loaded, _ = read_generator_checkpoint(path)
+    assert kwargs == EXPECTED_KWARGS
+    _assert_same_tensors(loaded, state)
+
+
+def test_pth_without_a_state_dict_is_reported(tmp_path):
+    path = tmp_path / "options.pth"
+    torch.save({"opts": {"lr": 0.1}, "step": 10}, path)
+    with pytest.raises(CheckpointError) as err:
+        read_generator_checkpoint(path)
+    assert str(path) in str(err.value) and "no generator state dict" in str(err.value) and "'opts'" in str(err.value)
+
+
+def test_pth_holding_pickled_networks_is_refused(tmp_path):
+    path = tmp_path / "modules.pth"
+    with nvidia_style_packages(tmp_path / "pkgs") as pkgs:
+        torch.save({"G_ema": _generator(pkgs, 0)}, path)
+    with pytest.raises(CheckpointError) as err:
+        read_generator_checkpoint(path)
+    assert str(err.value) == (f"refusing to load {path}: it asks to run "
+                              "torch_utils.persistence._reconstruct_persistent_obj")
+
+
+@pytest.mark.parametrize("sidecar", [META_FILE, "config.json"])
+def test_safetensors_with_sidecar_kwargs(tmp_path, sidecar):
+    state = _tiny_state_dict()
+    save_file(state, str(tmp_path / "weights.safetensors"))
+    (tmp_path / sidecar).write_text(json.dumps({"generator_kwargs": EXPECTED_KWARGS, "note": "other keys are fine"}))
+    kwargs, loaded, _ = read_generator_checkpoint(tmp_path / "weights.safetensors")
+    assert kwargs == EXPECTED_KWARGS
+    _assert_same_tensors(loaded, state)
+
+
+def test_safetensors_with_explicit_kwargs_and_without_any(tmp_path):
+    state = _tiny_state_dict()
+    path = tmp_path / "weights.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(CheckpointError) as err:
+        read_generator_checkpoint(path)
+    assert str(path) in str(err.value) and "generator_kwargs" in str(err.value) and META_FILE in str(err.value)
+    kwargs, loaded, _ = read_generator_checkpoint(path, EXPECTED_KWARGS)
+    assert kwargs == EXPECTED_KWARGS
+    _assert_same_tensors(loaded, state)
+
+
+def test_unreadable_sidecar_is_reported(tmp_path):
+    save_file(_tiny_state_dict(), str(tmp_path / "weights.safetensors"))
+    (tmp_path / META_FILE).write_text("{not json")
+    with pytest.raises(CheckpointError, match=f"{META_FILE}: unreadable JSON"):
+        read_generator_checkpoint(tmp_path / "weights.safetensors")
+
+
+def test_write_converted_round_trip(tmp_path):
+    source = tmp_path / "snapshot.pkl"
+    expected = _write_snapshot(source)
+    kwargs, state, _ = read_generator_checkpoint(source)
+    out = tmp_path / "converted"
+    weights = write_converted(out, kwargs, state, neural_rendering_resolution=128)
+    assert weights == out / GENERATOR_FILE
+    assert sorted(p.name for p in out.iterdir()) == [GENERATOR_FILE, META_FILE]
+    assert json.loads((out / META_FILE).read_text()) == {"generator_kwargs": EXPECTED_KWARGS,
+                                                         "neural_rendering_resolution": 128}
+    for target in (weights, out):
+        kwargs_back, state_back, resolution = read_generator_checkpoint(target)
+        assert kwargs_back == EXPECTED_KWARGS and resolution == 128
+        _assert_same_tensors(state_back, expected["G_ema"])
+
+
+@pytest.mark.skipif(not (SHARED_GOLDEN / GENERATOR_FILE).exists(),
+                    reason=f"the EG3D golden fixture is not at {SHARED_GOLDEN} (../shared is absent in a user's clone)")
+def test_reads_the_shared_golden_generator_folder():
+    kwargs, state, resolution = read_generator_checkpoint(SHARED_GOLDEN)
+    meta = json.loads((SHARED_GOLDEN / META_FILE).read_text())
+    assert kwargs == meta["generator_kwargs"] and resolution == meta["neural_rendering_resolution"]
+    assert len(state) == meta["num_state_tensors"]
