@@ -1,82 +1,37 @@
 """EG3D checkpoint import: official-style pickles, Live3D/3DPE-style .pth, safetensors, and hostile files.
 
-The official pickles are imitated by a small persistence module written into tmp_path: it pickles
-each network as ``torch_utils.persistence._reconstruct_persistent_obj(meta)`` with the module
-source, class name and ``__dict__`` state, as NVIDIA's checkpoints do.  The package is importable
-only while a pickle is written; loading must work (and run nothing) without it.
+Official pickles are written through the stand-in ``torch_utils.persistence`` of tests/eg3d_pickles.py,
+which pickles each network as ``torch_utils.persistence._reconstruct_persistent_obj(meta)`` with the
+module source, class name and ``__dict__`` state, as NVIDIA's checkpoints do: here for the toy networks
+below (odd state a loader must cope with) and for a real generator.  The stand-in packages are
+importable only while a pickle is written; loading must work (and run nothing) without them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pickle
 import sys
-import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from eg3d_pickles import STAND_IN_PACKAGES, nvidia_style_packages, write_live3d_pth, write_official_pickle
 from safetensors.torch import save_file
+from tiny_portrait import tiny_kwargs
 
 from engine.errors import UserInputError
 from engine.portrait.checkpoints import (GENERATOR_FILE, META_FILE, CheckpointError, read_generator_checkpoint,
                                          write_converted)
+from engine.portrait.eg3d import build_generator
 
 SHARED_GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "eg3d-golden-2x"
 
-PERSISTENCE_SRC = '''
-"""Test stand-in for a persistence module: networks pickle as (_reconstruct_persistent_obj, (meta,))."""
-import inspect
-import sys
-
-FORMAT_VERSION = 6
-source_prefix = ""
-"""text put before each class's module source, so a test can plant code that must never run"""
-
-
-def _reconstruct_persistent_obj(meta):
-    raise RuntimeError("a safe loader never calls the reconstruct function named in the pickle")
-
-
-def persistent_class(cls):
-    class Persistent(cls):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self._orig_module_src = source_prefix + inspect.getsource(sys.modules[cls.__module__])
-            self._orig_class_name = cls.__name__
-            self._init_args = args
-            self._init_kwargs = kwargs
-
-        def __reduce__(self):
-            state = super().__reduce__()[2]
-            meta = dict(type="class", version=FORMAT_VERSION, module_src=self._orig_module_src,
-                        class_name=self._orig_class_name, state=state)
-            return (_reconstruct_persistent_obj, (meta,), None)
-
-    Persistent.__name__ = cls.__name__
-    Persistent.__qualname__ = cls.__qualname__
-    return Persistent
-'''
-
-EASYDICT_SRC = '''
-class EasyDict(dict):
-    """A dict whose items read as attributes."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name)
-
-    def __setattr__(self, name, value):
-        self[name] = value
-'''
-
 NETWORKS_SRC = '''
+"""Toy networks with the state official ones carry: numpy scalars, dtypes, plain tensors, unused buffers."""
 import numpy as np
 import torch
 
@@ -153,13 +108,6 @@ class TriPlaneGenerator(torch.nn.Module):
         self.neural_rendering_resolution = 64
         self.compute_dtype = torch.float16
         self.camera_table = np.arange(6, dtype=np.float32).reshape(2, 3)
-
-
-@persistence.persistent_class
-class DualDiscriminator(torch.nn.Module):
-    def __init__(self, c_dim, img_resolution):
-        super().__init__()
-        self.fc = FullyConnected(c_dim, 1)
 '''
 
 EXPECTED_KWARGS = {
@@ -171,37 +119,21 @@ EXPECTED_KWARGS = {
 }
 
 
-@contextlib.contextmanager
-def nvidia_style_packages(root: Path, source_prefix: str = ""):
-    """Write and import stand-ins of ``torch_utils.persistence``, ``dnnlib.util`` and ``training``; unload on exit."""
-    files = {"torch_utils/__init__.py": "", "torch_utils/persistence.py": PERSISTENCE_SRC,
-             "dnnlib/__init__.py": "", "dnnlib/util.py": EASYDICT_SRC,
-             "training/__init__.py": "", "training/networks.py": NETWORKS_SRC}
-    for rel, text in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(textwrap.dedent(text))
-    sys.path.insert(0, str(root))
-    try:
-        import dnnlib.util
-        import torch_utils.persistence
-        torch_utils.persistence.source_prefix = source_prefix
-        import training.networks
-        yield SimpleNamespace(EasyDict=dnnlib.util.EasyDict, nets=training.networks)
-    finally:
-        sys.path.remove(str(root))
-        for name in [m for m in sys.modules if m.split(".")[0] in ("torch_utils", "dnnlib", "training")]:
-            del sys.modules[name]
+TOY_NETWORKS = {"training/networks.py": NETWORKS_SRC}
+"""extra files for nvidia_style_packages: the toy networks as training.networks"""
 
 
 def _generator(pkgs: SimpleNamespace, seed: int):
-    """A tiny generator built the way EG3D's training builds it: a few positional args, the rest keywords."""
+    """A toy generator built with a few positional args, the rest keywords (left rendering at the
+    constructor's 64)."""
     torch.manual_seed(seed)
     ed = pkgs.EasyDict
     rendering = ed(superresolution_module="training.superresolution.SuperresolutionHybrid2X",
                    avg_camera_pivot=[0, 0, 0.2], ray_start=2.25, box_warp=1)
-    return pkgs.nets.TriPlaneGenerator(4, 25, 4, img_resolution=32, img_channels=3,
-                                       mapping_kwargs=ed(num_layers=2), rendering_kwargs=rendering,
-                                       channel_base=64, conv_clamp=None)
+    return pkgs.modules["training.networks"].TriPlaneGenerator(4, 25, 4, img_resolution=32, img_channels=3,
+                                                               mapping_kwargs=ed(num_layers=2),
+                                                               rendering_kwargs=rendering, channel_base=64,
+                                                               conv_clamp=None)
 
 
 def _assert_same_tensors(actual: dict, expected: dict) -> None:
@@ -214,11 +146,13 @@ def _assert_same_tensors(actual: dict, expected: dict) -> None:
 
 def _write_snapshot(path: Path, source_prefix: str = "", protocol: int | None = None,
                     keys: tuple[str, ...] = ("G", "D", "G_ema", "augment_pipe", "training_set_kwargs")) -> dict:
-    """An official-style network snapshot pickle at ``path``; returns G_ema's and G's true state dicts."""
-    with nvidia_style_packages(path.parent / "pkgs", source_prefix) as pkgs:
+    """An official-style network snapshot pickle of the toy networks at ``path`` (G_ema trained on to
+    render at 128); returns G_ema's and G's true state dicts."""
+    with nvidia_style_packages(source_prefix, TOY_NETWORKS) as pkgs:
         nets = {"G": _generator(pkgs, 0), "G_ema": _generator(pkgs, 1),
-                "D": pkgs.nets.DualDiscriminator(25, 32), "augment_pipe": None,
+                "D": pkgs.modules["training.dual_discriminator"].DualDiscriminator(25, 32), "augment_pipe": None,
                 "training_set_kwargs": pkgs.EasyDict(path="ffhq.zip", resolution=32, use_labels=True)}
+        nets["G_ema"].neural_rendering_resolution = 128
         with path.open("wb") as f:
             pickle.dump({k: nets[k] for k in keys}, f, protocol=protocol)
         return {k: nets[k].state_dict() for k in ("G", "G_ema")}
@@ -228,22 +162,35 @@ def _write_snapshot(path: Path, source_prefix: str = "", protocol: int | None = 
 def test_official_style_pickle_gives_g_ema_names_values_and_kwargs(tmp_path, protocol):
     path = tmp_path / "network-snapshot-000000.pkl"
     expected = _write_snapshot(path, protocol=protocol)
-    kwargs, state, _ = read_generator_checkpoint(path)
-    assert kwargs == EXPECTED_KWARGS
+    kwargs, state, resolution = read_generator_checkpoint(path)
+    assert kwargs == EXPECTED_KWARGS and resolution == 128
     _assert_same_tensors(state, expected["G_ema"])
     assert list(state) == list(expected["G_ema"])
     assert "backbone.mapping.fc0.weight" in state and "backbone.synthesis.b4.conv1.weight" in state
     assert "backbone.synthesis.b4.conv1.noise_const" in state and "decoder.net.0.weight" in state
     assert "decoder.net.2.bias" not in state
     assert not any(name.endswith("scratch") or name == "plane_axes" for name in state)
-    assert not any(m.split(".")[0] in ("torch_utils", "dnnlib", "training") for m in sys.modules)
+    assert not any(m.split(".")[0] in STAND_IN_PACKAGES for m in sys.modules)
+
+
+@pytest.mark.parametrize("writer, name", [(write_official_pickle, "network-snapshot.pkl"),
+                                          (write_live3d_pth, "ffhqrebalanced.pth")], ids=["pkl", "pth"])
+def test_a_real_generator_reads_back_exactly(tmp_path, writer, name):
+    torch.manual_seed(0)
+    generator = build_generator(tiny_kwargs())
+    generator.neural_rendering_resolution = 16
+    kwargs, state, resolution = read_generator_checkpoint(writer(tmp_path / name, generator, tiny_kwargs()))
+    assert kwargs == tiny_kwargs() and resolution == 16
+    assert list(state) == list(generator.state_dict())  # the official names, in order
+    _assert_same_tensors(state, generator.state_dict())
 
 
 def test_pickle_without_g_ema_falls_back_to_g(tmp_path):
     path = tmp_path / "g-only.pkl"
     expected = _write_snapshot(path, keys=("G", "D"))
-    _, state, _ = read_generator_checkpoint(path)
+    _, state, resolution = read_generator_checkpoint(path)
     _assert_same_tensors(state, expected["G"])
+    assert resolution == 64
 
 
 def test_given_kwargs_update_the_recorded_ones(tmp_path):
@@ -300,7 +247,7 @@ def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path, payload, asked):
 def test_payload_hidden_inside_a_network_state_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pkl"
-    with nvidia_style_packages(tmp_path / "pkgs") as pkgs:
+    with nvidia_style_packages(extra_files=TOY_NETWORKS) as pkgs:
         generator = _generator(pkgs, 0)
         generator.extra = _RunsOsSystem(marker)
         path.write_bytes(pickle.dumps({"G_ema": generator}))
@@ -343,7 +290,7 @@ def test_other_globals_are_refused(tmp_path, raw, asked):
 
 def test_damaged_module_state_is_reported(tmp_path):
     path = tmp_path / "damaged.pkl"
-    with nvidia_style_packages(tmp_path / "pkgs") as pkgs:
+    with nvidia_style_packages(extra_files=TOY_NETWORKS) as pkgs:
         generator = _generator(pkgs, 0)
         object.__setattr__(generator.backbone.mapping, "_parameters", ["not", "a", "mapping"])
         path.write_bytes(pickle.dumps({"G_ema": generator}))
@@ -401,7 +348,7 @@ def _tiny_state_dict() -> dict[str, torch.Tensor]:
 def test_live3d_style_pth(tmp_path):
     path = tmp_path / "ffhqrebalanced512-128.pth"
     state = _tiny_state_dict()
-    with nvidia_style_packages(tmp_path / "pkgs") as pkgs:
+    with nvidia_style_packages() as pkgs:
         ed = pkgs.EasyDict
         rendering = ed(EXPECTED_KWARGS["rendering_kwargs"], depth_resolution=48)
         torch.save({"G_init_args": (4, 25), "G_init_kwargs": ed({k: v for k, v in EXPECTED_KWARGS.items()
@@ -420,8 +367,8 @@ def test_triplanenet_style_pth(tmp_path):
     path = tmp_path / "ffhq512-128.pth"
     state = _tiny_state_dict()
     torch.save({"G_ema": state, "init_kwargs": EXPECTED_KWARGS, "latent_avg": torch.zeros(4)}, path)
-    kwargs, loaded, _ = read_generator_checkpoint(path)
-    assert kwargs == EXPECTED_KWARGS
+    kwargs, loaded, resolution = read_generator_checkpoint(path)
+    assert kwargs == EXPECTED_KWARGS and resolution is None
     _assert_same_tensors(loaded, state)
 
 
@@ -431,9 +378,10 @@ def test_bare_state_dict_pth_takes_kwargs_from_meta_json(tmp_path):
     torch.save(state, path)
     with pytest.raises(CheckpointError, match="generator_kwargs"):
         read_generator_checkpoint(path)
-    (tmp_path / META_FILE).write_text(json.dumps({"generator_kwargs": EXPECTED_KWARGS}))
-    kwargs, loaded, _ = read_generator_checkpoint(path)
-    assert kwargs == EXPECTED_KWARGS
+    (tmp_path / META_FILE).write_text(json.dumps({"generator_kwargs": EXPECTED_KWARGS,
+                                                  "neural_rendering_resolution": 64}))
+    kwargs, loaded, resolution = read_generator_checkpoint(path)
+    assert kwargs == EXPECTED_KWARGS and resolution == 64
     _assert_same_tensors(loaded, state)
 
 
@@ -447,7 +395,7 @@ def test_pth_without_a_state_dict_is_reported(tmp_path):
 
 def test_pth_holding_pickled_networks_is_refused(tmp_path):
     path = tmp_path / "modules.pth"
-    with nvidia_style_packages(tmp_path / "pkgs") as pkgs:
+    with nvidia_style_packages(extra_files=TOY_NETWORKS) as pkgs:
         torch.save({"G_ema": _generator(pkgs, 0)}, path)
     with pytest.raises(CheckpointError) as err:
         read_generator_checkpoint(path)
@@ -459,9 +407,10 @@ def test_pth_holding_pickled_networks_is_refused(tmp_path):
 def test_safetensors_with_sidecar_kwargs(tmp_path, sidecar):
     state = _tiny_state_dict()
     save_file(state, str(tmp_path / "weights.safetensors"))
-    (tmp_path / sidecar).write_text(json.dumps({"generator_kwargs": EXPECTED_KWARGS, "note": "other keys are fine"}))
-    kwargs, loaded, _ = read_generator_checkpoint(tmp_path / "weights.safetensors")
-    assert kwargs == EXPECTED_KWARGS
+    (tmp_path / sidecar).write_text(json.dumps({"generator_kwargs": EXPECTED_KWARGS, "neural_rendering_resolution": 96,
+                                                "note": "other keys are fine"}))
+    kwargs, loaded, resolution = read_generator_checkpoint(tmp_path / "weights.safetensors")
+    assert kwargs == EXPECTED_KWARGS and resolution == 96
     _assert_same_tensors(loaded, state)
 
 
@@ -472,8 +421,8 @@ def test_safetensors_with_explicit_kwargs_and_without_any(tmp_path):
     with pytest.raises(CheckpointError) as err:
         read_generator_checkpoint(path)
     assert str(path) in str(err.value) and "generator_kwargs" in str(err.value) and META_FILE in str(err.value)
-    kwargs, loaded, _ = read_generator_checkpoint(path, EXPECTED_KWARGS)
-    assert kwargs == EXPECTED_KWARGS
+    kwargs, loaded, resolution = read_generator_checkpoint(path, EXPECTED_KWARGS)
+    assert kwargs == EXPECTED_KWARGS and resolution is None
     _assert_same_tensors(loaded, state)
 
 

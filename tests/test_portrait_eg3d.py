@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from eg3d_pickles import write_live3d_pth, write_official_pickle
 from safetensors.torch import load_file, save_file
+from tiny_portrait import frontal_label, tiny_kwargs
 
 from engine.errors import CheckpointError
-from engine.portrait.eg3d import TriPlaneGenerator, build_generator, load_generator
+from engine.portrait.checkpoints import GeneratorCheckpoint
+from engine.portrait.eg3d import TriPlaneGenerator, build_generator, generator_from_checkpoint, load_generator
 from engine.portrait.superresolution import SUPERRESOLUTION_MODULES
-from tiny_portrait import frontal_label, tiny_kwargs
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 GOLDEN = FIXTURES / "eg3d-golden-2x"
@@ -49,6 +51,20 @@ def test_synthesis_reproduces_the_official_planes_and_images(golden):
     assert (sampled - expected["planes_flat_values"]).abs().max() <= 1e-3
     assert (planes.mean(dim=(2, 3)) - expected["planes_mean_per_channel"]).abs().max() <= 1e-3
     for key, tolerance in (("image_raw", 5e-3), ("image_depth", 5e-3), ("image", 1e-2)):
+        assert out[key].shape == expected[key].shape, key
+        assert (out[key] - expected[key]).abs().max() <= tolerance, key
+
+
+@needs_golden
+@pytest.mark.parametrize("writer, name", [(write_official_pickle, "network-snapshot.pkl"),
+                                          (write_live3d_pth, "ffhqrebalanced.pth")], ids=["pkl", "pth"])
+def test_the_golden_generator_saved_as_users_have_it_reproduces_the_official_images(golden, tmp_path, writer, name):
+    meta, expected, generator = golden
+    loaded = load_generator(writer(tmp_path / name, generator, meta["generator_kwargs"]))
+    assert loaded.neural_rendering_resolution == meta["neural_rendering_resolution"]
+    out = loaded.synthesis(expected["ws"], expected["c_render"], noise_mode=meta["noise_mode"],
+                           deterministic_sampling=True)  # at the resolution the file carries
+    for key, tolerance in (("image_raw", 5e-3), ("image", 1e-2)):
         assert out[key].shape == expected[key].shape, key
         assert (out[key] - expected[key]).abs().max() <= tolerance, key
 
@@ -114,6 +130,16 @@ def test_camera_labels_with_non_finite_values_or_wrong_shape_are_refused():
     bad[1, 3] = float("inf")
     with pytest.raises(ValueError, match="non-finite"):
         generator.synthesis(ws, bad)
+
+
+@pytest.mark.parametrize("superresolution, img_resolution, recorded, expected", [
+    ("SuperresolutionHybrid2X", 128, 32, 32), ("SuperresolutionHybrid2X", 128, None, 64),
+    ("SuperresolutionHybrid8XDC", 512, None, 128), ("SuperresolutionHybrid8XDC", 512, 64, 64)])
+def test_the_neural_rendering_resolution_is_the_checkpoints_else_the_official_default(
+        superresolution, img_resolution, recorded, expected):
+    kwargs = tiny_kwargs(superresolution, img_resolution)
+    checkpoint = GeneratorCheckpoint(kwargs, build_generator(kwargs).state_dict(), recorded)
+    assert generator_from_checkpoint(checkpoint, "generator.pth").neural_rendering_resolution == expected
 
 
 def test_a_state_dict_with_missing_layers_names_them(tmp_path):

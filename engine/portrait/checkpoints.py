@@ -1,7 +1,8 @@
 """Read EG3D generator weights from the files users have, without running any code they contain.
 
-``read_generator_checkpoint`` returns the constructor arguments and the state dict (official
-parameter names) of an EG3D ``TriPlaneGenerator`` from one of three formats:
+``read_generator_checkpoint`` returns the constructor arguments, the state dict (official
+parameter names) and the neural rendering resolution of an EG3D ``TriPlaneGenerator`` from one of
+three formats:
 
 * an official network pickle (``.pkl``): a plain pickle of a dict with ``G``, ``D``, ``G_ema``,
   ``augment_pipe`` and ``training_set_kwargs``.  Networks in it were pickled through NVIDIA's
@@ -26,6 +27,10 @@ parameter names) of an EG3D ``TriPlaneGenerator`` from one of three formats:
   is read too; the saved rendering kwargs replace ``rendering_kwargs`` in the constructor kwargs.
 * ``generator.safetensors`` (or any ``.safetensors``), its constructor arguments under
   ``generator_kwargs`` in ``meta.json`` or ``config.json`` beside it -- what ``write_converted`` writes.
+
+The neural rendering resolution is an attribute of the generator, not a constructor argument: a
+pickled generator's ``neural_rendering_resolution``, a .pth file's ``G_neural_rendering_resolution``,
+or the top-level ``neural_rendering_resolution`` of the JSON file beside a weights-only file.
 
 Every failure is a ``CheckpointError`` naming the file and what is wrong with it.
 """
@@ -54,7 +59,7 @@ __all__ = ["CheckpointError", "GENERATOR_FILE", "GeneratorCheckpoint", "META_FIL
 GENERATOR_FILE = "generator.safetensors"
 """the weights file ``write_converted`` writes (official parameter names, raw unscaled values)"""
 META_FILE = "meta.json"
-"""the JSON file beside it holding ``{"generator_kwargs": {...}}``"""
+"""the JSON file beside it: ``{"generator_kwargs": {...}, "neural_rendering_resolution": 128}``"""
 SIDECAR_FILES = (META_FILE, "config.json")
 """where constructor arguments of a bare weights file are looked up, in this order"""
 POSITIONAL_PARAMETERS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels",
@@ -67,6 +72,8 @@ INERT_MODULE_PREFIXES = ("torch.nn.modules.", "torch_utils.", "training.")
 """classes from these modules become inert records: network code is never imported or run"""
 PYTHON2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
 """module names pickle protocols 0-2 write for Python 2 compatibility"""
+
+
 class GeneratorCheckpoint(NamedTuple):
     """What a checkpoint says about its generator."""
 
@@ -260,7 +267,8 @@ def _recorded_kwargs(args: Any, kwargs: Any, path: Path) -> dict | None:
 
 
 def _sidecar(path: Path) -> dict:
-    """The ``meta.json`` or ``config.json`` beside ``path`` that holds ``generator_kwargs`` (empty when none does)."""
+    """The ``meta.json`` or ``config.json`` beside ``path`` that holds ``generator_kwargs`` (empty when none does):
+    what describes a weights-only file."""
     for name in SIDECAR_FILES:
         sidecar = path.with_name(name)
         if not sidecar.is_file():
@@ -274,16 +282,6 @@ def _sidecar(path: Path) -> dict:
                 raise CheckpointError(f"{sidecar}: generator_kwargs must be a JSON object")
             return data
     return {}
-
-
-def _resolve_kwargs(path: Path, recorded: dict | None, given: dict | None) -> dict:
-    """Recorded kwargs (else those beside the file) updated with the caller's; an error when there are none."""
-    base = recorded if recorded is not None else _sidecar(path).get("generator_kwargs")
-    if base is None and not given:
-        raise CheckpointError(f"{path} does not say how to build the generator: pass its constructor arguments "
-                              f"(generator_kwargs) or put {META_FILE} or config.json holding "
-                              '{"generator_kwargs": {...}} beside it')
-    return {**(base or {}), **(given or {})}
 
 
 def _read_pickle(path: Path) -> GeneratorCheckpoint:
@@ -393,10 +391,15 @@ def read_generator_checkpoint(path: str | Path, generator_kwargs: dict | None = 
     found = _READERS[file.suffix.lower()](file)
     if not found.state_dict:
         raise CheckpointError(f"{file} holds a generator without any parameters")
-    resolution = found.neural_rendering_resolution
-    if resolution is None:
-        resolution = _resolution(_sidecar(file).get("neural_rendering_resolution"))
-    return GeneratorCheckpoint(_resolve_kwargs(file, found.kwargs, generator_kwargs), found.state_dict, resolution)
+    kwargs, resolution = found.kwargs, found.neural_rendering_resolution
+    if kwargs is None:  # weights only: the JSON file beside them describes them
+        sidecar = _sidecar(file)
+        kwargs, resolution = sidecar.get("generator_kwargs"), _resolution(sidecar.get("neural_rendering_resolution"))
+    if kwargs is None and not generator_kwargs:
+        raise CheckpointError(f"{file} does not say how to build the generator: pass its constructor arguments "
+                              f"(generator_kwargs) or put {META_FILE} or config.json holding "
+                              '{"generator_kwargs": {...}} beside it')
+    return GeneratorCheckpoint({**(kwargs or {}), **(generator_kwargs or {})}, found.state_dict, resolution)
 
 
 def write_converted(out_dir: str | Path, generator_kwargs: dict, state_dict: dict[str, torch.Tensor],

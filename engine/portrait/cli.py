@@ -1,8 +1,13 @@
 """``python main.py portrait ...``: importing EG3D checkpoints and training / measuring the
-embedded portrait prior.  Each subcommand is one ``_add_*`` parser and one ``cmd_*`` function."""
+embedded portrait prior.
+
+Each subcommand is one ``_add_*`` function, listed in ``SUBCOMMANDS``, that declares its arguments
+and names its ``cmd_*`` function with ``set_defaults(handler=...)``.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -17,6 +22,7 @@ def _add_import(sub) -> None:
     p.add_argument("--to", required=True, help="folder for generator.safetensors and meta.json")
     p.add_argument("--generator-kwargs", default=None,
                    help="JSON file with the constructor arguments (for a .safetensors file without meta.json)")
+    p.set_defaults(handler=cmd_import)
 
 
 def _add_train_prior(sub) -> None:
@@ -25,6 +31,7 @@ def _add_train_prior(sub) -> None:
     p.add_argument("--out", required=True, help="folder for the prior (generator.safetensors, meta.json, recipe.json)")
     p.add_argument("--minutes", type=float, default=None, help="training time budget (default: the recipe's)")
     p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=cmd_train_prior)
 
 
 def _add_bench_prior(sub) -> None:
@@ -34,33 +41,47 @@ def _add_bench_prior(sub) -> None:
     p.add_argument("--heads", type=int, default=16, help="held-out heads")
     p.add_argument("--views", type=int, default=4, help="views of each")
     p.add_argument("--report", default=None, help="also write the figures to this JSON file")
+    p.set_defaults(handler=cmd_bench_prior)
+
+
+SUBCOMMANDS = (_add_import, _add_train_prior, _add_bench_prior)
+"""the ``portrait`` subcommands, in the order ``--help`` lists them"""
 
 
 def add_portrait_parser(sub) -> None:
     """The ``portrait`` command and its subcommands."""
     portrait = sub.add_parser("portrait", help="3D portraits: EG3D checkpoints and the embedded prior")
     commands = portrait.add_subparsers(dest="portrait_command", required=True)
-    _add_import(commands)
-    _add_train_prior(commands)
-    _add_bench_prior(commands)
+    for add in SUBCOMMANDS:
+        add(commands)
 
 
-def cmd_import(args) -> int:
-    from engine.portrait.checkpoints import read_generator_checkpoint, write_converted
-    from engine.portrait.eg3d import load_generator
+def _read_generator_kwargs(path: str) -> dict:
+    """The constructor arguments in the JSON file ``--generator-kwargs`` names."""
+    try:
+        given = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserInputError(f"{path}: cannot read the generator arguments ({exc})") from None
+    if not isinstance(given, dict):
+        raise UserInputError(f"{path}: the generator arguments must be a JSON object, not a {type(given).__name__}")
+    return given
 
-    given = None
-    if args.generator_kwargs:
-        try:
-            given = json.loads(Path(args.generator_kwargs).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserInputError(f"{args.generator_kwargs}: cannot read the generator arguments ({exc})") from None
-    generator = load_generator(args.source, given)  # refuses a checkpoint that does not fit before writing
-    kwargs, state, resolution = read_generator_checkpoint(args.source, given)
-    weights = write_converted(args.to, kwargs, state, neural_rendering_resolution=generator.neural_rendering_resolution)
-    module = kwargs["rendering_kwargs"]["superresolution_module"].rsplit(".", 1)[-1]
-    count = sum(t.numel() for t in state.values())
-    print(f"wrote {weights} and {Path(args.to) / 'meta.json'}: {count:,} numbers, {generator.img_resolution}² "
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Convert a checkpoint once to generator.safetensors + meta.json, pinning the neural rendering
+    resolution it loads with; one that does not build its generator is refused before anything is written."""
+    from engine.portrait.checkpoints import META_FILE, read_generator_checkpoint, write_converted
+    from engine.portrait.eg3d import generator_from_checkpoint
+    from engine.portrait.superresolution import module_name
+
+    given = _read_generator_kwargs(args.generator_kwargs) if args.generator_kwargs else None
+    checkpoint = read_generator_checkpoint(args.source, given)
+    generator = generator_from_checkpoint(checkpoint, args.source)
+    weights = write_converted(args.to, checkpoint.kwargs, checkpoint.state_dict,
+                              neural_rendering_resolution=generator.neural_rendering_resolution)
+    count = sum(p.numel() for p in generator.parameters())
+    module = module_name(checkpoint.kwargs["rendering_kwargs"]["superresolution_module"])
+    print(f"wrote {weights} and {weights.with_name(META_FILE)}: {count:,} parameters, {generator.img_resolution}² "
           f"images via {module}, neural rendering at {generator.neural_rendering_resolution}²")
     return 0
 
@@ -92,7 +113,6 @@ def cmd_bench_prior(args) -> int:
     return 0
 
 
-def cmd_portrait(args) -> int:
+def cmd_portrait(args: argparse.Namespace) -> int:
     """Run the chosen ``portrait`` subcommand."""
-    return {"import-eg3d": cmd_import, "train-prior": cmd_train_prior,
-            "bench-prior": cmd_bench_prior}[args.portrait_command](args)
+    return args.handler(args)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from engine.errors import CheckpointError
+from engine.portrait.checkpoints import GeneratorCheckpoint, read_generator_checkpoint
 from engine.portrait.stylegan import NOISE_MODES, StyleGAN2Backbone
 from engine.portrait.superresolution import SuperResolution
 from engine.portrait.triplane import PLANE_FEATURES, ImportanceRenderer, OSGDecoder, sample_rays
@@ -26,7 +27,9 @@ from engine.portrait.triplane import PLANE_FEATURES, ImportanceRenderer, OSGDeco
 TRIPLANE_RESOLUTION = 256
 """the backbone always synthesises its three planes at 256 x 256"""
 DEFAULT_NEURAL_RENDERING_RESOLUTION = 64
-"""what a freshly built official generator renders at before training raises it (128 for FFHQ 512)"""
+"""what a freshly built official generator renders at before training raises it"""
+FFHQ_512_NEURAL_RENDERING_RESOLUTION = 128
+"""what the official 512² FFHQ / AFHQ generators render at, for a 512² checkpoint that does not say"""
 CAMERA_LABEL_SIZE = 25
 
 
@@ -149,12 +152,18 @@ def load_generator(path: str | Path, generator_kwargs: dict | None = None,
                    device: str | torch.device = "cpu") -> TriPlaneGenerator:
     """An EG3D generator in eval mode with the weights of ``path``: an official ``.pkl`` (read
     safely, no code in it runs), a Live3D / 3DPE style ``.pth`` or a ``.safetensors`` file (its
-    arguments given here or in meta.json / config.json beside it).  Missing or unexpected
-    parameters are reported by name."""
-    from engine.portrait.checkpoints import read_generator_checkpoint
+    arguments given here or in meta.json / config.json beside it)."""
+    return generator_from_checkpoint(read_generator_checkpoint(path, generator_kwargs), path).to(device)
 
-    kwargs, state, resolution = read_generator_checkpoint(path, generator_kwargs)
-    generator = build_generator(kwargs)
+
+def generator_from_checkpoint(checkpoint: GeneratorCheckpoint, source: str | Path) -> TriPlaneGenerator:
+    """The generator a checkpoint describes, with its weights, in eval mode on CPU; missing,
+    unexpected or misshapen parameters are reported by name (``source`` names the file in errors).
+
+    Its neural rendering resolution is the checkpoint's, else 128 for 512² models (what the official
+    FFHQ / AFHQ ones were trained at) and the constructor's 64 otherwise."""
+    generator = build_generator(checkpoint.kwargs)
+    state = checkpoint.state_dict
     expected = generator.state_dict()
     missing = [name for name in expected if name not in state]
     unexpected = [name for name in state if name not in expected]
@@ -166,11 +175,11 @@ def load_generator(path: str | Path, generator_kwargs: dict | None = None,
             shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
             problems.append(f"{label}: {shown}")
     if problems:
-        raise CheckpointError(f"{path}: its parameters do not fit the generator its arguments describe ("
+        raise CheckpointError(f"{source}: its parameters do not fit the generator its arguments describe ("
                               + "; ".join(problems) + ")")
     generator.load_state_dict({name: value.float() for name, value in state.items()})
-    if resolution:
-        generator.neural_rendering_resolution = int(resolution)
+    if checkpoint.neural_rendering_resolution:
+        generator.neural_rendering_resolution = checkpoint.neural_rendering_resolution
     elif generator.img_resolution >= 512:
-        generator.neural_rendering_resolution = 128  # what the official FFHQ / AFHQ 512 models were trained at
-    return generator.eval().requires_grad_(False).to(device)
+        generator.neural_rendering_resolution = FFHQ_512_NEURAL_RENDERING_RESOLUTION
+    return generator.eval().requires_grad_(False)
