@@ -33,6 +33,8 @@ import math
 import numpy as np
 import torch
 
+from engine.portrait.triplane import sample_rays
+
 FFHQ_FOCAL = 4.2647
 ORBIT_RADIUS = 2.7
 PIVOT = (0.0, 0.0, 0.2)
@@ -136,14 +138,5 @@ def rays(c: np.ndarray | torch.Tensor, resolution: int) -> tuple[torch.Tensor, t
     (u, v) = ((j + 0.5) / R, (i + 0.5) / R); its camera-space point is ((u - cx) / fx, (v - cy) / fy, 1)
     (with EG3D's skew correction when the intrinsics hold a skew s = K[0, 1]).
     """
-    c2w, k = (torch.from_numpy(a) for a in split_label(check_labels(c)))
-    centres = (torch.arange(resolution, dtype=torch.float32) + 0.5) / resolution
-    v, u = torch.meshgrid(centres, centres, indexing="ij")
-    u, v = u.reshape(1, -1), v.reshape(1, -1)
-    fx, fy, cx, cy, skew = (k[:, row, col, None] for row, col in ((0, 0), (1, 1), (0, 2), (1, 2), (0, 1)))
-    y = (v - cy) / fy
-    x = (u - cx - skew * y) / fx
-    cam_dirs = torch.stack([x, y, torch.ones_like(x)], dim=-1)
-    directions = torch.nn.functional.normalize(cam_dirs @ c2w[:, :3, :3].transpose(1, 2), dim=-1)
-    origins = c2w[:, None, :3, 3].expand_as(directions).contiguous()
-    return origins, directions
+    labels = torch.from_numpy(check_labels(c))
+    return sample_rays(labels[:, :16].reshape(-1, 4, 4), labels[:, 16:].reshape(-1, 3, 3), resolution)

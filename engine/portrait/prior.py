@@ -35,10 +35,11 @@ import torch.nn.functional as F
 
 from engine.errors import CheckpointError, UserInputError
 from engine.jobs import Artifact, CancelToken, Metrics, Preview, Progress
+from engine.metrics import psnr
 from engine.portrait.cameras import RAY_END, camera_labels
 from engine.portrait.eg3d import TriPlaneGenerator, build_generator, load_generator
-from engine.portrait.triplane import sample_rays
 from engine.portrait.heads import PARAM_COUNT, HeadParams, render_heads
+from engine.portrait.triplane import sample_rays
 from engine.project import save_torch, write_json
 
 PRIOR_DIR = Path(__file__).resolve().parents[2] / "resources" / "portrait_prior"
@@ -185,11 +186,6 @@ def training_losses(generator: TriPlaneGenerator, truth: ViewBatch, cfg: PriorCo
     return losses
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio of images in [0, 1], in dB."""
-    return float(-10 * torch.log10(F.mse_loss(a.clamp(0, 1), b).clamp_min(1e-10)))
-
-
 def _trainer_state(path: Path) -> dict | None:
     """A resumable training state, None when there is none."""
     if not path.is_file():
@@ -261,7 +257,7 @@ def train_prior_job(cfg: PriorConfig, out_dir: str | Path, cancel: CancelToken) 
             with torch.no_grad():
                 shown = render_prior(generator, truth.z[:1], truth.c[:1], cfg.neural_resolution)["rgb"][0]
             generator.train()
-            values["psnr_train"] = psnr(shown, truth.rgb[0])
+            values["psnr_train"] = psnr(shown.clamp(0, 1), truth.rgb[0])
             yield Metrics(step, values)
             side = torch.cat([truth.rgb[0], shown.clamp(0, 1)], dim=2)
             yield Preview(step, (side.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8),
@@ -301,7 +297,7 @@ def bench_prior(generator: TriPlaneGenerator, heads: int = 16, views: int = 4, f
     with torch.no_grad():
         for k in range(len(seeds)):
             out = render_prior(generator, truth.z[k:k + 1], truth.c[k:k + 1], 64)
-            psnrs.append(psnr(out["rgb"], truth.rgb[k:k + 1]))
+            psnrs.append(psnr(out["rgb"].clamp(0, 1), truth.rgb[k:k + 1]))
             mask, true_mask = out["mask"][0], truth.mask[k]
             ious.append(float((mask & true_mask).sum() / (mask | true_mask).sum().clamp_min(1)))
             error = (out["depth"][0] - truth.depth[k]).abs()[true_mask]
