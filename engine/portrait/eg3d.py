@@ -22,7 +22,8 @@ from engine.errors import CheckpointError
 from engine.portrait.checkpoints import GeneratorCheckpoint, read_generator_checkpoint
 from engine.portrait.stylegan import NOISE_MODES, StyleGAN2Backbone
 from engine.portrait.superresolution import SuperResolution
-from engine.portrait.triplane import PLANE_FEATURES, ImportanceRenderer, OSGDecoder, sample_rays
+from engine.portrait.triplane import (PLANE_FEATURES, ImportanceRenderer, OSGDecoder, occupancy_grid, sample_rays,
+                                      texel_major)
 
 TRIPLANE_RESOLUTION = 256
 """the backbone always synthesises its three planes at 256 x 256"""
@@ -85,46 +86,53 @@ class TriPlaneGenerator(nn.Module):
                                      truncation_cutoff=truncation_cutoff, update_emas=update_emas)
 
     def planes(self, ws: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
-        """The triplanes (N, 96, 256, 256): three 32-channel planes, in the official channel order."""
+        """The triplanes (N, 96, 256, 256): three 32-channel planes, in the official channel order
+        (stored channels-last, the layout rendering reads them in)."""
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}")
-        return self.backbone.synthesis(ws, noise_mode)
+        return texel_major(self.backbone.synthesis(ws, noise_mode))
+
+    def occupancy(self, planes: torch.Tensor) -> torch.Tensor:
+        """An occupancy grid of cached planes: pass it with them to render them faster, skipping
+        empty space (see engine.portrait.triplane.ImportanceRenderer)."""
+        return occupancy_grid(texel_major(planes), self.decoder, self.rendering_kwargs["box_warp"])
 
     def synthesis(self, ws: torch.Tensor, c: torch.Tensor, neural_rendering_resolution: int | None = None,
                   noise_mode: str = "random", deterministic_sampling: bool = False,
-                  planes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                  planes: torch.Tensor | None = None, occupancy: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Render ws from cameras c: {"image" (N, 3, R, R) in [-1, 1], "image_raw" (N, 3, r, r),
         "image_depth" (N, 1, r, r) ray depth, "planes"}.  ``planes`` from an earlier call skips the
-        backbone (fast re-rendering from new cameras); ``deterministic_sampling`` fixes the ray
-        samples (see engine.portrait.triplane)."""
+        backbone (fast re-rendering from new cameras), and their ``occupancy`` grid skips empty
+        space; ``deterministic_sampling`` fixes the ray samples (see engine.portrait.triplane)."""
         check_camera_labels(c, ws.shape[0])
         resolution = neural_rendering_resolution or self.neural_rendering_resolution
         if resolution < 1:
             raise ValueError(f"neural_rendering_resolution must be positive, got {resolution}")
         if planes is None:
             planes = self.planes(ws, noise_mode)
-        features, depth = self.render_features(planes, c, resolution, deterministic_sampling)
+        features, depth = self.render_features(planes, c, resolution, deterministic_sampling, occupancy)
         image = self.superresolution(features[:, :3], features, ws,
                                      noise_mode=self.rendering_kwargs.get("superresolution_noise_mode", "none"))
         return {"image": image, "image_raw": features[:, :3], "image_depth": depth, "planes": planes}
 
     def render_features(self, planes: torch.Tensor, c: torch.Tensor, resolution: int,
-                        deterministic_sampling: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                        deterministic_sampling: bool = False,
+                        occupancy: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Volume-render triplanes from cameras c: the 32-channel feature image (N, 32, r, r), its
         first three channels the raw colour in [-1, 1], and the depth image (N, 1, r, r)."""
         n = planes.shape[0]
         origins, directions = sample_rays(c[:, :16].view(-1, 4, 4), c[:, 16:25].view(-1, 3, 3), resolution)
-        features, depth = self.render_rays(planes, origins, directions, deterministic_sampling)
+        features, depth = self.render_rays(planes, origins, directions, deterministic_sampling, occupancy)
         features = features.permute(0, 2, 1).reshape(n, -1, resolution, resolution).contiguous()
         return features, depth.permute(0, 2, 1).reshape(n, 1, resolution, resolution)
 
     def render_rays(self, planes: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor,
-                    deterministic_sampling: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                    deterministic_sampling: bool = False,
+                    occupancy: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Features (N, M, 32) and depths (N, M, 1) along any rays (N, M, 3) through triplanes
         (N, 96, H, W): e.g. a random subset of an image's pixels when training."""
-        planes = planes.view(planes.shape[0], 3, PLANE_FEATURES, planes.shape[-2], planes.shape[-1])
-        features, depth, _ = self.renderer(planes, self.decoder, origins, directions, self.rendering_kwargs,
-                                           deterministic=deterministic_sampling)
+        features, depth, _ = self.renderer(texel_major(planes), self.decoder, origins, directions, self.rendering_kwargs,
+                                           deterministic=deterministic_sampling, occupancy=occupancy)
         return features, depth
 
     def forward(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0,

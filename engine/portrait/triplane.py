@@ -5,7 +5,7 @@ Conventions kept exactly as the official generator has them, because official we
 render right with them:
 - the three planes are sampled at (x, y), (x, z) and (z, x) of the point (the third is not the
   (y, z) plane one would expect), after scaling the point by 2 / box_warp;
-- the decoder averages the three 32-channel samples, runs FC 32→64, softplus, FC 64→33; channel
+- the decoder takes the mean of the three 32-channel samples, runs FC 32→64, softplus, FC 64→33; channel
   0 is the raw density, the other 32 go through sigmoid·(1 + 2·0.001) − 0.001;
 - densities are composited at interval midpoints as softplus(σ − 1); colours come out in [−1, 1];
 - importance sampling smooths the coarse weights (max-pool 2, avg-pool 2, + 0.01), and draws from
@@ -29,6 +29,15 @@ RGB_PAD = 0.001
 """the decoder's sigmoid is stretched to [-0.001, 1.001] (MipNeRF's trick against saturation)"""
 DENSITY_SHIFT = 1.0
 """densities are composited as softplus(sigma - 1): the shift makes fresh networks start near empty"""
+OCCUPANCY_RESOLUTION = 64
+"""lattice points per side of an occupancy grid over the box"""
+EMPTY_DENSITY = 0.01
+"""space this thin is empty for skipping: an interval of the coarse pass (about 0.07 long for the
+prior) through it is at most 0.1 % opaque"""
+HIDDEN_TRANSMITTANCE = 1e-4
+"""samples behind this little of the light are hidden for skipping"""
+SKIPPED_SIGMA = -30.0
+"""the raw density a skipped sample gets: softplus(-31) is about 3e-14"""
 
 
 def plane_axes() -> torch.Tensor:
@@ -38,17 +47,62 @@ def plane_axes() -> torch.Tensor:
                          [[0, 0, 1], [1, 0, 0], [0, 1, 0]]], dtype=torch.float32)
 
 
+class _Softplus(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        ctx.save_for_backward(x)
+        return torch.relu(x) + torch.log(1 + torch.exp(-x.abs()))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        (x,) = ctx.saved_tensors
+        return grad * torch.sigmoid(x)
+
+
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    """log(1 + exp(x)) as relu(x) + log(1 + exp(-|x|)), gradient sigmoid(x): on CPU torch's softplus
+    and log1p are scalar loops, four times slower than this (within 1e-6 of them)."""
+    return _Softplus.apply(x)
+
+
+def texel_major(planes: torch.Tensor) -> torch.Tensor:
+    """Triplanes (N, 96, H, W) stored with each texel's 96 features adjacent (channels-last), the
+    layout sample_planes reads without copying; a no-op when they already are."""
+    return planes.contiguous(memory_format=torch.channels_last)
+
+
+def plane_coordinates() -> torch.Tensor:
+    """(3, 2): which point coordinates each plane's (u, v) are, from plane_axes: (x, y), (x, z), (z, x)."""
+    return torch.linalg.inv(plane_axes())[:, :, :2].abs().argmax(dim=1)
+
+
 def sample_planes(planes: torch.Tensor, points: torch.Tensor, box_warp: float) -> torch.Tensor:
-    """Bilinear samples of ``planes`` (N, 3, C, H, W) at ``points`` (N, M, 3): (N, 3, M, C).
-    Points outside the box get zeros."""
-    n, n_planes, channels, height, width = planes.shape
-    axes = plane_axes().to(points)
-    coords = (2 / box_warp) * points
-    projected = torch.einsum("nmi,pij->npmj", coords, torch.linalg.inv(axes))[..., :2]
-    grid = projected.reshape(n * n_planes, 1, -1, 2)
-    sampled = F.grid_sample(planes.reshape(n * n_planes, channels, height, width), grid, mode="bilinear",
-                            padding_mode="zeros", align_corners=False)
-    return sampled.permute(0, 3, 2, 1).reshape(n, n_planes, -1, channels)
+    """The mean of the bilinear samples of the three square planes (N, 3 * C, R, R) at ``points``
+    (N, M, 3): (N, M, C).  Matches grid_sample (align_corners=False, zeros outside the box), fused
+    into one weighted gather of texel rows (embedding_bag): three times faster on CPU, and the
+    planes get gradients (the points do not)."""
+    n, plane_channels, resolution, width = planes.shape
+    if width != resolution:
+        raise ValueError(f"triplanes must be square, got {resolution} x {width}")
+    n_planes, channels, m = 3, plane_channels // 3, points.shape[1]
+    pixel = ((2 / box_warp) * points[..., plane_coordinates().to(points.device)] + 1) * (resolution / 2) - 0.5
+    low = pixel.floor()
+    frac = pixel - low
+    low = low.int()
+    u, v, fu, fv = low[..., 0], low[..., 1], frac[..., 0], frac[..., 1]  # (N, M, 3 planes)
+    first = torch.arange(n_planes, dtype=torch.int32, device=points.device) + n_planes * resolution * resolution \
+        * torch.arange(n, dtype=torch.int32, device=points.device)[:, None, None]
+    rows, weights = [], []
+    for du, dv in ((0, 0), (1, 0), (0, 1), (1, 1)):
+        cu, cv = u + du, v + dv
+        inside = (cu >= 0) & (cu < resolution) & (cv >= 0) & (cv < resolution)
+        weight = (fu if du else 1 - fu) * (fv if dv else 1 - fv)
+        weights.append(torch.where(inside, weight / n_planes, 0))
+        rows.append(first + n_planes * (cv.clamp(0, resolution - 1) * resolution + cu.clamp(0, resolution - 1)))
+    table = texel_major(planes).permute(0, 2, 3, 1).reshape(-1, channels)
+    sampled = F.embedding_bag(torch.stack(rows, -1).reshape(n * m, -1).long(), table,
+                              per_sample_weights=torch.stack(weights, -1).reshape(n * m, -1), mode="sum")
+    return sampled.view(n, m, channels)
 
 
 class OSGDecoder(nn.Module):
@@ -63,11 +117,12 @@ class OSGDecoder(nn.Module):
                                  FullyConnectedLayer(DECODER_HIDDEN, 1 + decoder_output_dim,
                                                      lr_multiplier=decoder_lr_mul))
 
-    def forward(self, sampled: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``sampled``: (N, 3, M, C) plane features → {"rgb": (N, M, 32), "sigma": (N, M, 1)}."""
-        x = sampled.mean(1)
-        n, m, c = x.shape
-        x = self.net(x.reshape(n * m, c)).reshape(n, m, -1)
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``features`` (N, M, C), the mean of the three planes' samples → {"rgb": (N, M, 32),
+        "sigma": (N, M, 1)}."""
+        n, m, c = features.shape
+        first, _, last = self.net  # the official module tree; its softplus computed by the faster formula
+        x = last(softplus(first(features.reshape(n * m, c)))).reshape(n, m, -1)
         return {"rgb": torch.sigmoid(x[..., 1:]) * (1 + 2 * RGB_PAD) - RGB_PAD, "sigma": x[..., 0:1]}
 
 
@@ -90,19 +145,31 @@ def sample_rays(cam2world: torch.Tensor, intrinsics: torch.Tensor, resolution: i
     return origins[:, None, :].expand(n, directions.shape[1], 3).contiguous(), directions
 
 
-def composite(colors: torch.Tensor, densities: torch.Tensor, depths: torch.Tensor,
-              white_background: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Alpha compositing over the intervals between samples (N, M, S, ·): colour in [-1, 1],
-    expected depth clamped to the sampled range, and the S - 1 interval weights."""
+def interval_weights(densities: torch.Tensor, depths: torch.Tensor) -> torch.Tensor:
+    """Alpha-compositing weights (N, M, S - 1, 1) of the intervals between samples (N, M, S, 1) in
+    depth order, each interval's density taken at its midpoint."""
     deltas = depths[:, :, 1:] - depths[:, :, :-1]
-    colors_mid = (colors[:, :, :-1] + colors[:, :, 1:]) / 2
-    densities_mid = F.softplus((densities[:, :, :-1] + densities[:, :, 1:]) / 2 - DENSITY_SHIFT)
-    depths_mid = (depths[:, :, :-1] + depths[:, :, 1:]) / 2
+    densities_mid = softplus((densities[:, :, :-1] + densities[:, :, 1:]) / 2 - DENSITY_SHIFT)
     alpha = 1 - torch.exp(-densities_mid * deltas)
     transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :, :1]), 1 - alpha + 1e-10], -2), -2)
-    weights = alpha * transmittance[:, :, :-1]
-    rgb = torch.sum(weights * colors_mid, -2)
+    return alpha * transmittance[:, :, :-1]
+
+
+def composite(colors: torch.Tensor, densities: torch.Tensor, depths: torch.Tensor, white_background: bool = False,
+              order: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Alpha compositing over the intervals between samples (N, M, S, ·), each interval coloured by
+    the mean of its ends: colour in [-1, 1], expected depth clamped to the sampled range, and the
+    S - 1 interval weights.  ``order`` (N, M, S, 1), when given, is the samples' depth order; the
+    colours then stay unsorted and only their weights are reordered (cheaper than sorting 32 channels)."""
+    if order is not None:
+        depths, densities = torch.gather(depths, -2, order), torch.gather(densities, -2, order)
+    weights = interval_weights(densities, depths)
+    sample_weights = (F.pad(weights, (0, 0, 1, 0)) + F.pad(weights, (0, 0, 0, 1))) / 2
+    if order is not None:
+        sample_weights = torch.gather(sample_weights, -2, torch.argsort(order, -2))
+    rgb = (sample_weights.transpose(-1, -2) @ colors).squeeze(-2)
     total = weights.sum(2)
+    depths_mid = (depths[:, :, :-1] + depths[:, :, 1:]) / 2
     depth = torch.nan_to_num(torch.sum(weights * depths_mid, -2) / total, float("inf"))
     depth = torch.clamp(depth, torch.min(depths), torch.max(depths))
     if white_background:
@@ -142,40 +209,94 @@ def importance_depths(depths: torch.Tensor, weights: torch.Tensor, count: int, d
         return sample_pdf(mids, w[:, 1:-1], count, deterministic).reshape(n, m, count, 1)
 
 
+def occupancy_grid(planes: torch.Tensor, decoder: OSGDecoder, box_warp: float,
+                   resolution: int = OCCUPANCY_RESOLUTION) -> torch.Tensor:
+    """The raw density of triplanes (N, 96, H, W) on a lattice over the box (N, 1, R, R, R; indexed
+    z, y, x): computed once for cached planes, so that rendering them can skip empty and hidden space."""
+    axis = torch.linspace(-box_warp / 2, box_warp / 2, resolution, device=planes.device)
+    z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
+    points = torch.stack([x, y, z], -1).reshape(1, -1, 3)
+    sigma = torch.stack([decoder(sample_planes(planes[k:k + 1], points, box_warp))["sigma"]
+                         for k in range(planes.shape[0])])
+    return sigma.reshape(-1, 1, resolution, resolution, resolution)
+
+
+def skippable(occupancy: torch.Tensor, points: torch.Tensor, depths: torch.Tensor, box_warp: float) -> torch.Tensor:
+    """Which samples (N, M, S) at ``points`` (N, M, S, 3) and ``depths`` (N, M, S, 1), in depth order
+    along each ray, need no decoding by the occupancy grid's density: empty ones (they and their
+    neighbours thinner than EMPTY_DENSITY) and hidden ones (behind samples that leave less than
+    HIDDEN_TRANSMITTANCE of the light)."""
+    n, m, samples, _ = points.shape
+    grid = ((2 / box_warp) * points).reshape(n, 1, 1, -1, 3)
+    sigma = F.grid_sample(occupancy, grid, mode="bilinear", padding_mode="border",
+                          align_corners=True).reshape(n, m, samples)
+    empty = softplus(sigma - DENSITY_SHIFT) < EMPTY_DENSITY
+    skip = empty.clone()
+    skip[..., 1:] &= empty[..., :-1]
+    skip[..., :-1] &= empty[..., 1:]
+    deltas = depths[..., 1:, 0] - depths[..., :-1, 0]
+    light = torch.cumprod(torch.exp(-softplus((sigma[..., :-1] + sigma[..., 1:]) / 2 - DENSITY_SHIFT) * deltas), -1)
+    skip[..., 2:] |= light[..., :-1] < HIDDEN_TRANSMITTANCE  # light left after each interval
+    return skip
+
+
 class ImportanceRenderer(nn.Module):
     """Renders planes along rays: a coarse pass at stratified depths, a fine pass where the coarse
-    weights are, both composited together in depth order."""
+    weights are, both composited together in depth order.
+
+    Given an occupancy grid of the planes (occupancy_grid), both passes skip the samples the grid
+    shows empty or hidden (skippable): they count as empty (SKIPPED_SIGMA).  The prior's cached
+    renders decode about a third fewer samples this way and stay within a grey level of the full
+    render (tests/test_portrait_eg3d.py measures it)."""
 
     def forward(self, planes: torch.Tensor, decoder: OSGDecoder, origins: torch.Tensor, directions: torch.Tensor,
-                options: dict, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(features (N, M, 32) in [-1, 1], depth (N, M, 1), accumulated weight (N, M, 1))."""
+                options: dict, deterministic: bool = False,
+                occupancy: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Planes (N, 96, H, W) rendered along rays (N, M, 3): (features (N, M, 32) in [-1, 1],
+        depth (N, M, 1), accumulated weight (N, M, 1))."""
         n, m, _ = origins.shape
         start, end, coarse = options["ray_start"], options["ray_end"], options["depth_resolution"]
+        box_warp = options["box_warp"]
         if start == "auto" or options.get("disparity_space_sampling", False):
             raise NotImplementedError("automatic ray limits and disparity-space sampling are not supported")
         depths = torch.linspace(start, end, coarse, device=origins.device).reshape(1, 1, coarse, 1).repeat(n, m, 1, 1)
         if not deterministic:
             depths = depths + torch.rand_like(depths) * (end - start) / (coarse - 1)
-        colors, densities = self._run(planes, decoder, origins, directions, depths, options)
+        points = origins.unsqueeze(-2) + depths * directions.unsqueeze(-2)
+        skip = None if occupancy is None else skippable(occupancy, points, depths, box_warp)
+        colors, densities = self._run(planes, decoder, points, box_warp, skip)
         fine = options.get("depth_resolution_importance", 0)
-        white = options.get("white_back", False)
+        order = None
         if fine > 0:
-            _, _, weights = composite(colors, densities, depths, white)
+            weights = interval_weights(densities, depths)
             fine_depths = importance_depths(depths, weights, fine, deterministic)
-            fine_colors, fine_densities = self._run(planes, decoder, origins, directions, fine_depths, options)
+            fine_points = origins.unsqueeze(-2) + fine_depths * directions.unsqueeze(-2)
             depths = torch.cat([depths, fine_depths], -2)
+            order = torch.sort(depths, dim=-2).indices
+            if occupancy is not None:
+                in_order = skippable(occupancy, torch.gather(torch.cat([points, fine_points], -2), -2,
+                                                             order.expand(-1, -1, -1, 3)),
+                                     torch.gather(depths, -2, order), box_warp)
+                skip = torch.empty_like(in_order).scatter_(-1, order[..., 0], in_order)[..., coarse:]
+            fine_colors, fine_densities = self._run(planes, decoder, fine_points, box_warp, skip)
             colors = torch.cat([colors, fine_colors], -2)
             densities = torch.cat([densities, fine_densities], -2)
-            order = torch.sort(depths, dim=-2).indices
-            depths = torch.gather(depths, -2, order)
-            colors = torch.gather(colors, -2, order.expand(-1, -1, -1, colors.shape[-1]))
-            densities = torch.gather(densities, -2, order)
-        rgb, depth, weights = composite(colors, densities, depths, white)
+        rgb, depth, weights = composite(colors, densities, depths, options.get("white_back", False), order)
         return rgb, depth, weights.sum(2)
 
     @staticmethod
-    def _run(planes, decoder, origins, directions, depths, options) -> tuple[torch.Tensor, torch.Tensor]:
-        n, m, samples, _ = depths.shape
-        points = (origins.unsqueeze(-2) + depths * directions.unsqueeze(-2)).reshape(n, -1, 3)
-        out = decoder(sample_planes(planes, points, options["box_warp"]))
-        return out["rgb"].reshape(n, m, samples, -1), out["sigma"].reshape(n, m, samples, 1)
+    def _run(planes: torch.Tensor, decoder: OSGDecoder, points: torch.Tensor, box_warp: float,
+             skip: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Colours (N, M, S, 32) and raw densities (N, M, S, 1) at points (N, M, S, 3), skipped ones empty."""
+        n, m, samples, _ = points.shape
+        points = points.reshape(n, -1, 3)
+        if skip is None:
+            out = decoder(sample_planes(planes, points, box_warp))
+            return out["rgb"].reshape(n, m, samples, -1), out["sigma"].reshape(n, m, samples, 1)
+        colors = points.new_zeros(n, m * samples, decoder.net[-1].out_features - 1)
+        sigma = points.new_full((n, m * samples, 1), SKIPPED_SIGMA)
+        for k in range(n):
+            kept = torch.nonzero(~skip[k].flatten()).squeeze(1)
+            out = decoder(sample_planes(planes[k:k + 1], points[k:k + 1, kept], box_warp))
+            colors[k, kept], sigma[k, kept] = out["rgb"][0], out["sigma"][0]
+        return colors.reshape(n, m, samples, -1), sigma.reshape(n, m, samples, 1)

@@ -63,6 +63,8 @@ class Head:
     truncation: float
     ws: torch.Tensor
     planes: torch.Tensor
+    occupancy: torch.Tensor
+    """the planes' occupancy grid: renders skip empty and hidden space"""
     params: HeadParams | None
     """the synthetic head (prior sources only): its semantic ground truth"""
 
@@ -141,7 +143,8 @@ class PortraitSession:
         with torch.no_grad():
             ws = self.generator.mapping(z, c, truncation_psi=psi, truncation_cutoff=None if prior else TRUNCATION_CUTOFF)
             planes = self.generator.planes(ws, noise_mode="const")
-        self.head = Head(seed, psi, ws, planes, params)
+            occupancy = self.generator.occupancy(planes)
+        self.head = Head(seed, psi, ws, planes, occupancy, params)
         return self.head
 
     def frame(self, yaw_deg: float, pitch_deg: float, mode: str = "rgb", resolution: int = 128) -> np.ndarray:
@@ -175,9 +178,11 @@ class PortraitSession:
         with torch.no_grad():
             if mode == "rgb" and resolution > generator.neural_rendering_resolution:
                 image = generator.synthesis(head.ws, c, neural_rendering_resolution=neural, noise_mode="const",
-                                            deterministic_sampling=True, planes=head.planes)["image"]
+                                            deterministic_sampling=True, planes=head.planes,
+                                            occupancy=head.occupancy)["image"]
             else:
-                features, depth = generator.render_features(head.planes, c, neural, deterministic_sampling=True)
+                features, depth = generator.render_features(head.planes, c, neural, deterministic_sampling=True,
+                                                            occupancy=head.occupancy)
                 image = features[:, :3]
             if mode == "rgb":
                 return to_uint8((_resize(image, resolution)[0].permute(1, 2, 0) + 1) / 2)
