@@ -71,9 +71,8 @@ def texel_major(planes: torch.Tensor) -> torch.Tensor:
     return planes.contiguous(memory_format=torch.channels_last)
 
 
-def plane_coordinates() -> torch.Tensor:
-    """(3, 2): which point coordinates each plane's (u, v) are, from plane_axes: (x, y), (x, z), (z, x)."""
-    return torch.linalg.inv(plane_axes())[:, :, :2].abs().argmax(dim=1)
+PLANE_COORDINATES = torch.linalg.inv(plane_axes())[:, :, :2].abs().argmax(dim=1)
+"""(3, 2): which point coordinates each plane's (u, v) are, from plane_axes: (x, y), (x, z), (z, x)"""
 
 
 def sample_planes(planes: torch.Tensor, points: torch.Tensor, box_warp: float) -> torch.Tensor:
@@ -85,7 +84,7 @@ def sample_planes(planes: torch.Tensor, points: torch.Tensor, box_warp: float) -
     if width != resolution:
         raise ValueError(f"triplanes must be square, got {resolution} x {width}")
     n_planes, channels, m = 3, plane_channels // 3, points.shape[1]
-    pixel = ((2 / box_warp) * points[..., plane_coordinates().to(points.device)] + 1) * (resolution / 2) - 0.5
+    pixel = ((2 / box_warp) * points[..., PLANE_COORDINATES.to(points.device)] + 1) * (resolution / 2) - 0.5
     low = pixel.floor()
     frac = pixel - low
     low = low.int()
