@@ -38,7 +38,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.settings import DEVICES, MEMORY_PRESETS, AppSettings
+from app.settings import DEVICES, MEMORY_PRESETS, PRECISIONS, AppSettings
 from engine.editing.sources import CHECKPOINT_SUFFIXES, DEFAULT_HUB_ID, is_hub_id
 from engine.errors import UserInputError
 
@@ -74,6 +74,15 @@ def show_error(parent: QWidget | None, message: str, details: str = "") -> Error
 def looks_like_path(text: str) -> bool:
     """Whether the user meant a file or folder (rather than a name such as a hub id)."""
     return "/" in text or "\\" in text or text.startswith(("~", "."))
+
+
+def _choice_combo(choices: dict[str, str], current: str) -> QComboBox:
+    """A combo of ``choices`` (value → what it means), each shown as "Value (meaning)", ``current`` selected."""
+    combo = QComboBox()
+    for value, meaning in choices.items():
+        combo.addItem(f"{value.capitalize()} ({meaning})", value)
+    combo.setCurrentIndex(combo.findData(current))
+    return combo
 
 
 def _path_row(edit: QLineEdit, *buttons: QPushButton) -> QWidget:
@@ -146,12 +155,16 @@ class SettingsDialog(QDialog):
         self.device_combo.setCurrentIndex(DEVICES.index(settings.device))
         form.addRow("Device:", self.device_combo)
 
-        self.memory_combo = QComboBox()
-        for value, label in zip(MEMORY_PRESETS, ("Default", "Low (models wait on the CPU between uses; slower)")):
-            self.memory_combo.addItem(label, value)
-        self.memory_combo.setCurrentIndex(MEMORY_PRESETS.index(settings.memory_preset))
-        self.memory_combo.setToolTip("GPU memory used by InstructPix2Pix; changes nothing on the CPU")
+        self.memory_combo = _choice_combo(MEMORY_PRESETS, settings.memory_preset)
+        self.memory_combo.setToolTip("GPU memory used by InstructPix2Pix; changes nothing on the CPU. Low needs the "
+                                     "accelerate package: pip install accelerate")
         form.addRow("GPU memory:", self.memory_combo)
+
+        self.precision_combo = _choice_combo(PRECISIONS, settings.precision)
+        self.precision_combo.setToolTip("InstructPix2Pix weights. Full is Instruct-NeRF2NeRF's default and runs "
+                                        "everywhere; half halves the GPU memory, on CUDA only. The field being "
+                                        "trained needs GPU memory on top.")
+        form.addRow("Precision:", self.precision_combo)
 
         self.lpips_combo = QComboBox()
         for value, label in (("auto", "Automatic (torch cache)"), ("off", "Off (L1 loss only)"),
@@ -269,6 +282,7 @@ class SettingsDialog(QDialog):
         settings.threedpe_checkpoint = self.threedpe_edit.text().strip()
         settings.device = self.device_combo.currentData()
         settings.memory_preset = self.memory_combo.currentData()
+        settings.precision = self.precision_combo.currentData()
         settings.lpips_backbone = self.lpips_backbone()
         settings.autosave_minutes = self.autosave_spin.value()
         settings.sync()

@@ -1,10 +1,11 @@
 """The "point and type" panel of the editor window, and the side-by-side preview of a 2D edit.
 
 ``EditPanel`` collects everything an instruction edit needs (the instruction, the 2D editor and
-its model, guidance, noise range, budget and the edit region picked in the viewport), checks it
-with the engine's own rules before anything starts, and hands an ``EditOptions`` to the main
-window, which runs the preview or the Iterative Dataset Update job.  The panel itself does no
-engine work: validation only parses the instruction and checks paths.
+its model, guidance, noise range, budget, what a second edit starts from and the edit region picked
+in the viewport), checks it with the engine's own rules (``EditConfig.validate``) before anything
+starts, and hands an ``EditOptions`` to the main window, which runs the preview or the Iterative
+Dataset Update job.  The panel itself does no engine work: validation only parses the instruction
+and checks paths.
 
 Importing this module imports torch (through engine.editing), about a second and a half:
 import it after the window is shown.
@@ -24,15 +25,15 @@ from PySide6.QtWidgets import (QComboBox, QCompleter, QDialog, QDoubleSpinBox, Q
                                QGroupBox, QHBoxLayout, QLabel, QLineEdit, QMenu, QPushButton, QSizePolicy,
                                QSlider, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
-from engine.editing.base import Guidance, check_instruction
+from engine.editing.base import Guidance
 from engine.editing.idu import EditConfig
-from engine.editing.offline import SUGGESTED_VARIATION, resolve, vocabulary
-from engine.editing.sources import CHECKPOINT_SUFFIXES, is_hub_id
+from engine.editing.offline import SUGGESTED_VARIATION, vocabulary
 from engine.errors import UserInputError
 
 EDITOR_LABELS = {"offline": "Offline (embedded)", "ip2p": "InstructPix2Pix"}
 """the editors the panel offers (EditConfig.editor values) and how the combo names them"""
-MISSING_MODEL = "Choose the InstructPix2Pix model (Settings → Model files, or Browse…)"
+START_LABELS = {"current": "Current edits", "original": "Original captures"}
+"""what an edit of an edited project may start from (EditConfig.start_from values) and how the combo names them"""
 DEFAULT_MINUTES = 2.0
 """time budget of an edit until the user picks another"""
 DEFAULT_RADIUS = 0.2
@@ -54,6 +55,10 @@ class EditOptions:
     """offline | ip2p"""
     model: str | None
     """InstructPix2Pix folder, checkpoint file or hub id; None for the offline editor"""
+    model_config: str | None = None
+    """InstructPix2Pix given as a checkpoint file: the diffusers folder of its configs (from Settings)"""
+    start_from: str = EditConfig.start_from
+    """current | original: see EditConfig.start_from"""
     guidance: Guidance = field(default_factory=Guidance)
     t_min: float = EditConfig.t_min
     t_max: float = EditConfig.t_max
@@ -66,11 +71,12 @@ class EditOptions:
     radius: float | None = None
     """radius of a local edit in capture units; None for a global edit"""
 
-    def edit_config(self, project: str, device: str, memory: str, lpips_backbone: str) -> EditConfig:
+    def edit_config(self, project: str, device: str, memory: str, precision: str, lpips_backbone: str) -> EditConfig:
         """The engine config of this edit on ``project``, with the machine settings of the window."""
         return EditConfig(project=project, instruction=self.instruction, editor=self.editor, model=self.model,
-                          device=device, memory=memory, variation=self.variation, minutes=self.minutes,
-                          seed=self.seed, t_min=self.t_min, t_max=self.t_max,
+                          model_config=self.model_config, start_from=self.start_from, device=device, memory=memory,
+                          precision=precision, variation=self.variation, minutes=self.minutes, seed=self.seed,
+                          t_min=self.t_min, t_max=self.t_max,
                           guidance=dataclasses.replace(self.guidance), point_3d=self.point_3d,
                           radius=self.radius, lpips_backbone=lpips_backbone)
 
@@ -83,16 +89,6 @@ def suggestions() -> list[str]:
 def _sentence(message: str) -> str:
     """Engine messages start in lower case (they also follow a CLI prefix); the panel shows sentences."""
     return message[:1].upper() + message[1:]
-
-
-def _model_problem(model: str) -> str | None:
-    """Why ``model`` cannot be an InstructPix2Pix source, or None when it can."""
-    path = Path(model).expanduser()
-    if path.is_file() and path.suffix not in CHECKPOINT_SUFFIXES:
-        return f"{path} is not an InstructPix2Pix model: choose a diffusers folder or a .safetensors/.ckpt file"
-    if path.exists() or is_hub_id(model):
-        return None
-    return f"No InstructPix2Pix model at {path}: choose a diffusers folder or a .safetensors/.ckpt file (Browse…)"
 
 
 def _float(value: object, default: float) -> float:
@@ -123,6 +119,7 @@ class EditPanel(QWidget):
         super().__init__(parent)
         self._point: tuple[float, float, float] | None = None
         self._default_model = ""
+        self._model_config = ""
         self._default_radius = DEFAULT_RADIUS
         defaults = Guidance()
 
@@ -197,6 +194,12 @@ class EditPanel(QWidget):
         self.minutes = self._double_spin(0.1, 24 * 60.0, 0.5, 1, DEFAULT_MINUTES)
         self.minutes.setSuffix(" min")
         self.minutes.setToolTip("Time budget of the whole edit")
+        self.start_from = QComboBox()
+        for key, label in START_LABELS.items():
+            self.start_from.addItem(label, key)
+        self.start_from.setToolTip("On a scene edited before: Current edits applies this instruction on top of them; "
+                                   "Original captures starts again from the captures (earlier edits stay in each "
+                                   "view's history)")
         self.advanced_button = QToolButton()
         self.advanced_button.setText("Advanced")
         self.advanced_button.setCheckable(True)
@@ -212,6 +215,7 @@ class EditPanel(QWidget):
         self.advanced_form.addRow("Variation", self.variation)
         self.advanced_form.addRow("Seed", self.seed)
         self.advanced_form.addRow("Time budget", self.minutes)
+        self.advanced_form.addRow("Start from", self.start_from)
         self.advanced.setVisible(False)
         self.advanced_button.toggled.connect(self._toggle_advanced)
 
@@ -273,11 +277,13 @@ class EditPanel(QWidget):
 
     # --- what the main window sets ---
 
-    def set_default_model(self, path: str) -> None:
-        """The InstructPix2Pix model from the settings; fills the model field unless the user chose another."""
+    def set_default_model(self, path: str, config_dir: str = "") -> None:
+        """The InstructPix2Pix model from the settings (and the config folder a checkpoint file needs); fills
+        the model field unless the user chose another."""
         if self.model_edit.text().strip() in ("", self._default_model):
             self.model_edit.setText(path)
         self._default_model = path
+        self._model_config = config_dir
 
     def set_default_radius(self, radius: float) -> None:
         """A radius that suits the scene's size (capture units); the slider spans around it."""
@@ -329,6 +335,8 @@ class EditPanel(QWidget):
         return EditOptions(
             instruction=self.instruction_edit.text().strip(), editor=self.editor(),
             model=None if offline or not model else model,
+            model_config=None if offline or not self._model_config else self._model_config,
+            start_from=self.start_from.currentData(),
             guidance=Guidance(text=self.text_guidance.value(), image=self.image_guidance.value(),
                               steps=self.diffusion_steps.value()),
             t_min=self.t_min.value(), t_max=self.t_max.value(),
@@ -344,6 +352,7 @@ class EditPanel(QWidget):
                              "steps": self.diffusion_steps.value()},
                 "t_min": self.t_min.value(), "t_max": self.t_max.value(), "variation": self.variation.value(),
                 "seed": self.seed.value(), "minutes": self.minutes.value(), "radius": self.radius_spin.value(),
+                "start_from": self.start_from.currentData(),
                 "point": list(self._point) if self._point is not None else None,
                 "advanced": self.advanced_button.isChecked()}
 
@@ -351,9 +360,10 @@ class EditPanel(QWidget):
         """Settings from ``state()``; missing or malformed entries keep their current values."""
         if isinstance(state.get("instruction"), str):
             self.instruction_edit.setText(state["instruction"])
-        index = self.editor_combo.findData(state.get("editor"))
-        if index >= 0:
-            self.editor_combo.setCurrentIndex(index)
+        for combo, key in ((self.editor_combo, "editor"), (self.start_from, "start_from")):
+            index = combo.findData(state.get(key))
+            if index >= 0:
+                combo.setCurrentIndex(index)
         if isinstance(state.get("model"), str) and state["model"].strip():
             self.model_edit.setText(state["model"])
         guidance = state.get("guidance") if isinstance(state.get("guidance"), dict) else {}
@@ -445,16 +455,9 @@ class EditPanel(QWidget):
 
     def _problem(self, options: EditOptions) -> str | None:
         """Why the edit cannot start, as a sentence for the user; None when it can."""
-        try:
-            check_instruction(options.instruction)
-            if options.editor == "offline":
-                resolve(options.instruction)
-            elif not options.model:
-                return MISSING_MODEL
-            elif (problem := _model_problem(options.model)) is not None:
-                return problem
-            # Everything else the engine checks before a job starts (noise range, budget, radius).
-            options.edit_config(project="", device="cpu", memory="default", lpips_backbone="auto").validate()
+        try:  # the engine's own checks (the machine settings are checked when the job starts)
+            options.edit_config(project="", device="cpu", memory="default", precision="full",
+                                lpips_backbone="auto").validate()
         except UserInputError as exc:
             return _sentence(str(exc))
         return None

@@ -181,7 +181,7 @@ class MainWindow(QMainWindow):
         self.viewport.camera_changed.connect(self._on_camera_changed)
 
         self.edit_panel = EditPanel()
-        self.edit_panel.set_default_model(self.settings.ip2p_model)
+        self.edit_panel.set_default_model(self.settings.ip2p_model, self.settings.ip2p_config_dir)
         self.edit_panel.apply_requested.connect(self.apply_edit)
         self.edit_panel.preview_requested.connect(self.preview_edit)
         self.edit_panel.region_changed.connect(self._on_region_changed)
@@ -711,13 +711,9 @@ class MainWindow(QMainWindow):
         self.viewport.set_region(centre, scene_radius)
 
     def _edit_config(self, options: EditOptions) -> "EditConfig":
-        """The panel's edit options for this project, with the devices, presets and model
-        configuration from Settings."""
-        cfg = options.edit_config(str(self.session.root), self.settings.resolved_device(),
-                                  self.settings.memory_preset, self.settings.lpips_backbone)
-        if cfg.editor == "ip2p" and not cfg.model_config and self.settings.ip2p_config_dir:
-            cfg.model_config = self.settings.ip2p_config_dir
-        return cfg
+        """The panel's edit options for this project, with the devices and presets from Settings."""
+        return options.edit_config(str(self.session.root), self.settings.resolved_device(),
+                                   self.settings.memory_preset, self.settings.precision, self.settings.lpips_backbone)
 
     def apply_edit(self, options) -> None:
         """Start Instruct-NeRF2NeRF's Iterative Dataset Update with the panel's instruction and region."""
@@ -762,6 +758,7 @@ class MainWindow(QMainWindow):
             from engine.editing.base import preview_edit
             from engine.editing.idu import build_editor
 
+            cfg.validate()  # with the machine settings, which the panel does not know
             yield Progress(0, 2, "rendering this view")
             frame = view.render(camera, width, height, "rgb", step_scale=1.0)
             yield Progress(1, 2, "editing it")
@@ -840,7 +837,7 @@ class MainWindow(QMainWindow):
     def settings_dialog(self) -> None:
         dialog = SettingsDialog(self.settings, self)
         if dialog.exec() == QDialog.DialogCode.Accepted:
-            self.edit_panel.set_default_model(self.settings.ip2p_model)
+            self.edit_panel.set_default_model(self.settings.ip2p_model, self.settings.ip2p_config_dir)
             self._apply_autosave_interval()
 
     # -------------------------------------------------------------------------------- closing

@@ -124,14 +124,13 @@ def open_job(root: str | Path, result: dict) -> Job:
 
 def trained_seconds(root: str | Path) -> float:
     """Training time already spent on the project's field (0 when untrained)."""
-    import torch
-
     from engine.project import Project
+    from engine.safe_pickle import load_torch
 
     ckpt = Project(Path(root)).latest_checkpoint()
     if ckpt is None:
         return 0.0
-    return float(torch.load(ckpt, weights_only=False, mmap=True, map_location="cpu").get("train_seconds", 0.0))
+    return float(load_torch(ckpt).get("train_seconds", 0.0))
 
 
 def unique_folder(parent: Path, name: str) -> Path:

@@ -12,13 +12,47 @@ from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings
 
+from engine.devices import DEVICES, resolve_device
+from engine.editing.sources import MEMORY_PRESETS, PRECISIONS
+
 ORGANIZATION = "Retouch3D"
 APPLICATION = "Retouch3D"
-DEVICES = ("auto", "cpu", "cuda")
-"""where models run: "auto" is the GPU when torch sees one, else the CPU"""
-MEMORY_PRESETS = ("default", "low")
-"""InstructPix2Pix GPU memory use: "low" offloads models to the CPU between uses"""
 MAX_RECENT_PROJECTS = 10
+
+
+class _Text:
+    """A text preference stored under ``key``; an empty or missing value reads as ``default``."""
+
+    def __init__(self, key: str, doc: str, default: str = "") -> None:
+        self.key, self.default, self.__doc__ = key, default, doc
+
+    def __get__(self, owner: "AppSettings | None", cls: type) -> "str | _Text":
+        if owner is None:
+            return self
+        return owner._text(self.key, self.default) or self.default
+
+    def __set__(self, owner: "AppSettings", value: str) -> None:
+        owner._settings.setValue(self.key, value)
+
+
+class _Choice:
+    """A preference that is one of ``choices``: a stored value outside them (a hand-edited file) reads as
+    the first, and setting one raises ValueError naming the preference."""
+
+    def __init__(self, key: str, name: str, choices: tuple[str, ...], doc: str) -> None:
+        self.key, self.name, self.choices, self.__doc__ = key, name, choices, doc
+
+    def __get__(self, owner: "AppSettings | None", cls: type) -> "str | _Choice":
+        if owner is None:
+            return self
+        value = owner._text(self.key, self.choices[0])
+        return value if value in self.choices else self.choices[0]
+
+    def __set__(self, owner: "AppSettings", value: str) -> None:
+        if value not in self.choices:
+            raise ValueError(f"{self.name} must be one of {', '.join(self.choices)}; got {value!r}")
+        owner._settings.setValue(self.key, value)
+
 
 
 class AppSettings:
@@ -36,80 +70,19 @@ class AppSettings:
         value = self._settings.value(key, default)
         return default if value is None else str(value)
 
-    def _choice(self, key: str, choices: tuple[str, ...]) -> str:
-        """The stored value when it is one of ``choices``, else the first (a hand-edited file stays usable)."""
-        value = self._text(key, choices[0])
-        return value if value in choices else choices[0]
-
-    @staticmethod
-    def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-        if value not in choices:
-            raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-
-    @property
-    def ip2p_model(self) -> str:
-        """InstructPix2Pix weights: a diffusers folder, a .safetensors/.ckpt file or a hub id ("" = not set)."""
-        return self._text("models/ip2p")
-
-    @ip2p_model.setter
-    def ip2p_model(self, value: str) -> None:
-        self._settings.setValue("models/ip2p", value)
-
-    @property
-    def ip2p_config_dir(self) -> str:
-        """The diffusers folder holding the configs of a single-file InstructPix2Pix checkpoint ("" = not set)."""
-        return self._text("models/ip2p_config")
-
-    @ip2p_config_dir.setter
-    def ip2p_config_dir(self, value: str) -> None:
-        self._settings.setValue("models/ip2p_config", value)
-
-    @property
-    def eg3d_checkpoint(self) -> str:
-        """EG3D generator checkpoint file ("" = not set)."""
-        return self._text("models/eg3d")
-
-    @eg3d_checkpoint.setter
-    def eg3d_checkpoint(self, value: str) -> None:
-        self._settings.setValue("models/eg3d", value)
-
-    @property
-    def threedpe_checkpoint(self) -> str:
-        """3DPE encoder checkpoint file ("" = not set)."""
-        return self._text("models/3dpe")
-
-    @threedpe_checkpoint.setter
-    def threedpe_checkpoint(self, value: str) -> None:
-        self._settings.setValue("models/3dpe", value)
-
-    @property
-    def device(self) -> str:
-        """One of DEVICES."""
-        return self._choice("compute/device", DEVICES)
-
-    @device.setter
-    def device(self, value: str) -> None:
-        self._check_choice("device", value, DEVICES)
-        self._settings.setValue("compute/device", value)
-
-    @property
-    def memory_preset(self) -> str:
-        """One of MEMORY_PRESETS."""
-        return self._choice("compute/memory", MEMORY_PRESETS)
-
-    @memory_preset.setter
-    def memory_preset(self, value: str) -> None:
-        self._check_choice("memory preset", value, MEMORY_PRESETS)
-        self._settings.setValue("compute/memory", value)
-
-    @property
-    def lpips_backbone(self) -> str:
-        """What engine.metrics.load_lpips gets: "auto" (the torch cache), "off", or the AlexNet weights file."""
-        return self._text("models/lpips", "auto") or "auto"
-
-    @lpips_backbone.setter
-    def lpips_backbone(self, value: str) -> None:
-        self._settings.setValue("models/lpips", value)
+    ip2p_model = _Text("models/ip2p", "InstructPix2Pix weights: a diffusers folder, a .safetensors/.ckpt file or a hub id "
+                       '("" = not set).')
+    ip2p_config_dir = _Text("models/ip2p_config", "The diffusers folder holding the configs of a single-file "
+                            'InstructPix2Pix checkpoint ("" = not set).')
+    eg3d_checkpoint = _Text("models/eg3d", 'EG3D generator checkpoint file ("" = not set).')
+    threedpe_checkpoint = _Text("models/3dpe", '3DPE encoder checkpoint file ("" = not set).')
+    lpips_backbone = _Text("models/lpips", 'What engine.metrics.load_lpips gets: "auto" (the torch cache), "off", '
+                           "or the AlexNet weights file.", default="auto")
+    device = _Choice("compute/device", "device", DEVICES, "One of DEVICES.")
+    memory_preset = _Choice("compute/memory", "memory preset", tuple(MEMORY_PRESETS),
+                            "One of MEMORY_PRESETS (InstructPix2Pix GPU memory use).")
+    precision = _Choice("compute/precision", "precision", tuple(PRECISIONS),
+                        "One of PRECISIONS (InstructPix2Pix weights: full float32 by default, half float16 on CUDA).")
 
     @property
     def autosave_minutes(self) -> int:
@@ -165,15 +138,5 @@ class AppSettings:
         self._settings.setValue("window/state", value)
 
     def resolved_device(self) -> str:
-        """The torch device to use (see ``resolve_device``)."""
+        """The torch device to use (see ``engine.devices.resolve_device``)."""
         return resolve_device(self.device)
-
-
-def resolve_device(choice: str) -> str:
-    """The torch device for a DEVICES choice: the chosen one, or for "auto" "cuda" when torch sees a GPU,
-    else "cpu".  Workers call it with the choice read on the UI thread (QSettings stays there)."""
-    if choice != "auto":
-        return choice
-    import torch  # only here: importing torch costs seconds at startup
-
-    return "cuda" if torch.cuda.is_available() else "cpu"

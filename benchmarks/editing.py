@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from engine.machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 FACE = REPO.parent / "shared" / "data" / "in2n-face"
@@ -76,8 +76,7 @@ def main() -> None:
     parser.add_argument("--edit-minutes", type=float, default=4.0, help="time budget of each face edit")
     args = parser.parse_args()
     which = set(args.only.split(","))
-    results: dict = {"machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform(),
-                                 "torch": torch.__version__}}
+    results: dict = {"machine": machine_info()}
     work = Path(tempfile.mkdtemp(prefix="retouch3d-edit-bench-"))
     if "demo" in which:
         seconds = cli("demo", "--headless", "--out", str(work / "demo"))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from engine.machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 HEARTBEAT_MS = 10
@@ -191,7 +191,7 @@ def main() -> None:
     print(f"start-up: median {statistics.median(startup):.2f} s ({', '.join(f'{s:.2f}' for s in startup)})",
           flush=True)
     figures = run_window(args.seconds)
-    result = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+    result = {"machine": machine_info(),
               "startup_seconds": startup, "startup_seconds_median": statistics.median(startup), **figures}
     print(f"UI thread while training ({figures['heartbeats']} beats over {args.seconds:.0f} s): "
           f"max stall {figures['stall_max_ms']:.1f} ms, p99 {figures['stall_p99_ms']:.1f} ms")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 
 from engine.portrait.cameras import camera_labels
 from engine.portrait.heads import PARAM_COUNT, HeadParams, render_heads
+from engine.machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 RESOLUTIONS = (64, 128)
@@ -55,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results: dict = {
-        "machine": {"threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__},
+        "machine": machine_info(),
         "head_parameters": PARAM_COUNT,
         "renders": [measure(r, args.batch, args.repeats) for r in RESOLUTIONS],
         "command": "python -m benchmarks.heads"}

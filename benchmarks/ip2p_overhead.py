@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from tiny_ip2p import write_tiny_ip2p  # noqa: E402  (tests/ is not a package)
 
 from engine.editing.base import Guidance  # noqa: E402
 from engine.editing.ip2p import load_ip2p, working_size  # noqa: E402
+from engine.machine import machine_info
 
 SIZES = ((512, 512), (1024, 768))
 
@@ -90,7 +90,7 @@ def main() -> None:
     folder = write_tiny_ip2p(Path(tempfile.mkdtemp(prefix="retouch3d-ip2p-")) / "tiny-ip2p")
     editor = load_ip2p(folder)
     results: dict = {
-        "machine": {"threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__},
+        "machine": machine_info(),
         "pipeline": {name: sum(p.numel() for p in getattr(editor, name).parameters())
                      for name in ("unet", "vae", "text_encoder")},
         "edits": [measure(h, w, args.steps, args.repeats, folder) for h, w in SIZES]}

@@ -1,6 +1,6 @@
 """Reconstruction benchmark: held-out quality within a time budget, throughput, preview speed, memory.
 
-    python -m benchmarks.reconstruction [--only demo,face,preview] [--out benchmarks/results]
+    python -m benchmarks.reconstruction [--only demo,blender,face,preview] [--out benchmarks/results]
 
 Each training run is the real CLI (`python main.py train ...`) in a fresh process, so the
 figures are what a user gets; the preview figure is the median of repeated 256x256 renders.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+from engine.machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 FACE = REPO.parent / "shared" / "data" / "in2n-face"
@@ -60,14 +59,15 @@ def preview_seconds(project: Path, repeats: int = 10) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="demo,face,preview", help="comma-separated subset of demo,face,preview")
+    parser.add_argument("--only", default="demo,blender,face,preview",
+                        help="comma-separated subset of demo,blender,face,preview")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--demo-minutes", type=float, default=3.0)
     parser.add_argument("--face-minutes", type=float, default=5.0)
+    parser.add_argument("--blender-minutes", type=float, default=5.0)
     args = parser.parse_args()
     which = set(args.only.split(","))
-    results: dict = {"machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform(),
-                                 "torch": torch.__version__}}
+    results: dict = {"machine": machine_info()}
     work = Path(tempfile.mkdtemp(prefix="retouch3d-bench-"))
     demo_project = None
     if "demo" in which or "preview" in which:
@@ -79,6 +79,15 @@ def main() -> None:
         results["demo"] = {k: r[k] for k in ("psnr_mean", "ssim_mean", "train_seconds", "steps", "rays_per_second",
                                              "samples_per_ray", "peak_rss_mb")}
         results["demo"]["command"] = f"python main.py train --data DEMO --minutes {args.demo_minutes}"
+    if "blender" in which:
+        from engine.scene.procedural import write_blender_dataset
+
+        data = write_blender_dataset(work / "blender-data")
+        r = train(data, work / "blender", args.blender_minutes, ["--downscale", "2"])
+        results["blender"] = {k: r[k] for k in ("psnr_mean", "ssim_mean", "train_seconds", "steps", "rays_per_second",
+                                                "samples_per_ray", "peak_rss_mb")}
+        results["blender"]["command"] = (f"python main.py train --data BLENDER --downscale 2 "
+                                         f"--minutes {args.blender_minutes}")
     if "face" in which:
         if not (FACE / "transforms.json").exists():
             print(f"skipping face: {FACE} is absent")
@@ -94,11 +103,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "reconstruction.json").write_text(json.dumps(results, indent=2) + "\n")
     print("\n== results ==")
-    for name in ("demo", "face"):
+    for name in ("demo", "blender", "face"):
         if name in results:
             r = results[name]
-            print(f"{name:5s} PSNR {r['psnr_mean']:.2f} dB  SSIM {r['ssim_mean']:.3f}  {r['steps']} steps in "
-                  f"{r['train_seconds']:.0f} s  {r['rays_per_second']:.0f} rays/s  peak {r['peak_rss_mb']:.0f} MB")
+            print(f"{name:7s} PSNR {r['psnr_mean']:.2f} dB  SSIM {r['ssim_mean']:.3f}  {r['steps']} steps in "
+                  f"{r['train_seconds']:.0f} s  {r['rays_per_second']:.0f} rays/s "
+                  f"({r['samples_per_ray']:.1f} samples/ray)  peak {r['peak_rss_mb']:.0f} MB")
     if "preview" in results:
         p = results["preview"]
         print(f"256x256 frame: preview {p['preview_256_seconds_median'] * 1000:.0f} ms, full quality "

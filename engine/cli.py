@@ -11,6 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from engine.editing.sources import MEMORY_PRESETS, PRECISIONS
 from engine.errors import UserInputError
 from engine.jobs import CancelToken, run_in_terminal
 from engine.portrait.cli import add_portrait_parser, cmd_portrait
@@ -65,7 +66,15 @@ def _add_edit(sub) -> None:
     p.add_argument("--model", help="InstructPix2Pix: diffusers folder, checkpoint file, or hub id (online only)")
     p.add_argument("--model-config", help="InstructPix2Pix given as one checkpoint file: the diffusers folder of "
                    "the same model, for its configs")
-    p.add_argument("--device", default="cpu", help="where the 2D editor runs: cpu or cuda")
+    p.add_argument("--start-from", choices=("current", "original"), default="current",
+                   help="on a project edited before: current (default) applies this instruction on top of the "
+                   "current edits; original starts again from the captures (earlier edits stay in the history)")
+    p.add_argument("--device", default="cpu", help="where the 2D editor runs: auto (the GPU when torch sees one), "
+                   "cpu, cuda or cuda:N")
+    p.add_argument("--memory", choices=tuple(MEMORY_PRESETS), default="default",
+                   help="InstructPix2Pix GPU memory: " + "; ".join(f"{k} ({v})" for k, v in MEMORY_PRESETS.items()))
+    p.add_argument("--precision", choices=tuple(PRECISIONS), default="full",
+                   help="InstructPix2Pix weights: " + "; ".join(f"{k} ({v})" for k, v in PRECISIONS.items()))
     where = p.add_mutually_exclusive_group()
     where.add_argument("--point", help="local edit around the surface seen at pixel u,v of a view: VIEW:u,v")
     where.add_argument("--point-3d", help="local edit around a point in capture coordinates: x,y,z")
@@ -201,25 +210,29 @@ def _floats(text: str, n: int, flag: str) -> tuple[float, ...]:
 def cmd_edit(args) -> int:
     from engine.editing.idu import EditConfig, edit_job
 
-    project = args.project
-    cfg = EditConfig(project=project or "", instruction=args.instruction, editor=args.editor, model=args.model,
-                     model_config=args.model_config,
-                     device=args.device, variation=args.variation, steps=args.steps,
+    project = args.project or args.out or str(Path("projects") / Path(args.data).resolve().name)
+    cfg = EditConfig(project=project, instruction=args.instruction, editor=args.editor, model=args.model,
+                     model_config=args.model_config, start_from=args.start_from,
+                     device=args.device, memory=args.memory, precision=args.precision,
+                     variation=args.variation, steps=args.steps,
                      minutes=None if args.steps else (args.minutes or 5.0), seed=args.seed, point=args.point,
                      point_3d=_floats(args.point_3d, 3, "--point-3d") if args.point_3d else None,
                      radius=args.radius)
-    cfg.validate()  # before any training, so a typo costs nothing
+    if args.data and cfg.point:  # the point's view and pixel, in the capture about to be trained
+        from engine.scene.datasets import load_dataset
+
+        cfg.validate(load_dataset(args.data, downscale=args.downscale))
+    else:
+        cfg.validate()  # before any training, so a typo costs nothing
     if args.data:
         from engine.scene.trainer import TrainConfig, report_summary, train_job
 
-        project = args.out or str(Path("projects") / Path(args.data).resolve().name)
         tcfg = TrainConfig(data=args.data, out=project, downscale=args.downscale, minutes=args.train_minutes,
                            seed=args.seed)
         trained = _run_for_report(train_job(tcfg, CancelToken()))
         if trained is None:
             return 1
         print(report_summary(trained))
-        cfg.project = project
     report = _run_for_report(edit_job(cfg, CancelToken()), args.report)
     if report is None:
         return 1

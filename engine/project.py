@@ -60,6 +60,18 @@ def save_torch(path: Path, obj: Any) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
+def check_writable_folder(path: str | Path, what: str) -> None:
+    """Raise UserInputError unless ``path`` is a folder this process can write in, or one it can create
+    (its nearest existing parent is a writable folder): checked before long work that ends writing there."""
+    path = Path(path).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserInputError(f"the {what} {path} cannot be a folder: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserInputError(f"the {what} {path} is not writable ({existing} does not allow writing): choose "
+                             "another folder")
+
+
 class Project:
     """A Retouch3D project folder (``retouch3d.json`` + ``checkpoints/`` + ``renders/`` + ``exports/``)."""
 

@@ -38,6 +38,7 @@ def test_defaults_of_fresh_settings(settings):
     assert settings.ip2p_model == "" and settings.ip2p_config_dir == ""
     assert settings.eg3d_checkpoint == "" and settings.threedpe_checkpoint == ""
     assert (settings.device, settings.memory_preset, settings.lpips_backbone) == ("auto", "default", "auto")
+    assert settings.precision == "full"  # Instruct-NeRF2NeRF's default, on every device
     assert settings.autosave_minutes == 2
     assert settings.recent_projects == []
     assert settings.window_geometry.isEmpty() and settings.window_state.isEmpty()
@@ -53,6 +54,7 @@ def test_every_setting_survives_a_round_trip_through_the_file(ini, tmp_path):
     written.threedpe_checkpoint = "/models/3dpe.pt"
     written.device = "cuda"
     written.memory_preset = "low"
+    written.precision = "half"
     written.lpips_backbone = "/weights/alexnet.pth"
     written.autosave_minutes = 0
     written.add_recent(project)
@@ -65,6 +67,7 @@ def test_every_setting_survives_a_round_trip_through_the_file(ini, tmp_path):
     assert read.ip2p_config_dir == "/models/ip2p-configs"
     assert (read.eg3d_checkpoint, read.threedpe_checkpoint) == ("/models/eg3d.pkl", "/models/3dpe.pt")
     assert (read.device, read.memory_preset, read.lpips_backbone) == ("cuda", "low", "/weights/alexnet.pth")
+    assert read.precision == "half"
     assert read.autosave_minutes == 0
     assert read.recent_projects == [str(project.resolve())]
     assert bytes(read.window_geometry) == b"\x01\x02geometry"
@@ -76,6 +79,8 @@ def test_invalid_choices_are_refused(settings):
         settings.device = "tpu"
     with pytest.raises(ValueError, match="memory"):
         settings.memory_preset = "tiny"
+    with pytest.raises(ValueError, match="precision"):
+        settings.precision = "double"
     with pytest.raises(ValueError, match="autosave"):
         settings.autosave_minutes = -1
 
@@ -158,6 +163,8 @@ def test_valid_values_are_written_to_the_settings(qtbot, ini, settings, tmp_path
     dialog.threedpe_edit.setText("")
     dialog.device_combo.setCurrentIndex(dialog.device_combo.findData("cpu"))
     dialog.memory_combo.setCurrentIndex(dialog.memory_combo.findData("low"))
+    assert dialog.precision_combo.currentData() == "full" and "GB" in dialog.precision_combo.currentText()
+    dialog.precision_combo.setCurrentIndex(dialog.precision_combo.findData("half"))
     dialog.lpips_combo.setCurrentIndex(dialog.lpips_combo.findData("file"))
     assert dialog.lpips_edit.isEnabled()
     dialog.lpips_edit.setText(str(alexnet))
@@ -168,6 +175,7 @@ def test_valid_values_are_written_to_the_settings(qtbot, ini, settings, tmp_path
     stored = ini_settings(ini)
     assert stored.ip2p_model == str(model) and stored.eg3d_checkpoint == str(eg3d)
     assert (stored.device, stored.memory_preset, stored.lpips_backbone) == ("cpu", "low", str(alexnet))
+    assert stored.precision == "half"
     assert stored.autosave_minutes == 5
 
 

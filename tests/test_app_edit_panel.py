@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("PySide6")
 from PySide6.QtCore import QPoint, Qt  # noqa: E402
 
-from app.edit_panel import MISSING_MODEL, EditOptions, EditPanel, PreviewDialog, suggestions  # noqa: E402
+from app.edit_panel import EditOptions, EditPanel, PreviewDialog, suggestions  # noqa: E402
 from engine.editing.base import Guidance  # noqa: E402
 from engine.editing.offline import resolve, vocabulary  # noqa: E402
 
@@ -76,18 +76,39 @@ def test_instructpix2pix_needs_an_existing_model(panel, qtbot, tmp_path):
     assert panel.model_row.isVisible() and not panel.variation.isVisible()
     panel.instruction_edit.setText("give him a red beard")  # free-form text is fine for InstructPix2Pix
     qtbot.mouseClick(panel.apply_button, Qt.MouseButton.LeftButton)
-    assert panel.error_text() == MISSING_MODEL
+    assert panel.error_text().startswith("The InstructPix2Pix editor needs a model") and "Browse" in panel.error_text()
     missing = tmp_path / "no-such-model"
     panel.model_edit.setText(str(missing))
     qtbot.mouseClick(panel.apply_button, Qt.MouseButton.LeftButton)
     assert str(missing) in panel.error_text()
+    panel.model_edit.setText(str(tmp_path))  # a folder, but not a diffusers one
+    qtbot.mouseClick(panel.apply_button, Qt.MouseButton.LeftButton)
+    assert "no model_index.json" in panel.error_text()
+    checkpoint = tmp_path / "ip2p.safetensors"
+    checkpoint.write_bytes(b"")
+    panel.model_edit.setText(str(checkpoint))
+    qtbot.mouseClick(panel.apply_button, Qt.MouseButton.LeftButton)
+    assert "--model-config" in panel.error_text()  # a checkpoint file needs its config folder (Settings)
     assert emitted == []
+    (tmp_path / "model_index.json").write_text("{}")
+    panel.set_default_model("", config_dir=str(tmp_path))
+    with qtbot.waitSignal(panel.apply_requested, timeout=1000) as signal:
+        qtbot.mouseClick(panel.apply_button, Qt.MouseButton.LeftButton)
+    assert signal.args[0].model == str(checkpoint) and signal.args[0].model_config == str(tmp_path)
     panel.model_edit.setText(str(tmp_path))
     with qtbot.waitSignal(panel.apply_requested, timeout=1000) as signal:
         qtbot.mouseClick(panel.apply_button, Qt.MouseButton.LeftButton)
     options = signal.args[0]
     assert options.editor == "ip2p" and options.model == str(tmp_path) and options.variation == 0.0
     assert not panel.error_label.isVisible()
+
+
+@pytest.mark.parametrize("text", ["give him a red beard", "make the car blue", "don't make it red"])
+def test_the_offline_editor_refuses_what_it_would_misread(panel, qtbot, text):
+    panel.instruction_edit.setText(text)
+    with qtbot.assertNotEmitted(panel.apply_requested):
+        qtbot.mouseClick(panel.apply_button, Qt.MouseButton.LeftButton)
+    assert "does not understand" in panel.error_text() and "InstructPix2Pix" in panel.error_text()
 
 
 def test_default_model_prefills_unless_the_user_chose_another(panel):
@@ -113,7 +134,8 @@ def test_valid_offline_instruction_applies_with_an_engine_config_that_validates(
         qtbot.mouseClick(panel.apply_button, Qt.MouseButton.LeftButton)
     options = signal.args[0]
     assert isinstance(options, EditOptions)
-    config = options.edit_config(project=str(tmp_path), device="cpu", memory="default", lpips_backbone="off")
+    config = options.edit_config(project=str(tmp_path), device="cpu", memory="default", precision="full",
+                                 lpips_backbone="off")
     config.validate()
     assert (config.editor, config.instruction, config.model) == ("offline", "make it look like a bronze statue",
                                                                  None)
@@ -128,6 +150,7 @@ def test_defaults_follow_the_engine(panel):
     options = panel.options()
     assert options.guidance == Guidance() and (options.t_min, options.t_max) == (0.02, 0.98)
     assert (options.variation, options.minutes, options.point_3d) == (0.0, 2.0, None)
+    assert options.start_from == options.edit_config("p", "cpu", "default", "full", "off").start_from == "current"
     assert not panel.advanced.isVisible()
     panel.advanced_button.setChecked(True)
     assert panel.advanced.isVisible()
@@ -156,14 +179,14 @@ def test_region_point_and_radius_make_a_local_edit_and_clear_makes_it_global(pan
     panel.instruction_edit.setText("make it blue")
     with qtbot.waitSignal(panel.apply_requested, timeout=1000) as signal:
         qtbot.mouseClick(panel.apply_button, Qt.MouseButton.LeftButton)
-    config = signal.args[0].edit_config("p", "cpu", "default", "off")
+    config = signal.args[0].edit_config("p", "cpu", "default", "full", "off")
     config.validate()
     assert config.local and config.point_3d == (0.1, -0.25, 1.0) and config.radius == 0.75
     with qtbot.waitSignal(panel.region_changed, timeout=1000) as cleared:
         qtbot.mouseClick(panel.clear_region_button, Qt.MouseButton.LeftButton)
     assert cleared.args == [None, 0.75]
     assert panel.region_label.text().startswith("Click the scene") and not panel.clear_region_button.isEnabled()
-    config = panel.options().edit_config("p", "cpu", "default", "off")
+    config = panel.options().edit_config("p", "cpu", "default", "full", "off")
     config.validate()
     assert not config.local and config.point_3d is None and config.radius is None
 
@@ -189,6 +212,7 @@ def test_state_round_trips_through_json_and_tolerates_missing_keys(panel, qtbot)
     panel.set_default_radius(0.3)
     panel.radius_spin.setValue(0.4)
     panel.set_region_point((1.0, 2.0, 3.0))
+    panel.start_from.setCurrentIndex(panel.start_from.findData("original"))
     saved = json.loads(json.dumps(panel.state()))
 
     other = EditPanel()
@@ -198,12 +222,14 @@ def test_state_round_trips_through_json_and_tolerates_missing_keys(panel, qtbot)
     assert other.state() == saved
     assert other.editor() == "ip2p" and other.options().model == "timbrooks/instruct-pix2pix"
     assert other.options().point_3d == (1.0, 2.0, 3.0) and other.options().radius == 0.4
+    assert other.options().start_from == "original"
 
     fresh = EditPanel()
     qtbot.addWidget(fresh)
     before = fresh.state()
     fresh.restore({})
-    fresh.restore({"guidance": "broken", "seed": "x", "point": [1, 2], "editor": "nope", "t_min": None})
+    fresh.restore({"guidance": "broken", "seed": "x", "point": [1, 2], "editor": "nope", "t_min": None,
+                   "start_from": "later"})
     assert fresh.state() == before
     fresh.restore({"instruction": "make it red"})
     assert fresh.options().instruction == "make it red" and fresh.options().editor == "offline"

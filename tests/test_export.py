@@ -93,7 +93,8 @@ class AnalyticModel:
         hit = ~depth.isnan()
         _, colour = self.field.geometry(origins + (depth.nan_to_num(0) + 1e-3)[:, None] * dirs)
         rgb = torch.where(hit[:, None], colour, torch.zeros(3) if background is None else background)
-        return {"rgb": rgb, "depth": depth.nan_to_num(0), "accumulation": opacity}
+        return {"rgb": rgb, "depth": depth.nan_to_num(0), "median_depth": depth.nan_to_num(torch.inf),
+                "accumulation": opacity}
 
     def eval(self):
         return self

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
+import json
 import socket
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,9 +13,13 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, StableDiffusionInstructPix2PixPipeline
 
+from engine.cli import main as cli_main
+from engine.devices import check_device
 from engine.editing import ip2p
 from engine.editing.base import Guidance, preview_edit
+from engine.editing.idu import EditConfig
 from engine.editing.ip2p import InstructPix2PixEditor, in2n_timesteps, load_ip2p, working_size
+from engine.editing.sources import DEFAULT_HUB_ID, OFFLOAD_MISSING
 from engine.errors import CheckpointError, UserInputError
 from engine.jobs import CancelToken, Cancelled
 from tiny_ip2p import write_tiny_ip2p
@@ -92,11 +97,19 @@ def stand_in(editor) -> BranchUNet:
 
 def test_loader_builds_a_float32_ddim_editor_on_cpu(editor):
     assert isinstance(editor.pipe.scheduler, DDIMScheduler)  # the folder ships Euler ancestral, as the real one does
-    assert editor.pipe.scheduler.config.clip_sample is False  # DDIM options carried over from the folder's config
     assert editor.pipe.safety_checker is None
     assert editor.dtype == torch.float32 and editor.device == torch.device("cpu")
-    assert editor.size_multiple == 8 * 2  # tiny VAE downsamples 8x, tiny UNet 2x
+    assert editor.size_multiple == 8  # the tiny VAE downsamples 8x, as Stable Diffusion's does
     assert editor.notes == []
+
+
+def test_ddim_gets_in2n_options_the_folder_config_lacks(tiny_folder, editor):
+    shipped = json.loads((tiny_folder / "scheduler" / "scheduler_config.json").read_text())
+    assert {"clip_sample", "set_alpha_to_one"}.isdisjoint(shipped) and shipped["steps_offset"] == 0
+    config = editor.pipe.scheduler.config
+    assert (config.clip_sample, config.set_alpha_to_one, config.steps_offset) == (False, False, 1)
+    assert editor.clip_range is None and editor.steps_offset == 1
+    assert editor.final_alpha_cumprod == editor.alphas_cumprod[0]  # set_alpha_to_one=False
 
 
 @pytest.mark.parametrize("t, first, stride, count", [(0.5, 476, 25, 20), (1.0, 951, 50, 20), (0.02, 20, 1, 20),
@@ -180,7 +193,7 @@ def test_odd_sizes_come_back_at_their_size_in_range(editor):
     out = editor.edit(image(50, 37, 0), image(50, 37, 1), INSTRUCTION, 0.7, seed=0, guidance=Guidance(steps=3))
     assert out.shape == (50, 37, 3) and out.dtype == torch.float32
     assert 0.0 <= out.min() and out.max() <= 1.0 and out.std() > 0
-    assert seen == [(48, 32), (48, 32)]
+    assert seen == [(48, 40), (48, 40)]
 
 
 def test_large_inputs_are_edited_at_most_512_and_resized_back(editor):
@@ -189,11 +202,21 @@ def test_large_inputs_are_edited_at_most_512_and_resized_back(editor):
     out = preview_edit(editor, image(600, 520, 0), INSTRUCTION, seed=0, guidance=Guidance(steps=2))
     assert out.shape == (600, 520, 3)
     assert 0.0 <= out.min() and out.max() <= 1.0
-    assert seen[0] == (512, 448)  # 600x520 scaled by 512/600, rounded to multiples of 16
+    assert seen[0] == (512, 440)  # 600x520 scaled by 512/600, rounded to multiples of 8
 
 
-@pytest.mark.parametrize("size, multiple, expected", [((512, 512), 64, (512, 512)), ((1080, 1920), 64, (256, 512)),
-                                                      ((20, 900), 64, (64, 512)), ((50, 37), 16, (48, 32))])
+def test_16_by_9_footage_keeps_its_aspect_ratio(editor):
+    seen = []
+    editor.vae.encoder.register_forward_pre_hook(lambda _, args: seen.append(tuple(args[0].shape[-2:])))
+    out = editor.edit(image(360, 640, 0), image(360, 640, 1), INSTRUCTION, 0.5, seed=0, guidance=Guidance(steps=2))
+    assert out.shape == (360, 640, 3)
+    assert seen == [(288, 512), (288, 512)]  # 16:9 exactly, not 2:1
+
+
+@pytest.mark.parametrize("size, multiple, expected", [((512, 512), 8, (512, 512)), ((1080, 1920), 8, (288, 512)),
+                                                      ((720, 1280), 8, (288, 512)), ((1920, 1080), 8, (512, 288)),
+                                                      ((20, 900), 8, (8, 512)), ((50, 37), 8, (48, 40)),
+                                                      ((1080, 1920), 64, (256, 512))])
 def test_working_size(size, multiple, expected):
     assert working_size(*size, multiple) == expected
 
@@ -248,6 +271,18 @@ def test_rejects_empty_instruction_and_bad_step_counts(editor):
         editor.edit(image(32, 32, 0), image(32, 32, 0), INSTRUCTION, 0.5, seed=0, guidance=Guidance(steps=0))
     with pytest.raises(UserInputError, match="instruction is empty"):
         editor.edit(image(32, 32, 0), image(32, 32, 0), "  ", 0.5, seed=0)
+
+
+def test_each_edit_frees_the_offload_hooks_even_when_cancelled(editor, stand_in, monkeypatch):
+    freed = []
+    monkeypatch.setattr(editor.pipe, "maybe_free_model_hooks", lambda: freed.append(len(stand_in.calls)))
+    editor.edit(image(32, 32, 0), image(32, 32, 0), INSTRUCTION, 0.5, seed=0, guidance=Guidance(steps=2))
+    assert freed == [2]  # once, after the denoising steps
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        editor.edit(image(32, 32, 0), image(32, 32, 0), INSTRUCTION, 0.5, seed=0, cancel=token)
+    assert freed == [2, 2]
 
 
 def test_rejects_a_scheduler_it_does_not_implement(editor):
@@ -351,38 +386,125 @@ def test_single_checkpoint_file_loads_with_its_local_config(monkeypatch, tmp_pat
         load_ip2p(checkpoint, config_dir=tmp_path)
 
 
-def test_low_memory_on_cpu_is_a_note_and_bad_modes_are_refused(tiny_folder):
+def test_low_memory_on_cpu_is_a_note_and_bad_options_are_refused(tiny_folder):
     assert load_ip2p(tiny_folder, memory="low").notes == ["low memory changes nothing on the CPU"]
-    with pytest.raises(UserInputError, match="memory must be"):
+    with pytest.raises(UserInputError, match="memory must be one of default, low"):
         load_ip2p(tiny_folder, memory="tiny")
+    with pytest.raises(UserInputError, match="precision must be one of full, half"):
+        load_ip2p(tiny_folder, precision="double")
+    with pytest.raises(UserInputError, match="half precision .* runs on CUDA only"):
+        load_ip2p(tiny_folder, precision="half")
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch) -> None:
+    """torch says it sees one CUDA GPU (nothing may actually run on it)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+
+
+@pytest.fixture
+def no_accelerate(monkeypatch) -> None:
+    """accelerate cannot be imported (find_spec answers None for a None entry in sys.modules)."""
+    monkeypatch.setitem(sys.modules, "accelerate", None)
+
+
+@pytest.mark.parametrize("precision, dtype", [("full", torch.float32), ("half", torch.float16)])
+def test_precision_on_cuda_loads_weights_in_its_dtype(monkeypatch, fake_cuda, tiny_folder, precision, dtype):
+    seen = {}
+
+    def from_pretrained(path, **kwargs):
+        seen.update(kwargs)
+        raise OSError("stop before anything moves to the GPU")
+
+    monkeypatch.setattr(StableDiffusionInstructPix2PixPipeline, "from_pretrained", staticmethod(from_pretrained))
+    with pytest.raises(CheckpointError, match="stop before"):
+        load_ip2p(tiny_folder, device="cuda", precision=precision)
+    assert seen["dtype"] == dtype
+
+
+def test_low_memory_without_accelerate_is_one_clear_error(fake_cuda, no_accelerate, tiny_folder, tmp_path):
+    with pytest.raises(UserInputError) as err:
+        load_ip2p(tiny_folder, device="cuda", memory="low")
+    assert str(err.value) == OFFLOAD_MISSING
+    assert "pip install -e '.[offload]'" in OFFLOAD_MISSING and "default memory preset" in OFFLOAD_MISSING
+    config = EditConfig(project=str(tmp_path), instruction=INSTRUCTION, editor="ip2p", model=DEFAULT_HUB_ID,
+                        device="cuda", memory="low", steps=5)
+    with pytest.raises(UserInputError, match="accelerate"):
+        config.validate()  # before any training
+    config.editor = "offline"
+    config.validate()  # the preset means nothing to the offline editor
+
+
+def test_cuda_asked_for_without_cuda_is_one_clear_error_before_training(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    import engine.scene.trainer
+
+    monkeypatch.setattr(engine.scene.trainer, "train_job", lambda *a, **k: pytest.fail("training started"))
+    with pytest.raises(UserInputError, match="CUDA is not available"):
+        EditConfig(project=str(tmp_path), instruction=INSTRUCTION, device="cuda", steps=5).validate()
+    assert cli_main(["edit", "--data", str(tmp_path), "--instruction", INSTRUCTION, "--editor", "ip2p", "--model",
+                     DEFAULT_HUB_ID, "--device", "cuda", "--steps", "5"]) == 2
+    message = capsys.readouterr().err
+    assert message.startswith("error: CUDA is not available (") and "device 'cuda' cannot be used" in message
+    assert "--device cpu" in message
+    assert "Traceback" not in message
+    config = EditConfig(project=str(tmp_path), instruction=INSTRUCTION, device="auto", steps=5)
+    config.validate()
+    assert config.device == "cpu"  # auto: the CPU where torch sees no GPU
+    with pytest.raises(UserInputError, match="unknown device 'gpu'"):
+        EditConfig(project=str(tmp_path), instruction=INSTRUCTION, device="gpu", steps=5).validate()
+
+
+def test_cuda_devices_are_checked_against_the_gpus_torch_sees(fake_cuda):
+    assert check_device("auto") == "cuda" and check_device("cuda:0") == "cuda:0"
+    with pytest.raises(UserInputError, match="has 1 CUDA GPU"):
+        check_device("cuda:1")
+
+
+def test_cli_offers_the_settings_memory_and_precision(monkeypatch, capsys):
+    seen = {}
+
+    def stop(config):
+        seen.update(memory=config.memory, precision=config.precision)
+        raise UserInputError("stop")
+
+    monkeypatch.setattr(EditConfig, "validate", stop)
+    args = ["edit", "--project", "p", "--instruction", INSTRUCTION]
+    assert cli_main(args) == 2 and seen == {"memory": "default", "precision": "full"}
+    assert cli_main([*args, "--memory", "low", "--precision", "half"]) == 2
+    assert seen == {"memory": "low", "precision": "half"}
+    with pytest.raises(SystemExit):
+        cli_main([*args, "--precision", "double"])
+    assert "invalid choice: 'double'" in capsys.readouterr().err
 
 
 class RecordingPipe:
     """Records what ``_place`` asks of a pipeline (no GPU needed to check the choices)."""
 
-    def __init__(self) -> None:
+    def __init__(self, offload_error: ImportError | None = None) -> None:
         self.calls: list[str] = []
-        self.vae = SimpleNamespace(enable_slicing=lambda: self.calls.append("vae slicing"))
-
-    def enable_attention_slicing(self) -> None:
-        self.calls.append("attention slicing")
+        self.offload_error = offload_error
 
     def enable_model_cpu_offload(self, device: torch.device) -> None:
+        if self.offload_error is not None:
+            raise self.offload_error
         self.calls.append(f"offload to {device}")
 
     def to(self, device: torch.device) -> None:
         self.calls.append(f"to {device}")
 
 
-@pytest.mark.parametrize("accelerate, memory, calls, note", [
-    (True, "low", ["offload to cuda"], "move to the GPU one at a time"),
-    (False, "low", ["attention slicing", "vae slicing", "to cuda"], "pip install accelerate"),
-    (True, "default", ["to cuda"], None)])
-def test_gpu_memory_modes(monkeypatch, accelerate, memory, calls, note):
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: (
-        (SimpleNamespace() if accelerate else None) if name == "accelerate" else find_spec(name, *args)))
+@pytest.mark.parametrize("memory, calls, note", [("low", ["offload to cuda"], "move to the GPU one at a time"),
+                                                 ("default", ["to cuda"], None)])
+def test_gpu_memory_presets(memory, calls, note):
     pipe = RecordingPipe()
     notes = ip2p._place(pipe, torch.device("cuda"), memory)
     assert pipe.calls == calls
     assert (note in notes[0]) if note else notes == []
+
+
+def test_too_old_accelerate_is_the_same_clear_error():
+    pipe = RecordingPipe(ImportError("`enable_model_cpu_offload` requires `accelerate v0.17.0` or higher."))
+    with pytest.raises(UserInputError, match=r"pip install -U accelerate .*requires `accelerate v0\.17\.0`"):
+        ip2p._place(pipe, torch.device("cuda"), "low")

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from engine.editing.base import preview_edit
-from engine.editing.offline import CARTOON_LEVELS, SUGGESTED_VARIATION, OfflineEditor, apply_edit, resolve, vocabulary
+from engine.editing.offline import (CARTOON_LEVELS, PHRASINGS, SUGGESTED_VARIATION, OfflineEditor, apply_edit,
+                                    resolve, vocabulary)
 from engine.errors import UserInputError
 from engine.metrics import psnr
 from engine.scene.procedural import DemoSceneConfig, demo_cameras, render_ground_truth
@@ -83,11 +84,62 @@ def test_vocabulary_is_documented_for_the_gui():
     assert [e.name for e in ENTRIES if not e.pointwise] == ["pencil sketch", "cartoon"]
 
 
-def test_unknown_instruction_lists_the_vocabulary():
-    for text in ["make it look like a Van Gogh painting", "turn him into a statue", "redo it"]:
-        with pytest.raises(UserInputError) as err:
-            resolve(text)
-        assert all(name in str(err.value) for name in NAMES)
+@pytest.mark.parametrize("entry", ENTRIES, ids=NAMES)
+def test_every_keyword_resolves_in_every_documented_phrasing(entry):
+    for keyword in entry.keywords:
+        for phrasing in PHRASINGS:
+            text = phrasing.replace("X", keyword)
+            assert resolve(text) == entry.name, text
+    for noun in entry.nouns:
+        assert resolve(f"make it a {entry.keywords[0]} {noun}") == entry.name
+
+
+@pytest.mark.parametrize("text", ["make it a marble statue", "as if it were night", "at night", "at sunset",
+                                  "in the style of a pencil sketch", "make it look like it's night",
+                                  "make it look like it\u2019s winter", "an old sepia photo", "made of gold",
+                                  "make the whole scene look like a comic", "make everything red, please",
+                                  "render it in black&white", "turn the image into a cartoon"])
+def test_whole_scene_phrasings_are_understood(text):
+    resolve(text)
+
+
+REFUSED = {
+    "remove the red car": ["remove", "car"],
+    "give him a red hat": ["give", "hat"],
+    "don't make it red": ["don't"],
+    "do not make it red": ["do", "not"],
+    "golden retriever": ["retriever"],
+    "make the car blue": ["car"],
+    "paint his shirt green": ["his", "shirt"],
+    "give him a red beard": ["give", "beard"],
+    "no sepia": ["no"],
+    "not red": ["not"],
+    "make it red without the background": ["without", "background"],
+    "add snow": ["add"],
+    "make the sky look like sunset": ["sky"],
+    "make it slightly bluer": ["slightly", "bluer"],
+    "make it a red statue": ["statue"],  # nouns belong to their entry
+    "turn him into a statue": ["statue"],
+    "make it 50% red": ["50"],
+    "make it look like a Van Gogh painting": ["van", "gogh", "painting"],
+    "redo it": ["redo"],
+}
+
+
+@pytest.mark.parametrize("text", REFUSED)
+def test_instructions_beyond_the_vocabulary_are_refused_naming_the_words_and_ip2p(text):
+    with pytest.raises(UserInputError) as err:
+        resolve(text)
+    message = str(err.value)
+    assert f"beyond its vocabulary: {', '.join(REFUSED[text])})" in message
+    assert all(name in message for name in NAMES) and "--editor ip2p" in message
+    assert all(phrasing in message for phrasing in PHRASINGS)
+
+
+def test_an_instruction_naming_no_edit_lists_the_vocabulary():
+    with pytest.raises(UserInputError, match="does not understand 'make it look like this'.*one of: red") as err:
+        resolve("make it look like this")
+    assert "beyond" not in str(err.value)  # every word is grammar: nothing to name
     with pytest.raises(UserInputError, match="bronze statue"):
         OfflineEditor().edit(torch.zeros(4, 4, 3), torch.zeros(4, 4, 3), "give him a hat", 1.0, 0)
 

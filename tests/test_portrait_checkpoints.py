@@ -12,9 +12,16 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
+import resource
 import sys
+import time
+import tracemalloc
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,9 +31,9 @@ from safetensors.torch import save_file
 from tiny_portrait import tiny_kwargs
 
 from engine.errors import UserInputError
-from engine.portrait.checkpoints import (GENERATOR_FILE, META_FILE, CheckpointError, read_generator_checkpoint,
-                                         write_converted)
-from engine.portrait.eg3d import build_generator
+from engine.portrait.checkpoints import (GENERATOR_FILE, META_FILE, CheckpointError, GeneratorCheckpoint,
+                                         read_generator_checkpoint, write_converted)
+from engine.portrait.eg3d import build_generator, generator_from_checkpoint, load_generator
 
 SHARED_GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "eg3d-golden-2x"
 
@@ -233,13 +240,18 @@ class _RunsExec:
         return (exec, (f"open({str(self.marker)!r}, 'w').close()",))
 
 
-def test_payload_hidden_inside_a_network_state_is_refused(tmp_path):
-    marker = tmp_path / "pwned"
-    path = tmp_path / "evil.pkl"
+def _snapshot_with(path: Path, change: Callable[[Any], None]) -> Path:
+    """A pickle of the toy G_ema at ``path``, ``change`` applied to it first."""
     with nvidia_style_packages(extra_files=TOY_NETWORKS) as pkgs:
         generator = _generator(pkgs, 0)
-        generator.extra = _RunsOsSystem(marker)
+        change(generator)
         path.write_bytes(pickle.dumps({"G_ema": generator}))
+    return path
+
+
+def test_payload_hidden_inside_a_network_state_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = _snapshot_with(tmp_path / "evil.pkl", lambda generator: setattr(generator, "extra", _RunsOsSystem(marker)))
     with pytest.raises(CheckpointError, match=r"it asks to run posix\.system$"):
         read_generator_checkpoint(path)
     assert not marker.exists()
@@ -281,11 +293,8 @@ def test_other_globals_are_refused(tmp_path, raw, asked):
 
 
 def test_damaged_module_state_is_reported(tmp_path):
-    path = tmp_path / "damaged.pkl"
-    with nvidia_style_packages(extra_files=TOY_NETWORKS) as pkgs:
-        generator = _generator(pkgs, 0)
-        object.__setattr__(generator.backbone.mapping, "_parameters", ["not", "a", "mapping"])
-        path.write_bytes(pickle.dumps({"G_ema": generator}))
+    path = _snapshot_with(tmp_path / "damaged.pkl", lambda generator: object.__setattr__(
+        generator.backbone.mapping, "_parameters", ["not", "a", "mapping"]))
     with pytest.raises(CheckpointError) as err:
         read_generator_checkpoint(path)
     assert str(err.value) == f"{path} is damaged: _parameters of module backbone.mapping is a list"
@@ -448,3 +457,154 @@ def test_reads_the_shared_golden_generator_folder():
     meta = json.loads((SHARED_GOLDEN / META_FILE).read_text())
     assert kwargs == meta["generator_kwargs"] and resolution == meta["neural_rendering_resolution"]
     assert len(state) == meta["num_state_tensors"]
+
+
+# Files that run no code but abuse the reader (issue 12 §3): each fails fast as one CheckpointError naming it.
+
+class _Tensor:
+    """Pickles as ``torch._utils._rebuild_tensor_v2`` of a real storage of ``elements`` floats with the
+    layout given, which may reach past it (an ordinary unpickler then grows the storage: heap bytes)."""
+
+    def __init__(self, elements: int, offset: int, size: tuple[int, ...], stride: tuple[int, ...]) -> None:
+        self.elements, self.offset, self.size, self.stride = elements, offset, size, stride
+
+    def __reduce__(self):
+        storage = torch.zeros(self.elements)._typed_storage()
+        return torch._utils._rebuild_tensor_v2, (storage, self.offset, self.size, self.stride, False, OrderedDict())
+
+
+@pytest.mark.parametrize("offset, size, stride", [(0, (1000,), (1,)), (3, (2,), (1,)), (0, (2, 2), (1, 3)),
+                                                  (0, (2**40, 2**40), (1, 1))],
+                         ids=["size", "offset", "stride", "huge"])
+def test_a_tensor_reaching_past_its_storage_is_refused(tmp_path, offset, size, stride):
+    path = tmp_path / "snapshot.pkl"
+    path.write_bytes(pickle.dumps({"G_ema": _Tensor(4, offset, size, stride)}))
+    with pytest.raises(CheckpointError) as err:
+        read_generator_checkpoint(path)
+    assert str(err.value) == (f"{path} is damaged: a tensor of size {size} (stride {stride}, offset {offset}) "
+                              "reaches past its storage of 4 elements")
+    if size == (1000,):  # what an ordinary unpickler makes of it
+        assert pickle.loads(path.read_bytes())["G_ema"].untyped_storage().nbytes() == 4000
+
+
+def test_a_complete_generator_with_one_weight_past_its_storage_is_refused(tmp_path):
+    generator = build_generator(tiny_kwargs())
+    weight = generator.backbone.mapping.fc0.weight
+    generator.backbone.mapping.fc0._parameters["weight"] = _Tensor(8, 0, tuple(weight.shape), weight.stride())
+    path = write_official_pickle(tmp_path / "network-snapshot.pkl", generator, tiny_kwargs())
+    with pytest.raises(CheckpointError, match=r"reaches past its storage of 8 elements$") as err:
+        load_generator(path)
+    assert str(err.value).startswith(f"{path} is damaged: a tensor of size {tuple(weight.shape)}")
+
+
+def test_shared_submodules_are_refused_without_walking_every_path(tmp_path):
+    module = torch.nn.Linear(2, 2)
+    for _ in range(20):  # 2**20 paths down to the one Linear
+        module = torch.nn.Sequential(module, module)
+    path = tmp_path / "shared.pkl"
+    path.write_bytes(pickle.dumps({"G_ema": module}))
+    assert path.stat().st_size < 16_000
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match=f"^{path} is damaged: module [0.]+1 appears more than once in the"):
+        read_generator_checkpoint(path)
+    assert time.perf_counter() - start < 2
+
+
+def _nested(levels: int) -> list:
+    deep: list = []
+    for _ in range(levels):
+        deep = [deep]
+    return deep
+
+
+@pytest.mark.parametrize("suffix", [".pkl", ".pth"])
+def test_deeply_nested_arguments_are_refused(tmp_path, suffix):
+    path = tmp_path / f"deep{suffix}"
+    if suffix == ".pkl":  # 5 000 levels: the kwargs conversion used to die of RecursionError
+        path.write_bytes(b"\x80\x02}X\x05\x00\x00\x00G_ema" + b"]" * 5_000 + b"a" * 4_999 + b"s.")
+    else:  # torch.save itself cannot write much deeper
+        torch.save({"G": _tiny_state_dict(), "G_init_kwargs": {"mapping_kwargs": _nested(150)}}, path)
+    with pytest.raises(CheckpointError, match=f"^{path} is damaged: its data nests more than 100 levels deep$"):
+        read_generator_checkpoint(path)
+
+
+class _ShadowsGet(dict):
+    """A dict that pickles as an OrderedDict whose state sets an attribute ``get`` (None)."""
+
+    def __reduce__(self):
+        return OrderedDict, (), {"get": None}, None, iter(self.items())
+
+
+@pytest.mark.parametrize("suffix", [".pkl", ".pth"])
+def test_state_shadowing_a_dict_method_is_refused(tmp_path, suffix):
+    path = tmp_path / f"shadow{suffix}"
+    data = _ShadowsGet(G_ema=_tiny_state_dict())
+    if suffix == ".pkl":
+        path.write_bytes(pickle.dumps(data))
+    else:
+        torch.save(data, path)
+    with pytest.raises(CheckpointError) as err:
+        read_generator_checkpoint(path)
+    assert str(err.value) == f"refusing to load {path}: it asks to set attributes or state of an OrderedDict"
+
+
+def test_a_failure_converting_the_loaded_network_is_one_checkpoint_error(tmp_path):
+    # `name not in [array]` asks the array for a truth value: a ValueError the reader never foresaw
+    path = _snapshot_with(tmp_path / "odd.pkl", lambda generator: object.__setattr__(
+        generator.backbone.synthesis.b4, "_non_persistent_buffers_set", [np.arange(2)]))
+    with pytest.raises(CheckpointError) as err:
+        read_generator_checkpoint(path)
+    message = str(err.value)
+    assert message.startswith(f"{path} is not a readable EG3D checkpoint") and "(ValueError: " in message
+
+
+def test_an_eight_byte_pickle_cannot_claim_a_huge_memo(tmp_path):
+    path = tmp_path / "memo.pkl"
+    path.write_bytes(b"Nr\xff\xff\xff\xff.")  # LONG_BINPUT 2**32 - 1: the C unpickler sizes its memo to it
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError, match=f"^refusing to load {path}: it stores a value at memo index"):
+            read_generator_checkpoint(path)
+        assert tracemalloc.get_traced_memory()[1] < 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def test_constructor_arguments_are_checked_before_anything_is_allocated(tmp_path):
+    path = write_official_pickle(tmp_path / "snapshot.pkl", build_generator(tiny_kwargs()),
+                                 tiny_kwargs() | {"z_dim": 10**7})  # 20 GB of mapping weights
+    peak_kib, start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
+    with pytest.raises(CheckpointError) as err:
+        load_generator(path)
+    assert str(err.value) == (f"{path}: the generator argument z_dim is 10000000: it must be a whole number "
+                              "from 0 to 2048")
+    assert time.perf_counter() - start < 5
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_kib < 256 * 1024
+
+
+def _rendering(**change) -> dict:
+    return {"rendering_kwargs": tiny_kwargs()["rendering_kwargs"] | change}
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"channel_base": 2**20, "channel_max": 2048, "w_dim": 2048},
+     r"these arguments describe a generator of \d+\.\d GiB, more than the 1 GiB an EG3D generator can hold"),
+    ({"mapping_kwargs": [2]}, re.escape("mapping_kwargs is [2]: it must be a dict or null")),
+    ({"channel_max": 16.5}, "channel_max is 16.5: it must be a whole number from 1 to 2048"),
+    (_rendering(depth_resolution="48"), "rendering_kwargs.depth_resolution is '48': it must be a whole number"),
+    (_rendering(box_warp=float("nan")), r"rendering_kwargs.box_warp is nan: it must be a number from 1e-06 to 1e\+06"),
+    (_rendering(avg_camera_pivot=[0, 0]), re.escape("avg_camera_pivot is [0, 0]: it must be three numbers")),
+    (_rendering(ray_start="near"), "ray_start is 'near': it must be \"auto\" or a number from 0 to 1000"),
+], ids=["bytes", "table", "whole", "type", "nan", "pivot", "ray"])
+def test_generator_arguments_beyond_their_limits_are_refused(change, problem):
+    checkpoint = GeneratorCheckpoint(tiny_kwargs() | change, _tiny_state_dict(), None)
+    with pytest.raises(CheckpointError, match=f"^generator.pth: .*{problem}"):
+        generator_from_checkpoint(checkpoint, "generator.pth")
+
+
+def test_an_absurd_neural_rendering_resolution_is_refused(tmp_path):
+    generator = build_generator(tiny_kwargs())
+    generator.neural_rendering_resolution = 10**6
+    path = write_official_pickle(tmp_path / "snapshot.pkl", generator, tiny_kwargs())
+    with pytest.raises(CheckpointError, match="records a neural rendering resolution of 1000000, beyond the 1024"):
+        read_generator_checkpoint(path)

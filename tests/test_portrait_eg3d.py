@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from eg3d_pickles import write_live3d_pth, write_official_pickle
 from safetensors.torch import load_file, save_file
 from tiny_portrait import frontal_label, tiny_kwargs
@@ -15,6 +16,7 @@ from tiny_portrait import frontal_label, tiny_kwargs
 from engine.errors import CheckpointError
 from engine.portrait.checkpoints import GeneratorCheckpoint
 from engine.portrait.eg3d import TriPlaneGenerator, build_generator, generator_from_checkpoint, load_generator
+from engine.portrait.stylegan import blur, resample_filter, upsample2d
 from engine.portrait.superresolution import SUPERRESOLUTION_MODULES
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
@@ -170,3 +172,13 @@ def test_weights_round_trip_through_a_converted_folder(tmp_path):
                                     neural_rendering_resolution=16)
         got = loaded(z, c, noise_mode="const", deterministic_sampling=True, neural_rendering_resolution=16)
     assert torch.equal(got["image"], expected["image"])
+
+
+def test_upsampling_is_zero_insertion_then_the_low_pass_filter():
+    """upsample2d (one transposed convolution) against its definition: a zero after every pixel, then
+    the filter with gain 4 over a border of 2 zeros before and 1 after."""
+    x = torch.randn(2, 3, 5, 7)
+    stuffed = torch.zeros(2, 3, 10, 14)
+    stuffed[..., ::2, ::2] = x
+    expected = blur(F.pad(stuffed, (2, 1, 2, 1)), resample_filter(), pad=0, gain=4.0)
+    assert (upsample2d(x, resample_filter()) - expected).abs().max() <= 1e-6

@@ -95,3 +95,14 @@ def test_importing_the_engine_keeps_freed_tensor_memory_for_reuse():
         torch.empty(4 << 20).fill_(1)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
     assert faults < 4096  # handed back to the OS, each would fault its 4096 pages in again
+
+
+def test_importance_samples_invert_the_cdf_of_the_coarse_weights():
+    """Quantiles linspace(0, 1) of a uniform pdf land evenly from the first knot to the last; with all
+    the weight in one segment, every inner quantile lands in it."""
+    knots = torch.linspace(2.0, 3.0, 11).expand(2, 11)
+    weights = torch.stack([torch.ones(10), torch.zeros(10).index_fill(0, torch.tensor([4]), 1.0)])
+    depths = triplane.sample_pdf(knots, weights, 5, deterministic=True)
+    assert (depths[0] - torch.linspace(2.0, 3.0, 5)).abs().max() <= 1e-5
+    assert depths[1, 0] == 2.0 and (depths[1, -1] - 3.0).abs() <= 1e-5
+    assert ((depths[1, 1:-1] >= 2.4) & (depths[1, 1:-1] <= 2.5)).all()

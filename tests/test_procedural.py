@@ -145,3 +145,24 @@ def test_bad_config_is_user_error():
         P.DemoSceneConfig(n_views=0)
     with pytest.raises(UserInputError):
         P.DemoSceneConfig(camera_radius=1.0)
+
+
+def test_blender_dataset_is_the_scene_on_a_transparent_background(tmp_path):
+    from engine.scene.datasets import BLENDER_SCALE, load_dataset
+
+    out = P.write_blender_dataset(tmp_path / "blender", n_train=3, n_test=2, image_size=40)
+    rgba = np.asarray(Image.open(out / "train" / "r_0.png"))
+    assert rgba.shape == (40, 40, 4)
+    assert rgba[..., 3].min() == 0 and rgba[..., 3].max() == 255  # background transparent, objects opaque
+    ds = load_dataset(out)
+    assert ds.format == "blender" and ds.bounded
+    assert list(ds.train_indices) == [0, 1, 2] and list(ds.eval_indices) == [3, 4]
+    assert ds.cameras.fx[0] == pytest.approx(20 / math.tan(P.BLENDER_CAMERA_ANGLE_X / 2))
+    # the loaded image is the exact render composited on white, seen from the loaded (rescaled) camera
+    c2w = ds.cameras.c2w[4].copy()
+    c2w[:3, 3] /= BLENDER_SCALE
+    gt = P.render_ground_truth(c2w, ds.cameras.fx[4], ds.cameras.fy[4], ds.cameras.cx[4], ds.cameras.cy[4], 40, 40)
+    alpha = gt["alpha"][..., None]
+    expected = gt["rgb_object"] * alpha + (1 - alpha)
+    assert np.abs(ds.images[4] / 255 - expected).mean() < 0.01
+    assert np.linalg.norm(c2w[:3, 3]) == pytest.approx(4.0)

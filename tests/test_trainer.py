@@ -1,6 +1,8 @@
 """End-to-end training, checkpoint/resume, the CLI contract and rendering."""
 
+import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +13,8 @@ import torch
 from PIL import Image
 
 from engine.jobs import CancelToken, Progress, run_job
-from engine.scene.trainer import TrainConfig, train_job
+from engine.safe_pickle import load_torch
+from engine.scene.trainer import TrainConfig, load_trained, train_job
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,7 +53,7 @@ def test_short_training_on_the_demo_scene_beats_a_psnr_floor(tiny_demo, tmp_path
 
 
 def _params(project: Path) -> dict:
-    state = torch.load(next((project / "checkpoints").glob("step_*.pt")), weights_only=False)
+    state = load_torch(next((project / "checkpoints").glob("step_*.pt")))
     return state["model"], state["step"]
 
 
@@ -129,3 +132,45 @@ def test_training_streams_previews_as_fresh_uint8_images(tiny_demo, tmp_path):
     first = previews[0]
     assert first.image.dtype == np.uint8 and first.image.shape == (48, 48, 3) and first.image.flags.owndata
     assert set(first.camera) >= {"c2w", "fx", "fy", "cx", "cy", "width", "height"}
+
+
+class _RunsCommand:
+    """Pickles as os.system(command): what a project folder someone sends may hold as its checkpoint."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def _open_with_app(project: Path, _data: Path) -> None:
+    from app.project_session import trained_seconds
+
+    trained_seconds(project)
+
+
+def _resume_the_prior(project: Path, _data: Path) -> None:
+    from engine.portrait.prior import _trainer_state
+
+    _trainer_state(project / "checkpoints" / "step_0000005.pt")
+
+
+@pytest.mark.parametrize("opener", [
+    lambda project, data: _train(data, project, 9), lambda project, data: load_trained(project),
+    _open_with_app, _resume_the_prior,
+], ids=["resume", "open", "app", "prior"])
+def test_a_checkpoint_that_runs_code_is_refused_and_runs_nothing(tiny_demo, tmp_path, opener):
+    from engine.errors import CheckpointError
+    from engine.project import Project
+
+    project, marker = tmp_path / "sent-to-me", tmp_path / "pwned"
+    Project(project).update_manifest(kind="scene", train_config=dataclasses.asdict(
+        TrainConfig(data=str(tiny_demo), out=str(project), steps=5)))
+    checkpoint = project / "checkpoints" / "step_0000005.pt"
+    checkpoint.parent.mkdir()
+    torch.save({"model": _RunsCommand(f"touch {marker}"), "train_seconds": 1.0, "step": 5}, checkpoint)
+    with pytest.raises(CheckpointError) as err:
+        opener(project, tiny_demo)
+    assert str(err.value).startswith(f"refusing to load {checkpoint}: it asks to run {os.system.__module__}.system")
+    assert not marker.exists()

@@ -364,7 +364,7 @@ class PlaneModel:
         depth = torch.where(hit, t, torch.zeros_like(t))
         acc = hit.float()
         rgb = acc[:, None].expand(-1, 3).clone()
-        return {"rgb": rgb, "depth": depth, "accumulation": acc}
+        return {"rgb": rgb, "depth": depth, "median_depth": torch.where(hit, t, torch.inf), "accumulation": acc}
 
 
 def test_pick_returns_the_surface_point_under_the_pixel() -> None:

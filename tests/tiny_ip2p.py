@@ -55,11 +55,12 @@ def tiny_pipeline(tokenizer: CLIPTokenizer, in_channels: int = 8, seed: int = 0)
         vocab_size=len(tokenizer), hidden_size=EMBED_DIM, intermediate_size=32, num_hidden_layers=2,
         num_attention_heads=2, max_position_embeddings=TOKEN_LENGTH, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
-    # the scheduler InstructPix2Pix ships (Euler ancestral) with Stable Diffusion's training schedule and the
-    # DDIM options its scheduler_config.json carries; the loader swaps in DDIM as Instruct-NeRF2NeRF does
+    # the scheduler InstructPix2Pix ships (Euler ancestral) with Stable Diffusion's training schedule and none of
+    # the DDIM options (clip_sample, set_alpha_to_one; steps_offset at Euler's default 0): the loader must set
+    # Instruct-NeRF2NeRF's itself when it swaps in DDIM
     scheduler = EulerAncestralDiscreteScheduler.from_config(dict(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000, steps_offset=1,
-        prediction_type="epsilon", clip_sample=False, set_alpha_to_one=False))
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+        prediction_type="epsilon"))
     return StableDiffusionInstructPix2PixPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)

@@ -33,6 +33,9 @@ class ImageEditor(Protocol):
     """Edits one view: ``render`` (current field) noised to ``t`` in [0, 1], conditioned on ``original``."""
 
     name: str
+    adds_matter: bool
+    """whether an edit can paint new things into a view (a generative editor) rather than only change the look
+    of what is there: a local edit then also covers the region's empty space, where the new thing appears"""
 
     def edit(self, render: torch.Tensor, original: torch.Tensor, instruction: str, t: float, seed: int,
              guidance: Guidance | None = None, cancel: CancelToken | None = None) -> torch.Tensor:

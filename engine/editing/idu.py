@@ -4,8 +4,8 @@ The trained field keeps training while, every ``edit_rate`` steps, one training 
 fixed random permutation, round-robin) is rendered, edited by a 2D editor conditioned on its
 ORIGINAL capture, and the result replaces that view's training target.  Inconsistent 2D
 edits consolidate into one 3D edit because every view is pulled toward the field's own
-render.  Losses are L1 + LPIPS on random 32x32 patches.  With a region ("point and type"),
-edits are blended into the original images only inside the region's mask.
+render.  Losses are L1 + LPIPS on random 32x32 patches, 16 a step (16384 rays).  With a region
+("point and type"), edits are blended into the original images only inside the region's mask.
 
 Edited images are saved to the project's edit store as they are made (originals are never
 written), the field is checkpointed like training, and running the same edit again resumes
@@ -27,19 +27,25 @@ import torch
 from PIL import Image
 
 from engine.cameras import generate_rays
+from engine.devices import check_device
 from engine.editing.base import Guidance, ImageEditor, check_instruction
-from engine.editing.regions import Region, region_from_pixel, region_from_point
+from engine.editing.offline import OfflineEditor, apply_edit, resolve
+from engine.editing.regions import Region, pixel_view, region_from_pixel, region_from_point
+from engine.editing.sources import check_model_source, check_run_options
 from engine.editing.store import EditStore
 from engine.errors import UserInputError
 from engine.jobs import (Artifact, CancelToken, Cancelled, Job, JobWarning, Metrics, Preview, Progress)
 from engine.metrics import LPIPS_BACKBONES, load_lpips, psnr
-from engine.project import Project, atomic_write, save_torch, write_json
+from engine.project import Project, atomic_write, check_writable_folder, save_torch, write_json
+from engine.safe_pickle import load_torch
 from engine.scene.datasets import SceneDataset
 from engine.scene.render import camera_dict, render_image, to_uint8
 from engine.scene.trainer import check_budget, fixed_background, load_checkpoint, make_optimizer, write_checkpoint
 from engine.scene.viewer import LiveField
 
 EDITORS = ("offline", "ip2p")
+START_FROM = ("current", "original")
+"""what a new edit of an already edited project starts from (EditConfig.start_from)"""
 
 
 @dataclass
@@ -56,10 +62,17 @@ class EditConfig:
     """InstructPix2Pix source: a diffusers folder, a checkpoint file, or a hub id (online only)"""
     model_config: str | None = None
     """InstructPix2Pix given as one checkpoint file: the diffusers folder of the same model, for its configs"""
+    start_from: str = "current"
+    """on a project edited before: current (the editor is conditioned on each view's current edited image and
+    training starts from those images, so this instruction applies on top of the earlier ones) | original
+    (conditioning and targets from the original captures, the field from before the first edit; earlier edits
+    stay in each view's history, unused)"""
     device: str = "cpu"
-    """where the 2D editor runs (cpu | cuda)"""
+    """where the 2D editor runs: auto (the GPU when torch sees one) | cpu | cuda | cuda:N"""
     memory: str = "default"
-    """InstructPix2Pix memory preset on CUDA: default | low (CPU offload)"""
+    """InstructPix2Pix memory preset on CUDA: default | low (CPU offload; needs accelerate)"""
+    precision: str = "full"
+    """InstructPix2Pix weights: full (float32, Instruct-NeRF2NeRF's default) | half (float16, CUDA only)"""
     variation: float = 0.0
     """offline editor: per-call hue / strength jitter, so single-view edits disagree like diffusion edits"""
     steps: int | None = None
@@ -80,8 +93,9 @@ class EditConfig:
     """diffusion guidance (s_T 7.5, s_I 1.5, 20 DDIM steps)"""
     patch_size: int = 32
     """side of the random training patches (IN2N: 32)"""
-    patches_per_step: int = 1
-    """patches per optimisation step (1024 rays each at the default size)"""
+    patches_per_step: int = 16
+    """patches per optimisation step, each from a random training view (IN2N: 16384 rays per batch in
+    32x32 patches, i.e. 16); fewer make steps cheaper but give the field less supervision per edit"""
     l1_weight: float = 1.0
     """weight of the L1 loss"""
     lpips_weight: float = 1.0
@@ -95,7 +109,9 @@ class EditConfig:
     """learning rate at the end, decaying exponentially with progress (the rate training ended at)"""
     lr_local: float = 1e-3
     """learning rate when a local edit starts (the rate training ended at): a larger one perturbs
-    the whole field, and the scene outside the region must stay as it was"""
+    the whole field, and the scene outside the region must stay as it was (demo scene, 100 steps with
+    edits that change nothing: 0.8/255 at 1e-3, 14/255 at 1e-2).  New matter in a region's empty space
+    appears after some 250 steps at 1e-3"""
     lr_local_final: float = 1e-4
     """learning rate at the end of a local edit: the field settles back outside the region"""
     point: str | None = None
@@ -129,11 +145,24 @@ class EditConfig:
             return step / max(self.steps, 1)
         return seconds / (60 * self.minutes)
 
-    def validate(self) -> None:
-        """Every check that needs no model: bad values are user errors raised before anything is written."""
+    def validate(self, dataset: SceneDataset | None = None) -> None:
+        """Every check that needs neither a model nor a trained field, so bad values are user errors raised
+        before anything trains or is written: the CLI, the GUI's edit panel and ``edit_job`` all call it.
+        ``project`` '' is not checked (not chosen yet); with ``dataset`` (the capture to be trained and
+        edited) a point's view and pixel are checked too."""
         self.instruction = check_instruction(self.instruction)
         if self.editor not in EDITORS:
             raise UserInputError(f"unknown editor {self.editor!r}; choose one of {', '.join(EDITORS)}")
+        if self.start_from not in START_FROM:
+            raise UserInputError(f"start_from must be one of {', '.join(START_FROM)}, got {self.start_from!r}")
+        if self.editor == "offline":
+            resolve(self.instruction)
+            OfflineEditor(variation=self.variation)  # checks its range
+        else:
+            check_model_source(self.model, self.model_config)
+        self.device = check_device(self.device)
+        if self.editor == "ip2p":
+            check_run_options(self.device, self.memory, self.precision)
         check_budget(self.steps, self.minutes, "edit")
         if not 0 <= self.t_min <= self.t_max <= 1:
             raise UserInputError(f"the noise range must satisfy 0 <= t_min <= t_max <= 1 (got {self.t_min}, "
@@ -142,13 +171,26 @@ class EditConfig:
             raise UserInputError("give either --point or --point-3d, not both")
         if self.local and self.radius is None:
             raise UserInputError("a local edit needs --radius R (in the capture's units)")
+        if self.point is not None:
+            view, u, v = self.parse_point()
+            if dataset is not None:
+                pixel_view(dataset, view, u, v)
         if self.radius is not None and not self.radius > 0:
             raise UserInputError(f"the edit radius must be positive (got {self.radius})")
-        if self.edit_rate < 1 or self.edit_count < 1:
-            raise UserInputError("edit_rate and edit_count must be at least 1")
+        if min(self.edit_rate, self.edit_count, self.patch_size, self.patches_per_step, self.metrics_every) < 1:
+            raise UserInputError("edit_rate, edit_count, patch_size, patches_per_step and metrics_every must be at "
+                                 "least 1")
+        if not (0 <= self.falloff <= 1 and 0 <= self.local_focus <= 1):
+            raise UserInputError(f"falloff and local_focus must lie in [0, 1] (got {self.falloff}, {self.local_focus})")
+        if min(self.lr, self.lr_final, self.lr_local, self.lr_local_final, self.checkpoint_every_seconds) <= 0:
+            raise UserInputError("learning rates and checkpoint_every_seconds must be positive")
+        if min(self.l1_weight, self.lpips_weight) < 0:
+            raise UserInputError("loss weights cannot be negative")
         if self.lpips_backbone not in LPIPS_BACKBONES and not Path(self.lpips_backbone).is_file():
             raise UserInputError(f"LPIPS backbone {self.lpips_backbone!r}: choose one of "
                                  f"{', '.join(LPIPS_BACKBONES)} or the path of an AlexNet weights file")
+        if self.project:
+            check_writable_folder(self.project, "project folder")
 
     def parse_point(self) -> tuple[str, float, float]:
         """'VIEW:u,v' → (view, u, v)."""
@@ -163,24 +205,19 @@ class EditConfig:
 
     def signature(self) -> dict:
         """What makes two runs the same edit session (resume only when these match)."""
-        keys = ("instruction", "editor", "model", "variation", "seed", "edit_rate", "edit_count", "t_min", "t_max",
-                "point", "point_3d", "radius", "falloff", "patch_size", "patches_per_step")
+        keys = ("instruction", "editor", "model", "start_from", "variation", "seed", "edit_rate", "edit_count",
+                "t_min", "t_max", "point", "point_3d", "radius", "falloff", "patch_size", "patches_per_step")
         return {k: getattr(self, k) for k in keys} | {"guidance": dataclasses.asdict(self.guidance)}
 
 
 def build_editor(cfg: EditConfig) -> ImageEditor:
-    """The 2D editor the config names; an unknown offline instruction or a bad model source fails here."""
+    """The 2D editor of a validated config; a model that fails to load fails here."""
     if cfg.editor == "offline":
-        from engine.editing.offline import OfflineEditor, resolve
-
-        resolve(cfg.instruction)
         return OfflineEditor(variation=cfg.variation)
     from engine.editing.ip2p import load_ip2p
 
-    if not cfg.model:
-        raise UserInputError("the ip2p editor needs --model: an InstructPix2Pix diffusers folder, checkpoint "
-                             "file or hub id (e.g. timbrooks/instruct-pix2pix)")
-    return load_ip2p(cfg.model, device=cfg.device, memory=cfg.memory, config_dir=cfg.model_config)
+    return load_ip2p(cfg.model, device=cfg.device, memory=cfg.memory, config_dir=cfg.model_config,
+                     precision=cfg.precision)
 
 
 def file_digest(paths: list[Path]) -> str:
@@ -217,52 +254,70 @@ def edit_job(cfg: EditConfig, cancel: CancelToken | None = None, live: LiveField
     lpips_model, lpips_warning = load_lpips(cfg.lpips_backbone) if cfg.lpips_weight > 0 else (None, None)
     if lpips_warning:
         yield JobWarning(lpips_warning)
-    region = _region(cfg, model, dataset, background)
-    originals_digest = file_digest(dataset.image_paths)
-
-    # Session: resume an unfinished run of this very edit, or start a new one from the current field.
+    # Session: resume an unfinished run of this very edit, or start a new one from the current field
+    # (starting from the originals: from the field before the first edit).
     session = state.get("edit")
     resuming = session is not None and session["signature"] == cfg.signature() and not session["done"]
     session_dir = project.root / "edits" / "session"
+    before = project.checkpoint_dir / "before_edit.pt"
+    if not resuming and cfg.start_from == "original" and before.exists():
+        state = _unedited(state, before, model)
+    region = _region(cfg, model, dataset, background, editor.adds_matter)
+    originals_digest = file_digest(dataset.image_paths)
+    store = EditStore(project.root)
+    names = [dataset.image_paths[f].stem for f in dataset.train_indices]
     if not resuming:
         baseline = _session_baseline(model, dataset, region, background)  # raises before anything is written
-        before = project.checkpoint_dir / "before_edit.pt"
-        if not before.exists():
-            save_torch(before, state)  # the trained field, so a whole edit can be thrown away
+        if not before.exists():  # the trained field, so a whole edit can be thrown away (or started again)
+            save_torch(before, state | {"model": model.state_dict(), "extra": model.extra_state()})
         for kind, images in baseline.items():
             for name, image in images.items():
                 _save_png(session_dir / kind / f"{name}.png", image)
+        if region is not None and (hidden := _hidden_warning(region, dataset, baseline["masks"])):
+            yield JobWarning(hidden)
         gen = torch.Generator().manual_seed(cfg.seed)
         perm = torch.randperm(len(dataset.train_indices), generator=gen).tolist()
+        base_versions = {name: store.current_index(name) if cfg.start_from == "current" else -1 for name in names}
         session = {"signature": cfg.signature(), "done": False, "step": 0, "seconds": 0.0, "cursor": 0,
-                   "permutation": perm, "edits": 0, "edited_views": [], "start_step": state["step"]}
+                   "permutation": perm, "edits": 0, "edited_views": [], "start_step": state["step"],
+                   "base_versions": base_versions}
     else:
         gen = torch.Generator()
         gen.set_state(session["generator"])
         yield JobWarning(f"resuming the edit '{cfg.instruction}' at step {session['step']}")
-    store = EditStore(project.root)
-    names = [dataset.image_paths[f].stem for f in dataset.train_indices]
-    # Training targets.  Global edits start from the captures (IN2N).  Local edits anchor every
-    # pixel outside the region to the field as it was, so the scene there stays exactly as it
-    # was rather than drifting on with further reconstruction; the edit store keeps the
-    # user-facing images (edits blended into the captures).
+    # Each view's base: what the editor is conditioned on and training starts from, the capture (IN2N)
+    # or, composing on earlier edits, the version current when the session started.  ``chains``: the
+    # offline instructions that make each base from its capture (None when not reproducible).
+    bases = [store.image(name, k) if (k := session["base_versions"][name]) >= 0 else dataset.images[frame]
+             for name, frame in zip(names, dataset.train_indices)]
+    chains = [_chain(store, name, session["base_versions"][name]) for name in names]
+    base_chain = chains[0] if all(chain == chains[0] for chain in chains) else None
+    if cfg.editor == "offline" and base_chain is None:
+        yield JobWarning("edit fidelity will not be measured: the views' earlier edits differ or cannot be "
+                         "repeated on held-out views (InstructPix2Pix or local edits)")
+    # Training targets: this session's edits, else the bases.  Local edits anchor every pixel
+    # outside the region to the field as it was, so the scene there stays exactly as it was rather
+    # than drifting on with further reconstruction; the edit store keeps the user-facing images
+    # (edits blended into the bases).
     masks, anchors = {}, {}
     if region is not None:
         for name in names:
             masks[name] = _image(_read_png(session_dir / "masks" / f"{name}.png"))[..., None]
             anchors[name] = _image(_read_png(session_dir / "before" / f"{name}.png"))
     targets = []
-    for row, frame in enumerate(dataset.train_indices):
-        edited = store.current(names[row])
-        image = torch.tensor(edited if edited is not None else dataset.images[frame])
+    for row, name in enumerate(names):
+        edited = store.current(name) if name in session["edited_views"] else None
+        image = torch.tensor(edited if edited is not None else bases[row])
         if region is not None:
-            image = torch.from_numpy(to_uint8(_blend(masks[names[row]], _image(image.numpy()), anchors[names[row]])))
+            image = torch.from_numpy(to_uint8(_blend(masks[name], _image(image.numpy()), anchors[name])))
         targets.append(image)
     focus = None  # local edits: (row, y, x) of every region pixel, where patches are centred
     if region is not None:
         focus = torch.cat([torch.cat([torch.full((len(yx), 1), row), yx], 1)
                            for row, name in enumerate(names) for yx in [(masks[name][..., 0] > 0.5).nonzero()]])
 
+    if region is not None and region.empty_space and hasattr(model, "open_region"):  # proposal sampling needs none
+        model.open_region(region.centre, region.radius)  # the edit may grow matter in the region's empty space
     model.train()
     optimizer = make_optimizer(model, cfg.lr)
     optimizer.load_state_dict(state["optimizer"])  # warm moments from training; the edit's own rate below
@@ -286,18 +341,20 @@ def edit_job(cfg: EditConfig, cancel: CancelToken | None = None, live: LiveField
         frame = int(dataset.train_indices[row])
         with live.step() if live is not None else contextlib.nullcontext():  # the 2D edit runs outside it
             render = render_image(model, dataset.cameras, frame, background, appearance=row)["rgb"]
-        original = _image(dataset.images[frame])
+        base = _image(bases[row])
         t = cfg.t_min + (cfg.t_max - cfg.t_min) * float(torch.rand((), generator=gen))
-        edited = editor.edit(render, original, cfg.instruction, t, seed_base + session["edits"], cfg.guidance,
+        edited = editor.edit(render, base, cfg.instruction, t, seed_base + session["edits"], cfg.guidance,
                              cancel).float().clamp(0, 1)
         result = edited
         if region is not None:
-            result = _blend(masks[names[row]], edited, original)
+            result = _blend(masks[names[row]], edited, base)
             edited = _blend(masks[names[row]], edited, anchors[names[row]])
         targets[row] = torch.from_numpy(to_uint8(edited))
         result = to_uint8(result)
+        repeatable = cfg.editor == "offline" and region is None and chains[row] is not None
         store.add(names[row], result, instruction=cfg.instruction, editor=cfg.editor, t=t,
-                  step=session["step"], session_start=session["start_step"])
+                  step=session["step"], session_start=session["start_step"], start_from=cfg.start_from,
+                  chain=[*chains[row], cfg.instruction] if repeatable else None)
         session["edits"] += 1
         if names[row] not in session["edited_views"]:
             session["edited_views"].append(names[row])
@@ -344,16 +401,31 @@ def edit_job(cfg: EditConfig, cancel: CancelToken | None = None, live: LiveField
 
     report = {"instruction": cfg.instruction, "editor": cfg.editor, "edit_seconds": session["seconds"],
               "steps": session["step"], "views_edited": len(session["edited_views"]), "edits_made": session["edits"],
-              "seed": cfg.seed, "lpips": lpips_model is not None,
-              "region": None if region is None else dataclasses.asdict(region)}
-    report.update(_measure(cfg, model, dataset, region, background, session_dir, cancel))
+              "seed": cfg.seed, "lpips": lpips_model is not None, "start_from": cfg.start_from,
+              "region": None if region is None else region.describe(dataset)}
+    report.update(_measure(cfg, model, dataset, region, background, session_dir, base_chain, cancel))
     report["originals_unchanged"] = file_digest(dataset.image_paths) == originals_digest
     path = write_json(project.root / "edits" / "report.json", report)
     yield Metrics(session["step"], {k: v for k, v in report.items() if isinstance(v, float)})
     yield Artifact(path, "report")
 
 
-def _region(cfg: EditConfig, model, dataset: SceneDataset, background) -> Region | None:
+def _unedited(state: dict, before: Path, model) -> dict:
+    """``state`` with the field (and its optimizer moments) from before the first edit, loaded into ``model``:
+    an edit starting again from the originals must not inherit the earlier edits from the field's renders."""
+    unedited = load_torch(before)
+    model.load_state_dict(unedited["model"])
+    model.load_extra_state(unedited["extra"])
+    return state | {k: unedited[k] for k in ("model", "extra", "optimizer")}
+
+
+def _chain(store: EditStore, view: str, k: int) -> list[str] | None:
+    """The offline instructions that, applied in order to the capture of ``view``, give its version ``k``
+    ([] for the capture itself, k = -1); None when they would not (InstructPix2Pix, local or older edits)."""
+    return [] if k < 0 else store.history(view)[k].get("chain")
+
+
+def _region(cfg: EditConfig, model, dataset: SceneDataset, background, empty_space: bool) -> Region | None:
     if cfg.point is not None:
         view, u, v = cfg.parse_point()
         region = region_from_pixel(model, dataset, view, u, v, cfg.radius, background)
@@ -361,7 +433,7 @@ def _region(cfg: EditConfig, model, dataset: SceneDataset, background) -> Region
         region = region_from_point(dataset, cfg.point_3d, cfg.radius)
     else:
         return None
-    return dataclasses.replace(region, falloff=cfg.falloff)
+    return dataclasses.replace(region, falloff=cfg.falloff, empty_space=empty_space)
 
 
 def _session_baseline(model, dataset: SceneDataset, region: Region | None, background) -> dict:
@@ -376,13 +448,31 @@ def _session_baseline(model, dataset: SceneDataset, region: Region | None, backg
         out = render_image(model, dataset.cameras, frame, background, appearance=appearance)
         baseline["before"][name] = to_uint8(out["rgb"])
         if region is not None:
-            mask = region.mask(dataset.cameras, frame, out["depth"], out["accumulation"])
+            mask = region.mask(dataset.cameras, frame, out["median_depth"])
             covered += float(mask.sum())
             baseline["masks"][name] = to_uint8(mask)
     if region is not None and covered == 0:
-        raise UserInputError(f"the edit region (centre {tuple(round(c, 3) for c in region.centre)} in scene units, "
-                             f"radius {region.radius:.3f}) touches no visible surface in any view")
+        where = region.describe(dataset)
+        raise UserInputError(f"the edit region (centre {tuple(round(c, 3) for c in where['centre'])}, radius "
+                             f"{where['radius']:.3g} in capture units) is hidden or outside the image in every view")
     return baseline
+
+
+def _hidden_warning(region: Region, dataset: SceneDataset, masks: dict[str, np.ndarray]) -> str | None:
+    """A warning when most training views that frame the region do not see it: a radius below how far the
+    field's surface there differs between views leaves the edit almost nothing to train on."""
+    framed = seen = 0
+    for frame in dataset.train_indices:
+        shape = dataset.images[frame].shape[:2]
+        if float(region.mask(dataset.cameras, int(frame), torch.full(shape, math.inf)).max()) > 0.5:
+            framed += 1
+            seen += int(masks[dataset.image_paths[frame].stem].max() > 127)
+    if seen >= framed / 2:
+        return None
+    radius = region.describe(dataset)["radius"]
+    return (f"the edit region is seen in only {seen} of the {framed} training views that frame it: in the others "
+            f"the surface the field shows misses it (a radius of {radius:.3g} capture units is below how far that "
+            "surface differs between views), so the edit will barely show; give a larger --radius")
 
 
 def _blend(mask: torch.Tensor, inside: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
@@ -393,9 +483,9 @@ def _save_png(path: Path, array: np.ndarray) -> None:
     atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
-def _pick_patch(size: int, targets: list[torch.Tensor], focus: torch.Tensor | None, focus_fraction: float,
-                gen: torch.Generator) -> tuple[int, int, int, int, int]:
-    """A random patch (row, top, left, height, width); with ``focus`` (rows, y, x of region pixels)
+def _pick_patch(ph: int, pw: int, targets: list[torch.Tensor], focus: torch.Tensor | None, focus_fraction: float,
+                gen: torch.Generator) -> tuple[int, int, int]:
+    """A random ph x pw patch (row, top, left); with ``focus`` (rows, y, x of region pixels)
     a ``focus_fraction`` of patches is centred on one of them."""
     centred = focus is not None and len(focus) > 0 and float(torch.rand((), generator=gen)) < focus_fraction
     if centred:
@@ -403,32 +493,31 @@ def _pick_patch(size: int, targets: list[torch.Tensor], focus: torch.Tensor | No
     else:
         row = int(torch.randint(0, len(targets), (1,), generator=gen))
     h, w = targets[row].shape[:2]
-    ph, pw = min(size, h), min(size, w)
     if centred:
-        return row, min(max(y - ph // 2, 0), h - ph), min(max(x - pw // 2, 0), w - pw), ph, pw
-    y0 = int(torch.randint(0, h - ph + 1, (1,), generator=gen))
-    x0 = int(torch.randint(0, w - pw + 1, (1,), generator=gen))
-    return row, y0, x0, ph, pw
+        return row, min(max(y - ph // 2, 0), h - ph), min(max(x - pw // 2, 0), w - pw)
+    return (row, int(torch.randint(0, h - ph + 1, (1,), generator=gen)),
+            int(torch.randint(0, w - pw + 1, (1,), generator=gen)))
 
 
 def _patch_step(cfg: EditConfig, model, optimizer, targets: list[torch.Tensor], dataset: SceneDataset, params,
                 camera_model: str, background, lpips_model, gen: torch.Generator,
                 focus: torch.Tensor | None) -> dict[str, float]:
-    """One optimisation step on random patches: L1 + LPIPS against the current (edited) targets."""
+    """One optimisation step on ``patches_per_step`` random patches, all rendered as one batch of rays
+    (as a training step is): L1 + LPIPS against the current (edited) targets."""
+    ph = min(cfg.patch_size, *(t.shape[0] for t in targets))  # one size for all, so LPIPS runs as one batch
+    pw = min(cfg.patch_size, *(t.shape[1] for t in targets))
+    vv, uu = torch.meshgrid(torch.arange(ph), torch.arange(pw), indexing="ij")
     rows, us, vs, gts, valid = [], [], [], [], []
-    sizes = []
     for _ in range(cfg.patches_per_step):
-        row, y0, x0, ph, pw = _pick_patch(cfg.patch_size, targets, focus, cfg.local_focus, gen)
-        vv, uu = torch.meshgrid(torch.arange(y0, y0 + ph), torch.arange(x0, x0 + pw), indexing="ij")
-        rows.append(torch.full((ph * pw,), row))
-        us.append(uu.reshape(-1))
-        vs.append(vv.reshape(-1))
+        row, y0, x0 = _pick_patch(ph, pw, targets, focus, cfg.local_focus, gen)
+        rows.append(row)
+        us.append(uu.reshape(-1) + x0)
+        vs.append(vv.reshape(-1) + y0)
         gts.append(targets[row][y0:y0 + ph, x0:x0 + pw].reshape(-1, 3))
         mask = dataset.masks[int(dataset.train_indices[row])]
         valid.append(torch.ones(ph * pw, dtype=torch.bool) if mask is None
                      else torch.from_numpy(mask[y0:y0 + ph, x0:x0 + pw]).reshape(-1))
-        sizes.append((ph, pw))
-    row_t = torch.cat(rows)
+    row_t = torch.tensor(rows).repeat_interleave(ph * pw)
     origins, dirs = generate_rays(params, row_t, torch.cat(us).float() + 0.5, torch.cat(vs).float() + 0.5,
                                   camera_model)
     out = model.render_rays(origins, dirs, row_t, background)
@@ -439,13 +528,8 @@ def _patch_step(cfg: EditConfig, model, optimizer, targets: list[torch.Tensor], 
     loss = cfg.l1_weight * l1 + sum(v for k, v in out.items() if k.startswith("loss_"))
     lp = torch.zeros(())
     if lpips_model is not None:
-        start, parts = 0, []
-        for ph, pw in sizes:
-            n = ph * pw
-            to_nchw = lambda x: x[start:start + n].reshape(1, ph, pw, 3).permute(0, 3, 1, 2) * 2 - 1  # noqa: E731
-            parts.append(lpips_model(to_nchw(pred), to_nchw(target)).mean())
-            start += n
-        lp = torch.stack(parts).mean()
+        to_nchw = lambda x: x.reshape(-1, ph, pw, 3).permute(0, 3, 1, 2) * 2 - 1  # noqa: E731
+        lp = lpips_model(to_nchw(pred), to_nchw(target)).mean()
         loss = loss + cfg.lpips_weight * lp
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -456,13 +540,10 @@ def _patch_step(cfg: EditConfig, model, optimizer, targets: list[torch.Tensor], 
 
 @torch.inference_mode()
 def _measure(cfg: EditConfig, model, dataset: SceneDataset, region: Region | None, background, session_dir: Path,
-             cancel: CancelToken) -> dict:
-    """Edit fidelity against the offline editor's ground truth, and how much changed outside the region."""
-    reference = None
-    if cfg.editor == "offline":
-        from engine.editing.offline import OfflineEditor
-
-        reference = OfflineEditor(variation=0.0)
+             base_chain: list[str] | None, cancel: CancelToken) -> dict:
+    """Edit fidelity against the offline editor's ground truth (the edits of ``base_chain`` then this one,
+    applied to the held-out captures; not measured without a chain), and how much changed outside the region."""
+    chain = base_chain if cfg.editor == "offline" else None
     fidelity, outside, inside, names = [], [], [], []
     for frame in [int(f) for f in dataset.eval_indices]:
         if cancel.cancelled:
@@ -472,10 +553,11 @@ def _measure(cfg: EditConfig, model, dataset: SceneDataset, region: Region | Non
         before = _image(_read_png(session_dir / "before" / f"{name}.png"))
         mask = (_image(_read_png(session_dir / "masks" / f"{name}.png")) if region is not None
                 else torch.ones(after.shape[:2]))
-        original = _image(dataset.images[frame])
-        if reference is not None:
-            truth = reference.edit(original, original, cfg.instruction, 1.0, 0)
-            truth = mask[..., None] * truth + (1 - mask[..., None]) * original
+        if chain is not None:
+            base = _image(dataset.images[frame])
+            for instruction in chain:
+                base = apply_edit(instruction, base)
+            truth = mask[..., None] * apply_edit(cfg.instruction, base) + (1 - mask[..., None]) * base
             fidelity.append(psnr(after, truth))
         if region is not None:
             change = (after - before).abs().mean(-1) * 255

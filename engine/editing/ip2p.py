@@ -10,12 +10,13 @@ touching any scheduler's config.
 
 ``load_ip2p`` resolves a model source (a diffusers folder, a single checkpoint file with a
 config folder, or a hub id) and never downloads when offline: it fails with a message that
-says what to download and how to point Retouch3D at it.
+says what to download and how to point Retouch3D at it.  It checks the device, memory preset and
+precision first (engine.devices, engine.editing.sources), so a machine that cannot run them gets
+one sentence before anything loads.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 from pathlib import Path
@@ -28,8 +29,10 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, StableDiffusionInstructPix2PixPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
+from engine.devices import check_device
 from engine.editing.base import Guidance, check_edit_inputs, check_instruction
-from engine.editing.sources import CHECKPOINT_SUFFIXES, DEFAULT_HUB_ID, is_hub_id
+from engine.editing.sources import (CHECKPOINT_SUFFIXES, DEFAULT_HUB_ID, OFFLOAD_MISSING, check_run_options,
+                                    is_hub_id)
 from engine.errors import CheckpointError, UserInputError
 from engine.jobs import CancelToken
 
@@ -38,6 +41,10 @@ MAX_SIDE = 512
 """diffusion editors work at most at this side (the resolution InstructPix2Pix was trained at)"""
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 """the component folders of a diffusers InstructPix2Pix pipeline the editor needs"""
+IN2N_DDIM = dict(clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+"""the DDIM options of the scheduler Instruct-NeRF2NeRF edits with (Stable Diffusion's), whatever the
+model folder's scheduler config says: no clipping of x0, the clean end of the schedule at alphas_cumprod[0],
+timesteps offset by 1"""
 IP2P_IN_CHANNELS = 8
 """InstructPix2Pix's UNet takes 4 noisy latent channels + 4 conditioning-image channels"""
 TEXT_CACHE_SIZE = 16
@@ -63,7 +70,8 @@ def in2n_timesteps(t: float, steps: int, num_train_timesteps: int = 1000,
 
 
 def working_size(height: int, width: int, multiple: int, max_side: int = MAX_SIDE) -> tuple[int, int]:
-    """(height, width) the models run at: longer side at most ``max_side``, both sides multiples of ``multiple``."""
+    """(height, width) the models run at: the aspect ratio kept (each side rounded), longer side at most
+    ``max_side``, both sides multiples of ``multiple``."""
     scale = min(1.0, max_side / max(height, width))
     limit = max(multiple, max_side // multiple * multiple)
 
@@ -91,6 +99,7 @@ class InstructPix2PixEditor:
     """
 
     name = "InstructPix2Pix"
+    adds_matter = True
 
     def __init__(self, pipe: StableDiffusionInstructPix2PixPipeline, device: torch.device | str | None = None,
                  notes: Sequence[str] = ()) -> None:
@@ -113,14 +122,23 @@ class InstructPix2PixEditor:
         self.clip_range = config.clip_sample_range if config.clip_sample else None
         self.alphas_cumprod = pipe.scheduler.alphas_cumprod.to(self.device)
         self.final_alpha_cumprod = torch.as_tensor(pipe.scheduler.final_alpha_cumprod, device=self.device)
-        # each VAE level and each UNet level but the last halves the image
-        self.size_multiple = (2 ** (len(self.vae.config.block_out_channels) - 1)
-                              * 2 ** (len(self.unet.config.block_out_channels) - 1))
+        # each VAE level but the last halves the image (8 for Stable Diffusion's); the UNet takes any latent
+        # size, so a 16:9 render keeps its shape rather than snapping to the UNet's 64-pixel grid
+        self.size_multiple = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self._text_cache: dict[str, torch.Tensor] = {}
 
     def edit(self, render: torch.Tensor, original: torch.Tensor, instruction: str, t: float, seed: int,
              guidance: Guidance | None = None, cancel: CancelToken | None = None) -> torch.Tensor:
-        """The edited image, same size and device as ``render``, values in [0, 1]; raises Cancelled between steps."""
+        """The edited image, same size and device as ``render``, values in [0, 1]; raises Cancelled between steps.
+        Afterwards (also on errors) offloaded models go back to the CPU, so the GPU is free for training."""
+        try:
+            return self._edit(render, original, instruction, t, seed, guidance, cancel)
+        finally:
+            self.pipe.maybe_free_model_hooks()
+
+    def _edit(self, render: torch.Tensor, original: torch.Tensor, instruction: str, t: float, seed: int,
+              guidance: Guidance | None, cancel: CancelToken | None) -> torch.Tensor:
+        """``edit`` itself."""
         text = check_instruction(instruction)
         check_edit_inputs(render, original, t)
         guidance = guidance or Guidance()
@@ -238,31 +256,29 @@ def _load(load: Callable[[], StableDiffusionInstructPix2PixPipeline],
 
 
 def _place(pipe: StableDiffusionInstructPix2PixPipeline, device: torch.device, memory: str) -> list[str]:
-    """Move the pipeline to ``device`` for the memory mode; returns notes for the user."""
+    """Move the pipeline to ``device`` for the memory preset; returns notes for the user."""
     if memory == "low" and device.type == "cuda":
-        if importlib.util.find_spec("accelerate") is not None:
+        try:
             pipe.enable_model_cpu_offload(device=device)
-            return ["low memory: models stay on the CPU and move to the GPU one at a time"]
-        pipe.enable_attention_slicing()
-        pipe.vae.enable_slicing()
-        pipe.to(device)
-        return ["low memory: accelerate is not installed, so attention and VAE slicing are used instead of "
-                "CPU offload (pip install accelerate for the lowest GPU memory)"]
+        except ImportError as exc:  # accelerate older than diffusers needs (check_run_options saw it installed)
+            raise UserInputError(f"{OFFLOAD_MISSING} ({exc})") from exc
+        return ["low memory: models wait on the CPU and move to the GPU one at a time"]
     pipe.to(device)
     return ["low memory changes nothing on the CPU"] if memory == "low" else []
 
 
 def load_ip2p(source: str | Path, device: torch.device | str = "cpu", memory: str = "default",
-              config_dir: str | Path | None = None) -> InstructPix2PixEditor:
+              config_dir: str | Path | None = None, precision: str = "full") -> InstructPix2PixEditor:
     """An InstructPix2Pix editor from a diffusers folder, a .safetensors/.ckpt file (with ``config_dir``, the
     diffusers folder of the same model for its configs), or a hub id (the local cache first; a download only
-    when online).  float16 on CUDA, float32 on the CPU; the safety checker is not loaded; the scheduler is
-    replaced by DDIM as Instruct-NeRF2NeRF does.  Raises CheckpointError saying what is missing and what to do.
+    when online).  ``memory`` and ``precision``: see engine.editing.sources (precision "full" is float32,
+    "half" float16 on CUDA only); the safety checker is not loaded; the scheduler is replaced by DDIM with
+    Instruct-NeRF2NeRF's options (IN2N_DDIM).  Raises UserInputError for a device, preset or precision this
+    machine cannot run, CheckpointError saying what is missing and what to do.
     """
-    if memory not in ("default", "low"):
-        raise UserInputError(f"memory must be 'default' or 'low', got {memory!r}")
-    device = torch.device(device)
-    options = dict(dtype=torch.float16 if device.type == "cuda" else torch.float32, safety_checker=None,
+    device = torch.device(check_device(str(device)))
+    check_run_options(str(device), memory, precision)
+    options = dict(dtype=torch.float16 if precision == "half" else torch.float32, safety_checker=None,
                    requires_safety_checker=False, local_files_only=True)
     pipeline = StableDiffusionInstructPix2PixPipeline
     path = Path(source).expanduser()
@@ -287,5 +303,5 @@ def load_ip2p(source: str | Path, device: torch.device | str = "cpu", memory: st
     if pipe.unet.config.in_channels != IP2P_IN_CHANNELS:
         raise CheckpointError(f"{path} is not an InstructPix2Pix pipeline: its UNet takes "
                               f"{pipe.unet.config.in_channels} input channels, InstructPix2Pix needs {IP2P_IN_CHANNELS}")
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, **IN2N_DDIM)
     return InstructPix2PixEditor(pipe, device, _place(pipe, device, memory))

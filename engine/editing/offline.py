@@ -6,9 +6,12 @@ edit also agree after it: that is what makes ``E(original)`` a valid ground trut
 3D edit (held-out views of the edited field against ``E`` of the held-out originals).  Pencil
 sketch and cartoon need neighbourhoods (edges); they use small, fixed kernels.
 
-Instructions are matched by keywords, case-insensitively ("make it look like a bronze statue",
-"Bronze", "b&w", "snowy", "as a comic").  Anything else is a UserInputError listing the
-vocabulary; free-form instructions need the InstructPix2Pix editor.
+Instructions follow a small grammar (``resolve``): exactly one entry's name or keyword, and
+otherwise only words that ask for a look for the whole scene ("make it look like a bronze statue",
+"Bronze", "b&w", "turn him into a snowy winter scene", "as if it were night", "in the style of a
+pencil sketch").  Any other word (an object, "remove", "add", "don't", "no") means the instruction
+asks for something the vocabulary cannot do, and is a UserInputError listing the vocabulary and
+pointing to the InstructPix2Pix editor, rather than a global edit that misreads it.
 
 ``OfflineEditor`` follows the diffusion editor's use of the noise level ``t`` (small t keeps the
 render, large t follows the edit of the original) and can add a seeded per-call variation so
@@ -259,6 +262,8 @@ class VocabularyEntry:
     """what it does, in one line"""
     keywords: tuple[str, ...]
     """words or phrases that select it in an instruction (whole words, any case)"""
+    nouns: tuple[str, ...]
+    """further words an instruction naming it may use ("statue" for a metal, "photo" for sepia)"""
     pointwise: bool
     """True when each output pixel depends only on that pixel (views of one surface agree after the edit)"""
 
@@ -287,38 +292,44 @@ _EDITS: dict[str, tuple[VocabularyEntry, Transform]] = {}
 
 
 def _add(name: str, example: str, description: str, keywords: Sequence[str], transform: Transform,
-         pointwise: bool = True) -> None:
+         nouns: Sequence[str] = (), pointwise: bool = True) -> None:
     """Register one vocabulary entry."""
-    _EDITS[name] = (VocabularyEntry(name, example, description, tuple(keywords), pointwise), transform)
+    _EDITS[name] = (VocabularyEntry(name, example, description, tuple(keywords), tuple(nouns), pointwise), transform)
 
+
+STATUE = ("statue", "sculpture")
+"""nouns of the materials ("a bronze statue")"""
+PHOTO = ("photo", "photograph", "film")
+"""nouns of the photographic looks ("a black and white photo")"""
 
 for _tint_name, (_tint_rgb, _tint_words) in _COLOURS.items():
     _add(_tint_name, f"make it {_tint_name}", f"recolour everything {_tint_name}, keeping its light and shade",
          _tint_words, _tint(_tint_rgb))
 _add("bronze statue", "make it look like a bronze statue", "cast bronze: dark brown shadows, warm highlights",
-     ("bronze", "bronzed"), _material(BRONZE_STOPS, contrast=0.5))
+     ("bronze", "bronzed"), _material(BRONZE_STOPS, contrast=0.5), nouns=(*STATUE, "metal"))
 _add("gold statue", "turn it into a gold statue", "polished gold: bright and yellow",
-     ("gold", "golden", "gilded"), _material(GOLD_STOPS, contrast=0.4, gamma=0.8))
+     ("gold", "golden", "gilded"), _material(GOLD_STOPS, contrast=0.4, gamma=0.8), nouns=(*STATUE, "metal", "solid"))
 _add("marble statue", "make it a marble statue", "pale white stone with faint grey veins",
-     ("marble", "marbled"), _marble)
+     ("marble", "marbled"), _marble, nouns=(*STATUE, "stone"))
 _add("silver statue", "make it a silver statue", "polished silver: neutral greys, strong contrast",
-     ("silver", "silvery", "chrome"), _material(SILVER_STOPS, contrast=1.0))
+     ("silver", "silvery", "chrome"), _material(SILVER_STOPS, contrast=1.0), nouns=(*STATUE, "metal"))
 _add("black and white", "make it black and white", "a black-and-white photograph",
      ("black and white", "black & white", "b&w", "b & w", "bw", "grayscale", "greyscale", "gray scale",
-      "grey scale", "monochrome", "desaturated", "colorless", "colourless"), _black_and_white)
+      "grey scale", "monochrome", "desaturated", "colorless", "colourless"), _black_and_white, nouns=PHOTO)
 _add("sepia", "make it look like an old sepia photo", "an old photograph in browns",
-     ("sepia", "old photo", "old photograph", "vintage", "antique"), _sepia)
+     ("sepia", "old photo", "old photograph", "vintage", "antique"), _sepia, nouns=(*PHOTO, "old", "print"))
 _add("night", "make it night", "dark blue moonlight, little colour",
-     ("night", "nighttime", "night time", "midnight", "moonlight", "moonlit"), _night)
+     ("night", "nighttime", "night time", "midnight", "moonlight", "moonlit"), _night, nouns=("time",))
 _add("sunset", "make it sunset", "warm orange evening light",
-     ("sunset", "sundown", "dusk", "golden hour", "evening"), _sunset)
+     ("sunset", "sundown", "dusk", "golden hour", "evening"), _sunset, nouns=("time", "light", "lighting"))
 _add("winter", "turn it into winter", "cold light, bright surfaces covered in snow",
-     ("winter", "wintry", "wintery", "snow", "snowy", "snowing", "frost", "frosty"), _winter)
+     ("winter", "wintry", "wintery", "snow", "snowy", "snowing", "frost", "frosty"), _winter,
+     nouns=("time", "day", "covered"))
 _add("pencil sketch", "make it a pencil sketch", "grey pencil strokes along edges on paper",
-     ("pencil", "sketch", "sketched", "drawing"), _pencil_sketch, pointwise=False)
+     ("pencil", "sketch", "sketched", "drawing"), _pencil_sketch, nouns=("drawn", "art"), pointwise=False)
 _add("cartoon", "make it look like a cartoon", "flat colours with dark ink outlines",
      ("cartoon", "cartoonish", "comic", "comic book", "toon", "cel shaded", "cel shading", "anime"), _cartoon,
-     pointwise=False)
+     nouns=("art",), pointwise=False)
 
 
 def vocabulary() -> tuple[VocabularyEntry, ...]:
@@ -326,42 +337,82 @@ def vocabulary() -> tuple[VocabularyEntry, ...]:
     return tuple(entry for entry, _ in _EDITS.values())
 
 
-def _words(text: str) -> str:
-    """Lower-case words (letters, digits, '&') separated and surrounded by single spaces."""
-    return " " + " ".join(re.findall(r"[a-z0-9&]+", text.lower())) + " "
+FILLER = frozenset((
+    "please", "kindly", "now",  # asking
+    "make", "turn", "paint", "colour", "color", "recolour", "recolor", "tint", "change", "convert", "transform",
+    "render", "carve", "cast", "cover", "draw", "show", "set", "apply", "edit",  # verbs that apply a look
+    "it", "it's", "its", "this", "everything", "him", "her", "them", "scene", "image", "picture", "view", "whole",
+    "entire", "all",  # the whole scene
+    "a", "an", "the", "to", "into", "in", "as", "like", "look", "looks", "looking", "at", "during", "of", "with",
+    "if", "were", "was", "is", "be", "made", "by", "appear", "seem",  # links
+    "style", "styled", "effect", "filter", "version", "tone", "toned", "colours", "colors", "coloured", "colored",
+    "tinted", "hue", "theme", "mood",  # what a look is called
+))
+"""words an instruction may use besides one entry's keywords and nouns: they ask for a look for the whole
+scene.  Anything else (an object, a negation, "remove", "add", "give") is outside the vocabulary."""
+PHRASINGS = ("X", "make it X", "make it look like X", "turn it into X", "as if it were X", "in the style of X")
+"""how instructions the offline editor understands read, X being an entry's name or keyword (with its
+nouns and FILLER words also "make it a marble statue", "at night", "an old sepia photo")"""
+_TOKEN = re.compile(r"[a-z0-9']+|&")
 
 
-def _unknown_message(instruction: str) -> str:
+def _tokens(text: str) -> list[str]:
+    """Lower-case words; '&' is a word of its own and an apostrophe stays inside its word ("don't")."""
+    words = (w.strip("'") for w in _TOKEN.findall(text.lower().replace("\u2019", "'")))
+    return [w for w in words if w]
+
+
+_KEYWORDS = {tuple(_tokens(k)): name for name, (entry, _) in _EDITS.items() for k in entry.keywords}
+"""every keyword as its words → the entry it selects"""
+_LONGEST = max(map(len, _KEYWORDS))
+
+
+def _parse(text: str) -> tuple[list[str], list[str]]:
+    """The entries an instruction names (longest keyword first: "golden hour" is sunset, not gold) and
+    its words that are neither their keywords or nouns nor FILLER."""
+    words, names, rest = _tokens(text), [], []
+    i = 0
+    while i < len(words):
+        n = next((n for n in range(min(_LONGEST, len(words) - i), 0, -1) if tuple(words[i:i + n]) in _KEYWORDS), 0)
+        if n:
+            names.append(_KEYWORDS[tuple(words[i:i + n])])
+            i += n
+        else:
+            rest.append(words[i])
+            i += 1
+    names = list(dict.fromkeys(names))
+    allowed = FILLER.union(*(_EDITS[name][0].nouns for name in names))
+    return names, [w for w in dict.fromkeys(rest) if w not in allowed]
+
+
+def _unknown_message(instruction: str, unknown: list[str]) -> str:
     """The error text for an instruction outside the vocabulary: what is supported instead."""
     names = ", ".join(entry.name for entry in vocabulary())
-    return (f"the offline editor does not understand {instruction!r}; it supports one of: {names} "
-            "(e.g. 'make it look like a bronze statue'). Free-form instructions need the InstructPix2Pix editor.")
+    phrasings = ", ".join(f"'{p}'" for p in PHRASINGS[:-1]) + f" or '{PHRASINGS[-1]}'"
+    beyond = f" (words beyond its vocabulary: {', '.join(unknown)})" if unknown else ""
+    return (f"the offline editor does not understand {instruction!r}{beyond}. It applies one look to the whole "
+            f"scene, one of: {names} (or a synonym such as crimson, b&w, snowy), phrased {phrasings} (e.g. "
+            "'make it look like a bronze statue', 'at night'). Instructions about objects or parts, or that "
+            "remove, add or negate something, need the InstructPix2Pix editor (--editor ip2p).")
 
 
 def resolve(instruction: str) -> str:
     """The vocabulary entry an instruction names.
 
-    Keywords match whole words anywhere in the text; a match inside a longer one ("golden" inside
-    "golden hour") gives way to it.  Raises UserInputError for an empty instruction, one naming no
-    entry (the message lists the vocabulary) or one naming several (one edit at a time).
+    The instruction must name exactly one entry (by its keywords, whole words, any case) and may
+    otherwise hold only that entry's nouns and FILLER words, in any order.  Raises UserInputError
+    for an empty instruction, one with any other word or naming no entry (the message lists the
+    vocabulary and its PHRASINGS) and one naming several entries (one edit at a time).
     """
     text = check_instruction(instruction)
-    words = _words(text)
-    spans = []  # (start, end, entry name) of every keyword occurrence
-    for name, (entry, _) in _EDITS.items():
-        for keyword in entry.keywords:
-            key = _words(keyword)
-            for m in re.finditer(re.escape(key[:-1]) + r"(?= )", words):
-                spans.append((m.start(), m.end(), name))
-    found = {name for start, end, name in spans
-             if not any(s <= start and end <= e and e - s > end - start for s, e, _ in spans)}
-    if not found:
-        raise UserInputError(_unknown_message(text))
-    if len(found) > 1:
-        both = " and ".join(sorted(found))
+    names, unknown = _parse(text)
+    if unknown or not names:
+        raise UserInputError(_unknown_message(text, unknown))
+    if len(names) > 1:
+        both = " and ".join(sorted(names))
         raise UserInputError(f"the instruction {text!r} names several offline edits ({both}); "
                              "the offline editor applies one at a time")
-    return found.pop()
+    return names[0]
 
 
 def apply_edit(instruction: str, image: torch.Tensor) -> torch.Tensor:
@@ -409,6 +460,7 @@ class OfflineEditor:
     """
 
     name = "offline"
+    adds_matter = False  # colour maps of what is visible
 
     def __init__(self, variation: float = 0.0) -> None:
         if not 0.0 <= variation <= 1.0:

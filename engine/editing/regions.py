@@ -1,11 +1,17 @@
 """Local edits ("point and type"): a sphere in the scene, projected into every view as a soft mask.
 
 The user points at a pixel of a view (the ray is cast against the field's rendered depth)
-or gives a 3D point, plus a radius.  A pixel belongs to the region when the surface it sees
-lies inside the sphere: the rendered depth is the depth test, so a wall in front of the
-region hides it.  The mask falls off smoothly near the sphere's surface so blended edits
-have no seam.  Points and radii are given in the capture's own coordinates and units (the
-frame of its transforms.json), converted here to the normalised scene the field lives in.
+or gives a 3D point, plus a radius.  A pixel belongs to the region when its ray passes
+through the sphere before it reaches the surface the field shows there: the surface inside
+the sphere, or the empty space of the sphere in front of a surface behind it, so an edit can
+add something there ("give him a hat").  Editors that only change the look of what is there
+get the surfaces inside the sphere alone (recolouring the background seen through the empty
+space would grow coloured fog).  The depth test uses the rendered median depth (where a ray
+turns half opaque: the first surface it meets; the mean depth lies behind it wherever matter
+spreads behind the surface), so a wall in front of the region hides it.  The mask falls off
+smoothly near the sphere's surface so blended edits have no seam.  Points and radii are given
+in the capture's own coordinates and units (the frame of its transforms.json), converted here
+to the normalised scene the field lives in; reports give both.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from engine.errors import UserInputError
 from engine.scene.datasets import SceneDataset
 
 MIN_OPACITY = 0.5
-"""a picked pixel must be at least this opaque in the render to name a surface"""
+"""a picked pixel must be at least this opaque in the render to name a surface (where its median depth is)"""
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,9 @@ class Region:
     radius: float
     falloff: float = 0.25
     """fraction of the radius over which the mask fades from 1 to 0"""
+    empty_space: bool = True
+    """whether the region covers its empty space in front of surfaces (where an edit may add things) or only
+    the surfaces inside it"""
 
     def weight(self, points: torch.Tensor) -> torch.Tensor:
         """Mask value (0..1) of world points (..., 3): 1 well inside, 0 outside, smooth in between."""
@@ -39,13 +48,30 @@ class Region:
         x = ((self.radius - dist) / max(self.radius - inner, 1e-9)).clamp(0, 1)
         return x * x * (3 - 2 * x)
 
-    def mask(self, cameras: Cameras, index: int, depth: torch.Tensor, accumulation: torch.Tensor) -> torch.Tensor:
-        """(H, W) soft mask of the pixels of camera ``index`` whose visible surface (from a render's
-        depth and opacity) lies in the region."""
+    def mask(self, cameras: Cameras, index: int, median_depth: torch.Tensor) -> torch.Tensor:
+        """(H, W) soft mask of the pixels of camera ``index`` whose ray passes through the region before
+        the surface it sees (a render's median depth: where the ray turns half opaque, inf for none):
+        the weight of the ray's point nearest the centre on that visible stretch, so the edge stays soft.
+        Without ``empty_space``: the weight of the surface point itself (0 where there is none)."""
         origins, dirs = image_rays(cameras, index)
-        h, w = depth.shape
-        points = (origins + dirs * depth.reshape(-1, 1)).reshape(h, w, 3)
-        return self.weight(points) * (accumulation >= MIN_OPACITY)
+        surface = median_depth.reshape(-1)
+        hit = surface.isfinite()
+        if self.empty_space:
+            nearest = ((torch.tensor(self.centre, dtype=origins.dtype) - origins) * dirs).sum(-1)  # dirs are unit
+            t = torch.minimum(nearest.clamp_min(0), surface)
+        else:
+            t = torch.where(hit, surface, 0)
+        weight = self.weight(origins + dirs * t[:, None])
+        return (weight if self.empty_space else weight * hit).reshape(median_depth.shape)
+
+    def describe(self, dataset: SceneDataset) -> dict:
+        """The region in the capture's coordinates and units (as the user gives them), and in the normalised
+        scene the field lives in (``scene_centre``, ``scene_radius``)."""
+        from engine.scene.viewer import scene_to_capture
+
+        centre, radius = scene_to_capture(dataset, np.asarray(self.centre), self.radius)
+        return {"centre": centre.tolist(), "radius": radius, "scene_centre": list(self.centre),
+                "scene_radius": self.radius, "falloff": self.falloff, "empty_space": self.empty_space}
 
 
 def view_index(dataset: SceneDataset, view: str) -> int:
@@ -62,6 +88,15 @@ def view_index(dataset: SceneDataset, view: str) -> int:
     raise UserInputError(f"no view named {view!r} in {dataset.root} (views: {shown}; or a number 0-{len(names) - 1})")
 
 
+def pixel_view(dataset: SceneDataset, view: str, u: float, v: float) -> int:
+    """Frame index of ``view`` (see view_index); raises UserInputError when pixel (u, v) lies outside it."""
+    frame = view_index(dataset, view)
+    w, h = int(dataset.cameras.width[frame]), int(dataset.cameras.height[frame])
+    if not (0 <= u < w and 0 <= v < h):
+        raise UserInputError(f"pixel ({u:g}, {v:g}) lies outside view {view} ({w}x{h} pixels)")
+    return frame
+
+
 def capture_to_scene(dataset: SceneDataset, point: tuple[float, float, float], radius: float) -> tuple[np.ndarray, float]:
     """A point and a radius in capture coordinates → the normalised scene."""
     p = dataset.world_from_capture @ np.append(np.asarray(point, dtype=np.float64), 1.0)
@@ -72,10 +107,8 @@ def region_from_pixel(model, dataset: SceneDataset, view: str, u: float, v: floa
                       background: torch.Tensor | None = None) -> Region:
     """The region around the surface seen at pixel (u, v) of ``view`` (radius in capture units)."""
     _check_radius(radius)
-    frame = view_index(dataset, view)
-    w, h = int(dataset.cameras.width[frame]), int(dataset.cameras.height[frame])
-    if not (0 <= u < w and 0 <= v < h):
-        raise UserInputError(f"pixel ({u:g}, {v:g}) lies outside view {view} ({w}x{h} pixels)")
+    frame = pixel_view(dataset, view, u, v)
+    w = int(dataset.cameras.width[frame])
     single = dataset.cameras.subset(np.array([frame]))
     origins, dirs = image_rays(single, 0)
     k = int(v) * w + int(u)
@@ -86,7 +119,7 @@ def region_from_pixel(model, dataset: SceneDataset, view: str, u: float, v: floa
     if opacity < MIN_OPACITY:
         raise UserInputError(f"pixel ({u:g}, {v:g}) of view {view} looks at empty space (opacity {opacity:.2f}); "
                              "point at the object to edit")
-    centre = (origins[k] + dirs[k] * out["depth"][0]).tolist()
+    centre = (origins[k] + dirs[k] * out["median_depth"][0]).tolist()  # the first surface, not the mean depth
     return Region(tuple(centre), radius * dataset.scale)
 
 

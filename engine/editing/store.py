@@ -54,8 +54,10 @@ class EditStore:
     def current(self, view: str) -> np.ndarray | None:
         """The edited image in use for ``view`` (HxWx3 uint8), or None for the original."""
         k = self.current_index(view)
-        if k < 0:
-            return None
+        return None if k < 0 else self.image(view, k)
+
+    def image(self, view: str, k: int) -> np.ndarray:
+        """Version ``k`` of ``view`` (HxWx3 uint8)."""
         path = self.root / self._index["views"][view]["versions"][k]["file"]
         try:
             with Image.open(path) as img:

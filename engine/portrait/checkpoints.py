@@ -11,10 +11,12 @@ three formats:
   version, module_src, class_name, state), where ``module_src`` is the source code of the module
   defining the class and ``state`` the object's ``__dict__`` (``_parameters``, ``_buffers``,
   ``_non_persistent_buffers_set``, ``_modules`` and the recorded ``_init_args`` / ``_init_kwargs``).
-  Unpickling it normally would execute ``module_src``.  The restricted unpickler here maps every
-  network class to an inert record of its class name and state, rebuilds tensors and numpy
-  values, and refuses every other global, so nothing from the file runs.
-* a PyTorch file (``.pth`` / ``.pt``), loaded with ``weights_only=True``.  Two layouts are public:
+  Unpickling it normally would execute ``module_src``.  The restricted unpickler here (built on
+  ``engine.safe_pickle``, with its limits and bounds-checked tensors) maps every network class to an
+  inert record of its class name and state, rebuilds tensors and numpy values, and refuses every
+  other global, so nothing from the file runs.
+* a PyTorch file (``.pth`` / ``.pt``), read by ``engine.safe_pickle.load_torch`` (tensors and plain
+  data only).  Two layouts are public:
   the one Live3DPortrait (github.com/Dong142857/Live3DPortrait, ``models/triencoder.py``) and 3DPE
   (github.com/EzioBy/3dpe, ``models/triencoder.py``, file ``ffhqrebalanced512-128.pth``) read, with
   keys ``G`` (state dict), ``G_init_args``, ``G_init_kwargs``, ``G_neural_rendering_resolution``,
@@ -32,16 +34,15 @@ The neural rendering resolution is an attribute of the generator, not a construc
 pickled generator's ``neural_rendering_resolution``, a .pth file's ``G_neural_rendering_resolution``,
 or the top-level ``neural_rendering_resolution`` of the JSON file beside a weights-only file.
 
-Every failure is a ``CheckpointError`` naming the file and what is wrong with it.
+Every failure is one ``CheckpointError`` sentence naming the file and what is wrong with it, and the
+constructor arguments are checked (engine.portrait.eg3d.KWARG_RULES) before a generator is allocated.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import pickle
-import re
-from collections import OrderedDict
+import mmap
+import reprlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -52,6 +53,7 @@ from safetensors.torch import load_file, save_file
 
 from engine.errors import CheckpointError
 from engine.project import atomic_write
+from engine.safe_pickle import Limits, SafeUnpickler, check_nesting, load_torch, mapped, reading
 
 __all__ = ["CheckpointError", "GENERATOR_FILE", "GeneratorCheckpoint", "META_FILE", "read_generator_checkpoint",
            "write_converted"]
@@ -70,8 +72,8 @@ TORCH_SUFFIXES = (".pth", ".pt")
 SAFETENSORS_SUFFIXES = (".safetensors",)
 INERT_MODULE_PREFIXES = ("torch.nn.modules.", "torch_utils.", "training.")
 """classes from these modules become inert records: network code is never imported or run"""
-PYTHON2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
-"""module names pickle protocols 0-2 write for Python 2 compatibility"""
+MAX_NEURAL_RENDERING_RESOLUTION = 1024
+"""a recorded neural rendering resolution above this is damage (official generators render at 64 or 128)"""
 
 
 class GeneratorCheckpoint(NamedTuple):
@@ -84,10 +86,6 @@ class GeneratorCheckpoint(NamedTuple):
     neural_rendering_resolution: int | None
     """the resolution the generator was trained to render at (an attribute, not a constructor
     argument: 128 for the official FFHQ 512 model), None when the file does not say"""
-
-
-_WEIGHTS_ONLY_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
-_WEIGHTS_ONLY_DETAIL = re.compile(r"WeightsUnpickler error:\s*(\S.*)")
 
 
 class _Inert:
@@ -116,68 +114,64 @@ def _plain_values(value: Any, where: str) -> Any:
     raise TypeError(f"constructor argument {where} is a {type(value).__name__}, not plain data")
 
 
-def _numpy_globals() -> dict[str, Any]:
-    """numpy's array/scalar rebuilding functions under the module names numpy 1 and numpy 2 pickles use."""
-    functions = {"multiarray._reconstruct": np.empty(0).__reduce__()[0],
-                 "multiarray.scalar": np.float64(0).__reduce__()[0],
-                 "numeric._frombuffer": np.empty(0).__reduce_ex__(5)[0]}
-    table: dict[str, Any] = {"numpy.ndarray": np.ndarray, "numpy.dtype": np.dtype}
-    for package in ("numpy.core", "numpy._core"):
-        table.update({f"{package}.{name}": fn for name, fn in functions.items()})
-    return table
+_NDARRAY = object()
+"""what ``numpy.ndarray`` resolves to: the class only ever passed to ``_reconstruct``, never called"""
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+class _RestrictedUnpickler(SafeUnpickler):
     """Unpickles tensors, numpy values, plain containers and inert network records; refuses any other global."""
 
-    def __init__(self, file: io.BufferedIOBase, path: Path) -> None:
-        super().__init__(file)
-        self.path = path
-        self._inert_classes: dict[str, type[_Inert]] = {}
-        self._allowed: dict[str, Any] = {
-            "torch._utils._rebuild_tensor_v2": torch._utils._rebuild_tensor_v2,
-            "torch._utils._rebuild_parameter": torch._utils._rebuild_parameter,
-            "torch.storage._load_from_bytes": self._load_storage,
-            "torch.Size": torch.Size,
-            "torch.device": torch.device,
-            "collections.OrderedDict": OrderedDict,
-            **{f"builtins.{t.__name__}": t for t in (set, frozenset, slice, complex, dict, object)},
+    INSTANTIABLE = (dict, _Inert)
+
+    def __init__(self, stream: mmap.mmap, limits: Limits) -> None:
+        reconstruct, scalar = np.empty(0).__reduce__()[0], np.float64(0).__reduce__()[0]
+        numpy = {"multiarray._reconstruct": self._empty_array, "multiarray.scalar": scalar,
+                 "numeric._frombuffer": np.empty(0).__reduce_ex__(5)[0]}
+        super().__init__(stream, limits, {
+            "builtins.dict": dict, "builtins.object": object,
             "copyreg._reconstructor": self._reconstructor,
-            "_codecs.encode": self._latin1_bytes,
             "torch_utils.persistence._reconstruct_persistent_obj": self._persistent_object,
             "dnnlib.util.EasyDict": dict,
-            **_numpy_globals(),
-        }
+            "numpy.ndarray": _NDARRAY, "numpy.dtype": np.dtype,
+            **{f"{package}.{name}": fn for package in ("numpy.core", "numpy._core") for name, fn in numpy.items()},
+        })
+        self._numpy_reconstruct = reconstruct
+        self._inert_classes: dict[str, type[_Inert]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
-        module = PYTHON2_MODULES.get(module, module)
         qualified = f"{module}.{name}"
-        if qualified in self._allowed:
-            return self._allowed[qualified]
-        if module == "torch" and isinstance(vars(torch).get(name), torch.dtype):
-            return vars(torch)[name]
-        if module.startswith(INERT_MODULE_PREFIXES):
-            if qualified not in self._inert_classes:
-                self._inert_classes[qualified] = type(name, (_Inert,), {"class_name": qualified})
-            return self._inert_classes[qualified]
-        raise self._refuse(qualified)
+        if qualified in self.table or not module.startswith(INERT_MODULE_PREFIXES):
+            return super().find_class(module, name)
+        if qualified not in self._inert_classes:
+            self._inert_classes[qualified] = type(name, (_Inert,), {"class_name": qualified})
+        return self._inert_classes[qualified]
 
     def persistent_load(self, pid: Any) -> Any:
-        raise CheckpointError(f"{self.path} is not an EG3D network pickle: it refers to external objects "
+        raise CheckpointError(f"{self.limits.path} is not an EG3D network pickle: it refers to external objects "
                               "(a torch.save file renamed .pkl? give it as .pth)")
 
-    def _refuse(self, qualified: str) -> CheckpointError:
-        return CheckpointError(f"refusing to load {self.path}: it asks to run {qualified}")
+    def set_state(self, obj: Any, state: Any) -> None:
+        """BUILD of inert records and numpy arrays and dtypes (never of object arrays: they nest without end)."""
+        if isinstance(obj, _Inert):
+            obj.__setstate__(state)
+        elif type(obj) is np.ndarray or isinstance(obj, np.dtype):
+            obj.__setstate__(state)
+            if (obj if isinstance(obj, np.dtype) else obj.dtype).hasobject:
+                raise self.limits.refuse("it holds a numpy array of Python objects")
+        else:
+            super().set_state(obj, state)
 
-    def _load_storage(self, data: bytes) -> Any:
-        """A tensor storage from the legacy ``torch.save`` bytes PyTorch pickles it as, loaded weights-only."""
-        return _torch_load_weights_only(io.BytesIO(data), self.path)
+    def _empty_array(self, cls: Any, shape: Any, dtype: Any) -> np.ndarray:
+        """numpy's ``_reconstruct``: the empty array numpy pickles fill by BUILD (its data comes from the file)."""
+        if cls is not _NDARRAY or not (isinstance(shape, tuple) and 0 in shape):
+            raise self.limits.refuse(f"it asks for a numpy array of shape {reprlib.repr(shape)} before its data")
+        return self._numpy_reconstruct(np.ndarray, shape, dtype)
 
     def _persistent_object(self, meta: Any) -> _Inert:
         """The inert record of a ``torch_utils.persistence`` object; its ``module_src`` is ignored, never run."""
         if not (isinstance(meta, Mapping) and isinstance(meta.get("class_name"), str)
                 and isinstance(meta.get("state"), Mapping)):
-            raise CheckpointError(f"{self.path} is damaged: a pickled network lacks its class name or state")
+            raise self.limits.damaged("a pickled network lacks its class name or state")
         return _Inert(meta["class_name"], meta["state"])
 
     def _reconstructor(self, cls: Any, base: Any, state: Any) -> Any:
@@ -186,27 +180,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return cls.__new__(cls)
         if cls is dict and base is dict:
             return dict(state or {})
-        raise self._refuse(f"copyreg._reconstructor on {getattr(cls, '__name__', type(cls).__name__)}")
-
-    def _latin1_bytes(self, text: Any, encoding: Any) -> bytes:
-        """``_codecs.encode(text, 'latin1')``, how protocols 0-2 store bytes (tensor storages among them)."""
-        if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-            raise self._refuse(f"_codecs.encode with encoding {encoding!r}")
-        return text.encode("latin1")
-
-
-def _torch_load_weights_only(source: Path | io.BytesIO, path: Path) -> Any:
-    """``torch.load(weights_only=True)`` on CPU, EasyDicts read as dicts; a refused global becomes a CheckpointError."""
-    try:
-        with torch.serialization.safe_globals([(dict, "dnnlib.util.EasyDict")]):
-            return torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - a damaged file makes torch.load fail in arbitrary ways
-        match = _WEIGHTS_ONLY_GLOBAL.search(str(exc))
-        if match:
-            raise CheckpointError(f"refusing to load {path}: it asks to run {match.group(1)}") from None
-        detail = _WEIGHTS_ONLY_DETAIL.search(str(exc))
-        reason = detail.group(1) if detail else (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path} is damaged or not a PyTorch checkpoint ({reason})") from None
+        raise self.limits.refuse(f"it asks to run copyreg._reconstructor on "
+                                 f"{getattr(cls, '__name__', type(cls).__name__)}")
 
 
 def _module_field(state: Mapping, key: str, kind: type | tuple[type, ...], path: Path, where: str) -> Any:
@@ -220,14 +195,19 @@ def _module_field(state: Mapping, key: str, kind: type | tuple[type, ...], path:
 
 
 def _module_state_dict(record: _Inert, path: Path, prefix: str = "",
-                       ancestors: tuple[int, ...] = ()) -> dict[str, torch.Tensor]:
-    """Parameters and persistent buffers of an inert module tree under dotted names, as ``state_dict()`` orders them."""
+                       seen: set[int] | None = None) -> dict[str, torch.Tensor]:
+    """Parameters and persistent buffers of an inert module tree under dotted names, as ``state_dict()`` orders them.
+
+    Each record is visited once (``seen``): a module met again is refused, so shared submodules cannot make
+    the walk exponential (EG3D generators share none)."""
     where = prefix.rstrip(".") or record.class_name
+    seen = set() if seen is None else seen
+    if id(record) in seen:
+        raise CheckpointError(f"{path} is damaged: module {where} appears more than once in the network")
+    seen.add(id(record))
     state = record.state
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path} is damaged: module {where} ({record.class_name}) carries no state")
-    if id(record) in ancestors:
-        raise CheckpointError(f"{path} is damaged: module {where} contains itself")
     parameters = _module_field(state, "_parameters", Mapping, path, where)
     buffers = _module_field(state, "_buffers", Mapping, path, where)
     skipped = _module_field(state, "_non_persistent_buffers_set", (set, frozenset, list, tuple), path, where)
@@ -245,7 +225,7 @@ def _module_state_dict(record: _Inert, path: Path, prefix: str = "",
             continue
         if not isinstance(child, _Inert):
             raise CheckpointError(f"{path} is damaged: submodule {prefix}{name} is a {type(child).__name__}")
-        tensors.update(_module_state_dict(child, path, f"{prefix}{name}.", ancestors + (id(record),)))
+        tensors.update(_module_state_dict(child, path, f"{prefix}{name}.", seen))
     return tensors
 
 
@@ -284,25 +264,23 @@ def _sidecar(path: Path) -> dict:
     return {}
 
 
+def _held(data: Mapping) -> str:
+    """The first keys of ``data``, for saying what a file holds instead of what it should."""
+    return ", ".join(reprlib.repr(key) for key in list(data)[:12]) + (", ..." if len(data) > 12 else "") or "nothing"
+
+
 def _read_pickle(path: Path) -> GeneratorCheckpoint:
     """Recorded kwargs and state dict of ``G_ema`` (else ``G``) in an official EG3D network pickle."""
-    try:
-        with path.open("rb") as file:
-            data = _RestrictedUnpickler(file, path).load()
-    except CheckpointError:
-        raise
-    except EOFError:
-        raise CheckpointError(f"{path} is truncated: the pickle ends early; download or copy it again") from None
-    except Exception as exc:  # noqa: BLE001 - arbitrary bytes make the unpickler fail in arbitrary ways
-        raise CheckpointError(f"{path} is not a readable EG3D network pickle ({type(exc).__name__}: {exc}); "
-                              "it may be damaged or truncated") from None
+    with reading(path, "EG3D network pickle"), mapped(path) as stream:
+        data = _RestrictedUnpickler(stream, Limits(path, len(stream))).load()
+        check_nesting(data, path)
     if not isinstance(data, Mapping):
         raise CheckpointError(f"{path} is not an EG3D network pickle: it holds a {type(data).__name__}, "
                               "not a dict with G_ema")
     key = next((k for k in ("G_ema", "G") if data.get(k) is not None), None)
     if key is None:
-        raise CheckpointError(f"{path} holds no generator (no 'G_ema' or 'G'; it holds "
-                              f"{', '.join(map(repr, data)) or 'nothing'}): give the network snapshot with G_ema")
+        raise CheckpointError(f"{path} holds no generator (no 'G_ema' or 'G'; it holds {_held(data)}): "
+                              "give the network snapshot with G_ema")
     generator = data[key]
     if not isinstance(generator, _Inert):
         raise CheckpointError(f"{path}: {key} is a {type(generator).__name__}, not a pickled network")
@@ -324,7 +302,7 @@ def _is_state_dict(value: Any) -> bool:
 
 def _read_torch(path: Path) -> GeneratorCheckpoint:
     """Recorded kwargs and state dict of a Live3D / 3DPE / TriPlaneNet-style ``.pth`` (or a bare state dict)."""
-    data = _torch_load_weights_only(path, path)
+    data = load_torch(path, {"dnnlib.util.EasyDict": dict})
     if _is_state_dict(data):
         return GeneratorCheckpoint(None, dict(data), None)
     if not isinstance(data, Mapping):
@@ -332,7 +310,7 @@ def _read_torch(path: Path) -> GeneratorCheckpoint:
     key = next((k for k in ("G_ema", "G", "state_dict") if _is_state_dict(data.get(k))), None)
     if key is None:
         raise CheckpointError(f"{path} holds no generator state dict: none of 'G_ema', 'G', 'state_dict' is a "
-                              f"dict of tensors (it holds {', '.join(map(repr, data)) or 'nothing'})")
+                              f"dict of tensors (it holds {_held(data)})")
     prefix = "G_" if "G_init_kwargs" in data or "G_init_args" in data else ""
     init_kwargs = data.get(f"{prefix}init_kwargs")
     rendering = next((data[k] for k in ("G_rendering_kwargs", "G_renderinig_kwargs") if k in data), None)
@@ -388,13 +366,18 @@ def read_generator_checkpoint(path: str | Path, generator_kwargs: dict | None = 
     file and the problem, and for pickles that ask to run anything but tensor rebuilding.
     """
     file = _checkpoint_file(Path(path))
-    found = _READERS[file.suffix.lower()](file)
+    with reading(file, "EG3D checkpoint"):  # what the readers below do not foresee still fails as one sentence
+        found = _READERS[file.suffix.lower()](file)
+        kwargs, resolution = found.kwargs, found.neural_rendering_resolution
+        if kwargs is None:  # weights only: the JSON file beside them describes them
+            sidecar = _sidecar(file)
+            kwargs = sidecar.get("generator_kwargs")
+            resolution = _resolution(sidecar.get("neural_rendering_resolution"))
     if not found.state_dict:
         raise CheckpointError(f"{file} holds a generator without any parameters")
-    kwargs, resolution = found.kwargs, found.neural_rendering_resolution
-    if kwargs is None:  # weights only: the JSON file beside them describes them
-        sidecar = _sidecar(file)
-        kwargs, resolution = sidecar.get("generator_kwargs"), _resolution(sidecar.get("neural_rendering_resolution"))
+    if resolution is not None and resolution > MAX_NEURAL_RENDERING_RESOLUTION:
+        raise CheckpointError(f"{file} records a neural rendering resolution of {resolution}, beyond the "
+                              f"{MAX_NEURAL_RENDERING_RESOLUTION} any EG3D generator renders at: the file is damaged")
     if kwargs is None and not generator_kwargs:
         raise CheckpointError(f"{file} does not say how to build the generator: pass its constructor arguments "
                               f"(generator_kwargs) or put {META_FILE} or config.json holding "

@@ -108,8 +108,10 @@ def cmd_bench_prior(args) -> int:
           f"{report['mask_iou']:.3f}, depth error {100 * report['depth_error_rel']:.2f}% of the camera distance; "
           f"{report['fps_cached_64']:.1f} frames/s from cached triplanes")
     if args.report:
+        from engine.machine import machine_info
+
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+        Path(args.report).write_text(json.dumps({**report, "machine": machine_info()}, indent=2) + "\n")
     return 0
 
 

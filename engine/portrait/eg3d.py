@@ -13,7 +13,11 @@ and the flattened 3 x 3 intrinsics normalised by the image size (see engine.port
 
 from __future__ import annotations
 
+import contextlib
+import reprlib
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,6 +36,51 @@ DEFAULT_NEURAL_RENDERING_RESOLUTION = 64
 FFHQ_512_NEURAL_RENDERING_RESOLUTION = 128
 """what the official 512² FFHQ / AFHQ generators render at, for a 512² checkpoint that does not say"""
 CAMERA_LABEL_SIZE = 25
+MAX_GENERATOR_BYTES = 2**30
+"""parameters and buffers one generator may hold (the official FFHQ 512 generator holds 120 MiB)"""
+
+Rule = tuple[Callable[[Any], bool], str]
+"""whether a constructor argument is acceptable, and what it must be"""
+
+
+def _whole(low: int, high: int) -> Rule:
+    return (lambda v: type(v) is int and low <= v <= high), f"a whole number from {low} to {high}"
+
+
+def _real(low: float, high: float) -> Rule:
+    return (lambda v: type(v) in (int, float) and low <= v <= high), f"a number from {low:g} to {high:g}"
+
+
+def _either(*rules: Rule) -> Rule:
+    return (lambda v: any(ok(v) for ok, _ in rules)), " or ".join(wanted for _, wanted in rules)
+
+
+_FLAG: Rule = (lambda v: isinstance(v, bool), "true or false")
+_TEXT: Rule = (lambda v: isinstance(v, str), "text")
+_TABLE: Rule = (lambda v: v is None or isinstance(v, dict), "a dict or null")
+_NOTHING: Rule = (lambda v: v is None, "null")
+_RAY_LIMIT = _either((lambda v: v == "auto", '"auto"'), _real(0, 1e3))
+KWARG_RULES: dict[str, Rule] = {
+    "z_dim": _whole(0, 2048), "c_dim": _whole(0, 2048), "w_dim": _whole(1, 2048), "img_resolution": _whole(1, 4096),
+    "img_channels": _whole(1, 16), "sr_num_fp16_res": _whole(0, 32), "channel_base": _whole(1, 2**20),
+    "channel_max": _whole(1, 2048), "num_fp16_res": _whole(0, 32), "conv_clamp": _either(_NOTHING, _real(0, 1e6)),
+    "fused_modconv_default": _either(_FLAG, _TEXT),
+    "mapping_kwargs": _TABLE, "rendering_kwargs": _TABLE, "sr_kwargs": _TABLE,
+    "mapping_kwargs.num_layers": _whole(0, 32), "mapping_kwargs.lr_multiplier": _real(1e-6, 1e6),
+    "mapping_kwargs.w_avg_beta": _real(0, 1),
+    "rendering_kwargs.superresolution_module": _TEXT, "rendering_kwargs.superresolution_noise_mode": _TEXT,
+    "rendering_kwargs.sr_antialias": _FLAG, "rendering_kwargs.c_gen_conditioning_zero": _FLAG,
+    "rendering_kwargs.disparity_space_sampling": _FLAG, "rendering_kwargs.white_back": _FLAG,
+    "rendering_kwargs.depth_resolution": _whole(2, 1024),
+    "rendering_kwargs.depth_resolution_importance": _whole(0, 1024),
+    "rendering_kwargs.ray_start": _RAY_LIMIT, "rendering_kwargs.ray_end": _RAY_LIMIT,
+    "rendering_kwargs.box_warp": _real(1e-6, 1e6), "rendering_kwargs.c_scale": _real(-1e6, 1e6),
+    "rendering_kwargs.decoder_lr_mul": _real(1e-6, 1e6), "rendering_kwargs.avg_camera_radius": _real(0, 1e3),
+    "rendering_kwargs.avg_camera_pivot": (lambda v: isinstance(v, (list, tuple)) and len(v) == 3
+                                          and all(_real(-1e3, 1e3)[0](x) for x in v), "three numbers"),
+}
+"""every constructor argument the engine reads (dotted: inside the nested dicts), with the types and ranges
+an EG3D generator can have: arguments read from a file decide what is allocated and computed"""
 
 
 def check_camera_labels(c: torch.Tensor, batch: int | None = None) -> None:
@@ -46,6 +95,11 @@ def check_camera_labels(c: torch.Tensor, batch: int | None = None) -> None:
         raise ValueError(f"camera labels hold non-finite values (NaN or infinity) in row(s) {rows}")
 
 
+def ray_image(values: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Per-ray values (N, R*R, C) of an image's pixels in row-major order as an image (N, C, R, R)."""
+    return values.transpose(1, 2).unflatten(2, (resolution, resolution))
+
+
 class TriPlaneGenerator(nn.Module):
     """z + camera → triplanes → volume-rendered feature image → super-resolved image."""
 
@@ -56,10 +110,9 @@ class TriPlaneGenerator(nn.Module):
         super().__init__()
         if img_channels != 3:
             raise ValueError(f"EG3D generators output 3 colour channels, got img_channels={img_channels}")
-        rendering_kwargs = dict(rendering_kwargs or {})
         self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
         self.img_resolution, self.img_channels = img_resolution, img_channels
-        self.rendering_kwargs = rendering_kwargs
+        self.rendering_kwargs = rendering_kwargs = dict(rendering_kwargs or {})
         self.backbone = StyleGAN2Backbone(z_dim, c_dim, w_dim, img_resolution=TRIPLANE_RESOLUTION,
                                           img_channels=3 * PLANE_FEATURES, mapping_kwargs=mapping_kwargs,
                                           **synthesis_kwargs)
@@ -80,10 +133,10 @@ class TriPlaneGenerator(nn.Module):
                 truncation_cutoff: int | None = None, update_emas: bool = False) -> torch.Tensor:
         """ws (N, num_ws, w_dim) for latents z (N, z_dim) seen from cameras c (N, 25)."""
         check_camera_labels(c, z.shape[0])
-        if self.rendering_kwargs.get("c_gen_conditioning_zero", False):
-            c = torch.zeros_like(c)
-        return self.backbone.mapping(z, c * self.rendering_kwargs.get("c_scale", 0), truncation_psi=truncation_psi,
-                                     truncation_cutoff=truncation_cutoff, update_emas=update_emas)
+        options = self.rendering_kwargs
+        scale = 0.0 if options.get("c_gen_conditioning_zero", False) else options.get("c_scale", 0)
+        return self.backbone.mapping(z, c * scale, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+                                     update_emas=update_emas)
 
     def planes(self, ws: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
         """The triplanes (N, 96, 256, 256): three 32-channel planes, in the official channel order
@@ -120,11 +173,9 @@ class TriPlaneGenerator(nn.Module):
                         occupancy: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Volume-render triplanes from cameras c: the 32-channel feature image (N, 32, r, r), its
         first three channels the raw colour in [-1, 1], and the depth image (N, 1, r, r)."""
-        n = planes.shape[0]
         origins, directions = sample_rays(c[:, :16].view(-1, 4, 4), c[:, 16:25].view(-1, 3, 3), resolution)
         features, depth = self.render_rays(planes, origins, directions, deterministic_sampling, occupancy)
-        features = features.permute(0, 2, 1).reshape(n, -1, resolution, resolution).contiguous()
-        return features, depth.permute(0, 2, 1).reshape(n, 1, resolution, resolution)
+        return ray_image(features, resolution).contiguous(), ray_image(depth, resolution)
 
     def render_rays(self, planes: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor,
                     deterministic_sampling: bool = False,
@@ -142,18 +193,47 @@ class TriPlaneGenerator(nn.Module):
         return self.synthesis(ws, c, **synthesis_kwargs)
 
 
-def build_generator(generator_kwargs: dict) -> TriPlaneGenerator:
-    """A generator with random weights from official constructor arguments; a clear error when
-    they are not an EG3D generator's."""
-    kwargs = dict(generator_kwargs)
-    rendering = kwargs.get("rendering_kwargs") or {}
-    missing = [k for k in ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels") if k not in kwargs]
+def check_generator_kwargs(generator_kwargs: Mapping) -> None:
+    """A CheckpointError naming the first constructor argument whose type or range breaks KWARG_RULES."""
+    for name, (ok, wanted) in KWARG_RULES.items():
+        parent, _, key = name.rpartition(".")
+        table = generator_kwargs.get(parent) if parent else generator_kwargs
+        if isinstance(table, Mapping) and key in table and not ok(table[key]):
+            raise CheckpointError(f"the generator argument {name} is {reprlib.repr(table[key])}: it must be {wanted}")
+
+
+def _construct(generator_kwargs: dict, device: str | None = None) -> TriPlaneGenerator:
+    """``TriPlaneGenerator(**generator_kwargs)`` (on ``device``); a CheckpointError when the arguments do not fit."""
+    try:
+        with torch.device(device) if device else contextlib.nullcontext():
+            return TriPlaneGenerator(**generator_kwargs)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        raise CheckpointError(f"cannot build an EG3D generator from these arguments: {exc}") from None
+
+
+def generator_layout(generator_kwargs: dict) -> dict[str, torch.Size]:
+    """Names and shapes of the parameters and buffers of the generator these arguments describe, found
+    without allocating them (on the meta device); a CheckpointError when the arguments are not an EG3D
+    generator's or describe one holding more than MAX_GENERATOR_BYTES."""
+    rendering = generator_kwargs.get("rendering_kwargs") or {}
+    missing = [k for k in ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels") if k not in generator_kwargs]
     if missing or "superresolution_module" not in rendering:
         raise CheckpointError(f"these are not EG3D generator arguments: missing {', '.join(missing) or 'rendering_kwargs.superresolution_module'}")
-    try:
-        return TriPlaneGenerator(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"cannot build an EG3D generator from these arguments: {exc}") from None
+    check_generator_kwargs(generator_kwargs)
+    tensors = _construct(dict(generator_kwargs), "meta").state_dict()
+    nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
+    if nbytes > MAX_GENERATOR_BYTES:
+        raise CheckpointError(f"these arguments describe a generator of {nbytes / 2**30:.1f} GiB, more than the "
+                              f"{MAX_GENERATOR_BYTES / 2**30:.0f} GiB an EG3D generator can hold (the official FFHQ "
+                              "one holds 0.12 GiB)")
+    return {name: t.shape for name, t in tensors.items()}
+
+
+def build_generator(generator_kwargs: dict) -> TriPlaneGenerator:
+    """A generator with random weights from official constructor arguments; a clear error, before
+    anything is allocated, when they are not an EG3D generator's."""
+    generator_layout(generator_kwargs)
+    return _construct(dict(generator_kwargs))
 
 
 def load_generator(path: str | Path, generator_kwargs: dict | None = None,
@@ -169,14 +249,17 @@ def generator_from_checkpoint(checkpoint: GeneratorCheckpoint, source: str | Pat
     unexpected or misshapen parameters are reported by name (``source`` names the file in errors).
 
     Its neural rendering resolution is the checkpoint's, else 128 for 512² models (what the official
-    FFHQ / AFHQ ones were trained at) and the constructor's 64 otherwise."""
-    generator = build_generator(checkpoint.kwargs)
+    FFHQ / AFHQ ones were trained at) and the constructor's 64 otherwise.  Nothing is allocated before
+    the arguments and the parameters' names and shapes are checked."""
+    try:
+        expected = generator_layout(checkpoint.kwargs)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
     state = checkpoint.state_dict
-    expected = generator.state_dict()
     missing = [name for name in expected if name not in state]
     unexpected = [name for name in state if name not in expected]
-    wrong = [f"{name} {tuple(state[name].shape)} (expected {tuple(expected[name].shape)})"
-             for name in expected if name in state and state[name].shape != expected[name].shape]
+    wrong = [f"{name} {tuple(state[name].shape)} (expected {tuple(expected[name])})"
+             for name in expected if name in state and state[name].shape != expected[name]]
     problems = []
     for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
         if names:
@@ -185,6 +268,7 @@ def generator_from_checkpoint(checkpoint: GeneratorCheckpoint, source: str | Pat
     if problems:
         raise CheckpointError(f"{source}: its parameters do not fit the generator its arguments describe ("
                               + "; ".join(problems) + ")")
+    generator = _construct(dict(checkpoint.kwargs))
     generator.load_state_dict({name: value.float() for name, value in state.items()})
     if checkpoint.neural_rendering_resolution:
         generator.neural_rendering_resolution = checkpoint.neural_rendering_resolution

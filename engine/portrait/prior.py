@@ -42,6 +42,7 @@ from engine.portrait.eg3d import TriPlaneGenerator, build_generator, load_genera
 from engine.portrait.heads import PARAM_COUNT, HeadParams, render_heads
 from engine.portrait.triplane import sample_rays
 from engine.project import save_torch, write_json
+from engine.safe_pickle import load_torch
 
 PRIOR_DIR = Path(__file__).resolve().parents[2] / "resources" / "portrait_prior"
 """where the shipped prior lives (generator.safetensors + meta.json + recipe.json)"""
@@ -207,9 +208,9 @@ def _trainer_state(path: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any damage: say so rather than start over silently
-        raise CheckpointError(f"{path}: cannot resume from this training state ({exc}); delete it to start over") from None
+        return load_torch(path)
+    except CheckpointError as exc:  # any damage: say so rather than start over silently
+        raise CheckpointError(f"{exc}; delete it to start over") from None
 
 
 def train_prior_job(cfg: PriorConfig, out_dir: str | Path, cancel: CancelToken) -> Iterator:

@@ -71,8 +71,7 @@ class SuperResolution(nn.Module):
         spec = SUPERRESOLUTION_MODULES[short]
         if img_resolution != spec.output:
             raise ValueError(f"{short} produces {spec.output} x {spec.output} images, not {img_resolution}")
-        self.spec = spec
-        self.sr_antialias = sr_antialias
+        self.spec, self.sr_antialias = spec, sr_antialias
         clamp = FP16_CONV_CLAMP if sr_num_fp16_res > 0 else None
         (mid, res0), (out, res1) = spec.block0, spec.block1
         self.block0 = SynthesisBlock(channels, mid, SR_W_DIM, res0, 3, conv_clamp=clamp, upsample=spec.block0_upsamples)
@@ -82,15 +81,15 @@ class SuperResolution(nn.Module):
 
     def forward(self, rgb: torch.Tensor, features: torch.Tensor, ws: torch.Tensor,
                 noise_mode: str = "none") -> torch.Tensor:
-        """The output image (N, 3, R, R) from the raw colour and the feature image."""
-        ws = ws[:, -1:, :].repeat(1, 3, 1)
-        size = features.shape[-1]
-        wanted = self.spec.input
-        if size < wanted or (size != wanted and not self.spec.resize_only_upwards):
-            features = F.interpolate(features, size=(wanted, wanted), mode="bilinear", align_corners=False,
-                                     antialias=self.sr_antialias)
-            rgb = F.interpolate(rgb, size=(wanted, wanted), mode="bilinear", align_corners=False,
-                                antialias=self.sr_antialias)
-        x, rgb = self.block0(features, rgb, ws, noise_mode)
-        _, rgb = self.block1(x, rgb, ws, noise_mode)
-        return rgb
+        """The output image (N, 3, R, R) from the raw colour and the feature image (N, 32, r, r); every
+        layer of both blocks is styled by the last of ``ws``."""
+        style = ws[:, -1:].expand(-1, 3, -1)
+        if self.resizes(features.shape[-1]):
+            rgb, features = (F.interpolate(image, size=(self.spec.input,) * 2, mode="bilinear", align_corners=False,
+                                           antialias=self.sr_antialias) for image in (rgb, features))
+        x, rgb = self.block0(features, rgb, style, noise_mode)
+        return self.block1(x, rgb, style, noise_mode)[1]
+
+    def resizes(self, size: int) -> bool:
+        """Whether an r x r input is first resized to the module's input size (4X only enlarges)."""
+        return size < self.spec.input or (size > self.spec.input and not self.spec.resize_only_upwards)

@@ -122,7 +122,7 @@ class OSGDecoder(nn.Module):
         n, m, c = features.shape
         first, _, last = self.net  # the official module tree; its softplus computed by the faster formula
         x = last(softplus(first(features.reshape(n * m, c)))).reshape(n, m, -1)
-        return {"rgb": torch.sigmoid(x[..., 1:]) * (1 + 2 * RGB_PAD) - RGB_PAD, "sigma": x[..., 0:1]}
+        return {"rgb": torch.sigmoid(x[..., 1:]) * (1 + 2 * RGB_PAD) - RGB_PAD, "sigma": x[..., :1]}
 
 
 def sample_rays(cam2world: torch.Tensor, intrinsics: torch.Tensor, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,8 +134,8 @@ def sample_rays(cam2world: torch.Tensor, intrinsics: torch.Tensor, resolution: i
     u, v = u.reshape(1, -1), v.reshape(1, -1)
     fx, fy = intrinsics[:, 0, 0, None], intrinsics[:, 1, 1, None]
     cx, cy, skew = intrinsics[:, 0, 2, None], intrinsics[:, 1, 2, None], intrinsics[:, 0, 1, None]
-    x_cam = (u - cx + cy * skew / fy - skew * v / fy) / fx
-    y_cam = (v - cy) / fy
+    y_cam = (v - cy) / fy  # inverting u = fx x + skew y + cx, v = fy y + cy
+    x_cam = (u - cx - skew * y_cam) / fx
     ones = torch.ones_like(x_cam)
     points = torch.stack([x_cam, y_cam, ones, ones], dim=-1)  # (N, M, 4) at depth 1 in camera space
     world = torch.bmm(cam2world, points.permute(0, 2, 1)).permute(0, 2, 1)[..., :3]
@@ -147,11 +147,11 @@ def sample_rays(cam2world: torch.Tensor, intrinsics: torch.Tensor, resolution: i
 def interval_weights(densities: torch.Tensor, depths: torch.Tensor) -> torch.Tensor:
     """Alpha-compositing weights (N, M, S - 1, 1) of the intervals between samples (N, M, S, 1) in
     depth order, each interval's density taken at its midpoint."""
-    deltas = depths[:, :, 1:] - depths[:, :, :-1]
-    densities_mid = softplus((densities[:, :, :-1] + densities[:, :, 1:]) / 2 - DENSITY_SHIFT)
-    alpha = 1 - torch.exp(-densities_mid * deltas)
-    transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :, :1]), 1 - alpha + 1e-10], -2), -2)
-    return alpha * transmittance[:, :, :-1]
+    sigma = softplus((densities[:, :, :-1] + densities[:, :, 1:]) / 2 - DENSITY_SHIFT)
+    alpha = 1 - torch.exp(-sigma * depths.diff(dim=2))
+    # the light reaching each interval: what all before it let through (+1e-10 each, as EG3D)
+    light = F.pad(torch.cumprod(1 - alpha + 1e-10, dim=2)[:, :, :-1], (0, 0, 1, 0), value=1.0)
+    return alpha * light
 
 
 def composite(colors: torch.Tensor, densities: torch.Tensor, depths: torch.Tensor, white_background: bool = False,
@@ -168,44 +168,61 @@ def composite(colors: torch.Tensor, densities: torch.Tensor, depths: torch.Tenso
         sample_weights = torch.gather(sample_weights, -2, torch.argsort(order, -2))
     rgb = (sample_weights.transpose(-1, -2) @ colors).squeeze(-2)
     total = weights.sum(2)
-    depths_mid = (depths[:, :, :-1] + depths[:, :, 1:]) / 2
-    depth = torch.nan_to_num(torch.sum(weights * depths_mid, -2) / total, float("inf"))
-    depth = torch.clamp(depth, torch.min(depths), torch.max(depths))
+    midpoints = (depths[:, :, :-1] + depths[:, :, 1:]) / 2
+    # a ray that meets nothing (0 / 0) gets the far end of the sampled range
+    depth = torch.nan_to_num((weights * midpoints).sum(-2) / total, nan=float("inf")).clamp(depths.min(), depths.max())
     if white_background:
         rgb = rgb + 1 - total
     return rgb * 2 - 1, depth, weights
 
 
-def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, count: int, deterministic: bool,
+def sample_pdf(knots: torch.Tensor, weights: torch.Tensor, count: int, deterministic: bool,
                eps: float = 1e-5) -> torch.Tensor:
-    """``count`` depths per row drawn by inverse transform from the piecewise-constant pdf
-    ``weights`` over ``bins`` (rows are rays)."""
-    rays, bins_used = weights.shape
-    pdf = (weights + eps) / torch.sum(weights + eps, -1, keepdim=True)
-    cdf = torch.cat([torch.zeros_like(pdf[:, :1]), torch.cumsum(pdf, -1)], -1)
+    """``count`` depths per ray (rays, count) by inverse transform sampling of the piecewise-constant
+    pdf ``weights`` (rays, S) over the S segments between depths ``knots`` (rays, S + 1).  The cdf is
+    linear within a segment, so a quantile u in segment k maps to the depth
+    knots[k] + (u - cdf[k]) / p[k] · (knots[k + 1] - knots[k]), p[k] the segment's probability.
+    Quantiles are u = linspace(0, 1, count) when ``deterministic``, else uniform.  As in EG3D,
+    ``eps`` is added to every weight and a probability below ``eps`` counts as 1 (it only happens
+    in the empty segment past the cdf's end, where u = 1 lands when rounding leaves the cdf below 1)."""
+    rays = weights.shape[0]
+    padded = weights + eps
+    cdf = F.pad(torch.cumsum(padded / padded.sum(-1, keepdim=True), -1), (1, 0))
     if deterministic:
-        u = torch.linspace(0, 1, count, device=bins.device).expand(rays, count)
+        u = torch.linspace(0, 1, count, device=knots.device).repeat(rays, 1)
     else:
-        u = torch.rand(rays, count, device=bins.device)
-    u = u.contiguous()
-    inds = torch.searchsorted(cdf, u, right=True)
-    pairs = torch.stack([torch.clamp_min(inds - 1, 0), torch.clamp_max(inds, bins_used)], -1).view(rays, 2 * count)
-    cdf_g = torch.gather(cdf, 1, pairs).view(rays, count, 2)
-    bins_g = torch.gather(bins, 1, pairs).view(rays, count, 2)
-    denom = cdf_g[..., 1] - cdf_g[..., 0]
-    denom = torch.where(denom < eps, torch.ones_like(denom), denom)
-    return bins_g[..., 0] + (u - cdf_g[..., 0]) / denom * (bins_g[..., 1] - bins_g[..., 0])
+        u = torch.rand(rays, count, device=knots.device)
+    # one row per segment, the empty one past the end last: where its cdf and depth start, how much they rise
+    segments = torch.stack([cdf, F.pad(cdf.diff(), (0, 1)), knots, F.pad(knots.diff(), (0, 1))], -1)
+    segment = torch.searchsorted(cdf, u, right=True) - 1  # the last knot whose cdf is at most u
+    cdf_start, probability, depth_start, length = segments.gather(1, segment[..., None].expand(-1, -1, 4)).unbind(-1)
+    probability = torch.where(probability < eps, 1.0, probability)
+    return depth_start + (u - cdf_start) / probability * length
+
+
+def stratified_depths(rays: tuple[int, int], start: float, end: float, count: int, deterministic: bool,
+                      device: torch.device) -> torch.Tensor:
+    """``count`` depths (N, M, count, 1) along each of N x M ``rays`` from ``start`` to ``end``: evenly
+    spaced, and each moved up to one spacing further at random unless ``deterministic``."""
+    depths = torch.linspace(start, end, count, device=device).expand(*rays, count)
+    if not deterministic:
+        depths = depths + torch.rand(*rays, count, device=device) * ((end - start) / (count - 1))
+    return depths.unsqueeze(-1)
 
 
 def importance_depths(depths: torch.Tensor, weights: torch.Tensor, count: int, deterministic: bool) -> torch.Tensor:
-    """Fine-pass depths (N, M, count, 1) where the coarse pass found weight."""
+    """Fine-pass depths (N, M, count, 1) where the coarse pass found weight.  EG3D widens the S - 1
+    interval weights (each pair's maximum), smooths them (each pair's mean) and adds 0.01, keeping the
+    values of the S - 3 inner intervals; their pdf spans the first S - 2 interval midpoints."""
     n, m, samples, _ = depths.shape
     with torch.no_grad():
+        w = weights.reshape(n * m, samples - 1).float()
+        widened = torch.maximum(w[:, :-1], w[:, 1:])
+        smoothed = (widened[:, :-1] + widened[:, 1:]) / 2 + 0.01
         z = depths.reshape(n * m, samples)
-        w = weights.reshape(n * m, -1, 1).transpose(1, 2)  # (rays, 1, S - 1)
-        w = F.avg_pool1d(F.max_pool1d(w.float(), 2, 1, padding=1), 2, 1).reshape(n * m, -1) + 0.01
-        mids = 0.5 * (z[:, :-1] + z[:, 1:])
-        return sample_pdf(mids, w[:, 1:-1], count, deterministic).reshape(n, m, count, 1)
+        midpoints = (z[:, :-1] + z[:, 1:]) / 2
+        knots = midpoints[:, :smoothed.shape[1] + 1]
+        return sample_pdf(knots, smoothed, count, deterministic).reshape(n, m, count, 1)
 
 
 def occupancy_grid(planes: torch.Tensor, decoder: OSGDecoder, box_warp: float,
@@ -258,9 +275,7 @@ class ImportanceRenderer(nn.Module):
         box_warp = options["box_warp"]
         if start == "auto" or options.get("disparity_space_sampling", False):
             raise NotImplementedError("automatic ray limits and disparity-space sampling are not supported")
-        depths = torch.linspace(start, end, coarse, device=origins.device).reshape(1, 1, coarse, 1).repeat(n, m, 1, 1)
-        if not deterministic:
-            depths = depths + torch.rand_like(depths) * (end - start) / (coarse - 1)
+        depths = stratified_depths((n, m), start, end, coarse, deterministic, origins.device)
         points = origins.unsqueeze(-2) + depths * directions.unsqueeze(-2)
         skip = None if occupancy is None else skippable(occupancy, points, depths, box_warp)
         colors, densities = self._run(planes, decoder, points, box_warp, skip)

@@ -216,7 +216,8 @@ class FastModel(nn.Module):
             with torch.no_grad():
                 u, inside, features = self.field.encode(samples.midpoints(origins, dirs))
                 lengths = self.step_lengths(samples, origins, dirs)
-                keep = self.visible(self.field.decode_geometry(features, inside)[0] * lengths, samples.ray_idx, n)
+                keep = self.visible(self.field.decode_geometry(features, inside)[0] * lengths, samples.ray_idx, n,
+                                    self.occupancy.held_at(u))
             samples, lengths, u, inside, features = (samples.select(keep), lengths[keep], u[keep], inside[keep],
                                                      features[keep])
         if len(samples) == 0:
@@ -242,11 +243,15 @@ class FastModel(nn.Module):
         Visibility and weights follow the training rule exactly: a sample counts when the
         transmittance over all samples before it exceeds ``early_stop_transmittance`` and its
         opacity exceeds the alpha threshold; weights use the transmittance over counted samples.
+        Besides the expected depth, ``median_depth``: where the ray's opacity reaches one half (the
+        first surface it sees; inf when it never does), which matter spread behind a surface does not
+        push back as it does the expected depth.
         """
         n, device = origins.shape[0], origins.device
         rgb = torch.zeros(n, 3, device=device)
         acc = torch.zeros(n, device=device)
         depth = torch.zeros(n, device=device)
+        median = torch.full((n,), math.inf, device=device)
         optical_all = torch.zeros(n, device=device)  # -log transmittance over every sample so far
         optical_kept = torch.zeros(n, device=device)  # ... over the samples that count
         t_next = self.occupancy.ray_range(origins, dirs)[0]
@@ -276,6 +281,9 @@ class FastModel(nn.Module):
                 rgb.index_add_(0, rays, w[:, None] * colour)
                 acc.index_add_(0, rays, w)
                 depth.index_add_(0, rays, w * 0.5 * (kept.t0 + kept.t1))
+                half = (before_kept < math.log(2)) & (before_kept + kept_tau >= math.log(2))  # opacity passes 1/2
+                t_half = kept.t0 + (math.log(2) - before_kept) / kept_tau.clamp_min(1e-12) * (kept.t1 - kept.t0)
+                median.index_put_((rays[half],), t_half[half])
                 optical_kept.index_add_(0, active, ray_sum(kept_tau, kept.ray_idx, m))
             optical_all.index_add_(0, active, ray_sum(tau, s.ray_idx, m))
             counts = torch.bincount(s.ray_idx, minlength=m)
@@ -283,14 +291,19 @@ class FastModel(nn.Module):
             t_next[active] = torch.where(counts > 0, s.t1[last], t_next[active])
             active = active[(counts == per_round) & (optical_all[active] < stop_optical)]
         colour = self.correct_colour(rgb + (1 - acc)[:, None] * bg, image_idx)
-        return {"rgb": colour, "accumulation": acc, "depth": depth / acc.clamp_min(1e-8), "num_samples": total}
+        return {"rgb": colour, "accumulation": acc, "depth": depth / acc.clamp_min(1e-8), "median_depth": median,
+                "num_samples": total}
 
-    def visible(self, tau: torch.Tensor, ray_idx: torch.Tensor, n_rays: int) -> torch.Tensor:
+    def visible(self, tau: torch.Tensor, ray_idx: torch.Tensor, n_rays: int,
+                growing: torch.Tensor | None = None) -> torch.Tensor:
         """Which packed samples of optical thickness ``tau`` can change the image: not nearly
-        transparent, not behind opaque matter (Instant-NGP / nerfacc's early ray termination)."""
+        transparent, not behind opaque matter (Instant-NGP / nerfacc's early ray termination).
+        ``growing`` samples count even when transparent, so matter can appear there."""
         transmittance = torch.exp(-packed_exclusive_cumsum(tau, ray_idx, n_rays))
-        alpha = 1 - torch.exp(-tau)
-        return (transmittance > self.cfg.early_stop_transmittance) & (alpha > self.alpha_threshold)
+        alpha = (1 - torch.exp(-tau)) > self.alpha_threshold
+        if growing is not None:
+            alpha |= growing
+        return (transmittance > self.cfg.early_stop_transmittance) & alpha
 
     def step_lengths(self, samples, origins: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
         """Length of each sample's interval, measured in contracted space for unbounded scenes.
@@ -312,6 +325,11 @@ class FastModel(nn.Module):
         self.alpha_threshold = self.cfg.alpha_threshold if warm else 0.0
         if step % self.cfg.occupancy_update_every == 0:
             self.occupancy.update(self.field.density, generator, every_cell=not warm, absolute=warm)
+
+    def open_region(self, centre: tuple[float, float, float], radius: float) -> None:
+        """Let matter grow in a sphere (a local edit that may add something): its occupancy cells stay
+        occupied and its transparent samples are trained, so empty space there gets gradients."""
+        self.occupancy.hold_sphere(centre, radius)
 
     def stats(self) -> dict[str, float]:
         """Figures worth watching while training."""

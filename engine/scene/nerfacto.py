@@ -8,6 +8,7 @@ grids use the compiled kernels when present (same numbers as the torch path).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -167,8 +168,10 @@ class NerfactoModel(nn.Module):
         acc = weights.sum(-1)
         mid_t = 0.5 * (t_edges[..., 1:] + t_edges[..., :-1])
         color = (weights[..., None] * rgb.reshape(n, m, 3)).sum(1) + (1 - acc)[:, None] * self.background(background)
+        half = weights.cumsum(-1) >= 0.5  # the median depth: where the opacity reaches one half
+        median = torch.where(half.any(-1), mid_t.gather(-1, half.float().argmax(-1, keepdim=True))[:, 0], math.inf)
         out = {"rgb": color, "accumulation": acc, "depth": (weights * mid_t).sum(-1) / acc.clamp_min(1e-8),
-               "num_samples": n * m}
+               "median_depth": median, "num_samples": n * m}
         if self.training:
             out["loss_interlevel"] = self.cfg.interlevel_weight * sum(
                 interlevel_loss(s_edges, weights, pe, pw) for pe, pw in prop_hist)

@@ -258,12 +258,15 @@ def render_ground_truth(c2w: np.ndarray, fx: float, fy: float, cx: float, cy: fl
 
     Returns "rgb" (H, W, 3) float32 in [0, 1], the mean of 2x2 supersamples per pixel; and, for the
     ray through each pixel centre, "depth" (H, W) float32 distance along the ray (inf for background),
-    "mask" (H, W) bool object hit and "part" (H, W) int8 part id (index in PART_NAMES, -1 background).
+    "mask" (H, W) bool object hit and "part" (H, W) int8 part id (index in PART_NAMES, -1 background);
+    "alpha" (H, W) float32 the fraction of supersamples that hit the scene and "rgb_object" (H, W, 3) the
+    mean colour of those (a Blender-style render on a transparent background, straight alpha).
     """
     c2w = np.asarray(c2w, dtype=np.float64)
     rot, origin = c2w[:3, :3], c2w[:3, 3]
     out = {"rgb": np.empty((height, width, 3), np.float32), "depth": np.empty((height, width), np.float32),
-           "part": np.empty((height, width), np.int8)}
+           "part": np.empty((height, width), np.int8), "alpha": np.empty((height, width), np.float32),
+           "rgb_object": np.empty((height, width, 3), np.float32)}
     rows_per_chunk = max(1, _CHUNK_PIXELS // max(width, 1))
     for r0 in range(0, height, rows_per_chunk):
         rows = np.arange(r0, min(height, r0 + rows_per_chunk), dtype=np.float64)
@@ -279,6 +282,10 @@ def render_ground_truth(c2w: np.ndarray, fx: float, fy: float, cx: float, cy: fl
         out["depth"][sl] = t[..., 0]
         out["part"][sl] = part[..., 0]
         out["rgb"][sl] = rgb[:, :, 1:].mean(2)
+        hit = (part[:, :, 1:] >= 0).astype(np.float32)
+        alpha = hit.mean(2)
+        out["alpha"][sl] = alpha
+        out["rgb_object"][sl] = (rgb[:, :, 1:] * hit[..., None]).mean(2) / np.maximum(alpha, 1e-6)[..., None]
     out["mask"] = out["part"] >= 0
     return out
 
@@ -341,4 +348,36 @@ def write_demo_dataset(out_dir: str | Path, config: DemoSceneConfig = DemoSceneC
         "frames": frames, DEMO_KEY: asdict(config),
     }
     _write_atomic(out / "transforms.json", json.dumps(meta, indent=2).encode())
+    return out
+
+
+BLENDER_CAMERA_ANGLE_X = 0.6911112070083618  # the field of view of the NeRF Blender synthetic scenes
+
+
+def write_blender_dataset(out_dir: str | Path, n_train: int = 100, n_test: int = 20, image_size: int = 200,
+                          camera_radius: float = 4.0, seed: int = 0) -> Path:
+    """Render the demo scene as a Blender synthetic dataset (RGBA on a transparent background,
+    ``transforms_train.json`` and ``transforms_test.json`` with ``camera_angle_x``); returns the folder.
+
+    Train and test cameras lie on the upper hemisphere at ``camera_radius``, from two seeds, so
+    held-out views are new viewpoints, as in the NeRF synthetic scenes.
+    """
+    out = Path(out_dir)
+    fov_deg = math.degrees(BLENDER_CAMERA_ANGLE_X)
+    for split, n, split_seed in (("train", n_train, seed), ("test", n_test, seed + 1)):
+        folder = out / split
+        folder.mkdir(parents=True, exist_ok=True)
+        cams = demo_cameras(DemoSceneConfig(n_views=n, image_size=image_size, camera_radius=camera_radius,
+                                            fov_deg=fov_deg, seed=split_seed))
+        frames = []
+        for i in range(n):
+            gt = render_ground_truth(cams.c2w[i], cams.fx[i], cams.fy[i], cams.cx[i], cams.cy[i],
+                                     image_size, image_size)
+            rgba = np.concatenate([gt["rgb_object"], gt["alpha"][..., None]], -1)
+            buf = io.BytesIO()
+            Image.fromarray(np.round(np.clip(rgba, 0, 1) * 255).astype(np.uint8), "RGBA").save(buf, format="PNG")
+            _write_atomic(folder / f"r_{i}.png", buf.getvalue())
+            frames.append({"file_path": f"./{split}/r_{i}", "rotation": 0.0, "transform_matrix": cams.c2w[i].tolist()})
+        meta = {"camera_angle_x": BLENDER_CAMERA_ANGLE_X, "frames": frames}
+        _write_atomic(out / f"transforms_{split}.json", json.dumps(meta, indent=2).encode())
     return out

@@ -11,7 +11,7 @@ from engine.cameras import Cameras, image_rays
 @torch.inference_mode()
 def render_image(model, cameras: Cameras, index: int, background: torch.Tensor | None = None,
                  chunk: int = 1 << 15, step_scale: float = 1.0, appearance: int | None = None) -> dict[str, torch.Tensor]:
-    """Render camera ``index``; returns rgb (H,W,3), depth and accumulation (H,W).
+    """Render camera ``index``; returns rgb (H,W,3), depth, median_depth and accumulation (H,W).
 
     ``step_scale`` > 1 samples more coarsely: the live preview uses PREVIEW_STEP_SCALE.
     ``appearance``: the training image whose appearance (colour correction) to use, so a
@@ -21,7 +21,7 @@ def render_image(model, cameras: Cameras, index: int, background: torch.Tensor |
     model.eval()
     origins, dirs = image_rays(cameras, index)
     h, w = int(cameras.height[index]), int(cameras.width[index])
-    parts: dict[str, list[torch.Tensor]] = {"rgb": [], "depth": [], "accumulation": []}
+    parts: dict[str, list[torch.Tensor]] = {"rgb": [], "depth": [], "median_depth": [], "accumulation": []}
     for start in range(0, origins.shape[0], chunk):
         rays = slice(start, start + chunk)
         image_idx = None if appearance is None else torch.full((origins[rays].shape[0],), appearance)
@@ -30,8 +30,8 @@ def render_image(model, cameras: Cameras, index: int, background: torch.Tensor |
             parts[key].append(out[key])
     model.train(was_training)
     result = {key: torch.cat(vals) for key, vals in parts.items()}
-    return {"rgb": result["rgb"].reshape(h, w, 3).clamp(0, 1), "depth": result["depth"].reshape(h, w),
-            "accumulation": result["accumulation"].reshape(h, w)}
+    return {"rgb": result["rgb"].reshape(h, w, 3).clamp(0, 1)} | {
+        key: result[key].reshape(h, w) for key in ("depth", "median_depth", "accumulation")}
 
 
 PREVIEW_STEP_SCALE = 2.0

@@ -91,6 +91,8 @@ class OccupancyGrid:
         self.step_params = torch.tensor([cfg.min_step, cfg.max_step, cfg.cone_angle, cfg.contracted_step],
                                         dtype=torch.float32)
         self.updates = 0
+        self.held: torch.Tensor | None = None
+        """cells kept occupied whatever their density (see hold_sphere); not saved: a job's own setting"""
 
     def state_dict(self) -> dict:
         return {"density": self.density.cpu(), "occupied": self.occupied.cpu(), "updates": self.updates}
@@ -147,7 +149,32 @@ class OccupancyGrid:
         if not absolute:
             threshold = min(threshold, float(grid.mean()))
         self.occupied = (self.density >= threshold).to(torch.uint8)
+        if self.held is not None:
+            self.occupied |= self.held
         self.updates += 1
+
+    @torch.no_grad()
+    def hold_sphere(self, centre: tuple[float, float, float], radius: float, chunk: int = 1 << 18) -> None:
+        """Keep every cell that meets a sphere (world centre, radius) occupied from now on, whatever its
+        density: empty cells are never marched, so without this no matter could ever appear there."""
+        r = self.cfg.occupancy_resolution
+        centre_t = torch.tensor([centre], dtype=torch.float32)
+        in_cells = to_unit_cube(centre_t, self.contracted) * r  # the centre in cell units
+        held = torch.zeros(r**3, dtype=torch.uint8)
+        for start in range(0, r**3, chunk):
+            flat = torch.arange(start, min(start + chunk, r**3))
+            cells = torch.stack([flat // (r * r), (flat // r) % r, flat % r], -1)
+            nearest = self.cell_centres_world(cells, (in_cells - cells).clamp(0, 1))  # each cell's point nearest it
+            held[flat] = (torch.linalg.norm(nearest - centre_t, dim=-1) <= radius).to(torch.uint8)
+        self.held = held.view(r, r, r).to(self.device)
+        self.occupied |= self.held
+
+    def held_at(self, u: torch.Tensor) -> torch.Tensor | None:
+        """Whether points given in grid coordinates u (N, 3) in [0, 1] lie in held cells; None when none are."""
+        if self.held is None:
+            return None
+        ijk = (u * self.cfg.occupancy_resolution).long().clamp(0, self.cfg.occupancy_resolution - 1)
+        return self.held[ijk[:, 0], ijk[:, 1], ijk[:, 2]].bool()
 
     @property
     def occupied_fraction(self) -> float:

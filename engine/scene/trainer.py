@@ -23,8 +23,10 @@ from PIL import Image
 from engine.cameras import generate_rays
 from engine.errors import UserInputError
 from engine.jobs import Artifact, CancelToken, Job, JobWarning, Metrics, Preview, Progress
+from engine.machine import machine_info
 from engine.metrics import psnr, ssim
 from engine.project import Project, save_torch, write_json
+from engine.safe_pickle import load_torch
 from engine.scene.datasets import SceneDataset, load_dataset
 from engine.scene.presets import build_model, model_config
 from engine.scene.render import PREVIEW_STEP_SCALE, camera_dict, preview_cameras, render_image, to_uint8
@@ -177,7 +179,7 @@ def train_job(cfg: TrainConfig, cancel: CancelToken | None = None, live: LiveFie
     step, train_seconds, rays_seen, n_rays = 0, 0.0, 0, cfg.initial_rays
     ckpt_path = project.latest_checkpoint()
     if ckpt_path is not None:
-        state = torch.load(ckpt_path, weights_only=False)
+        state = load_torch(ckpt_path)
         if state["signature"] != signature:
             raise UserInputError(f"{cfg.out} holds a run on other data or settings ({state['signature']}); "
                                  "choose another --out folder")
@@ -257,7 +259,7 @@ def train_job(cfg: TrainConfig, cancel: CancelToken | None = None, live: LiveFie
 
     report = {"model": cfg.model, "data": str(Path(cfg.data)), "downscale": cfg.downscale, "steps": step,
               "train_seconds": train_seconds, "rays_per_second": rays_seen / max(train_seconds, 1e-9),
-              "samples_per_ray": samples_seen / max(rays_seen, 1), "seed": cfg.seed}
+              "samples_per_ray": samples_seen / max(rays_seen, 1), "seed": cfg.seed, "machine": machine_info()}
     for event in evaluate(model, dataset, project.root / "renders" / "eval" if cfg.save_eval_renders else None,
                           cancel):
         if isinstance(event, dict):
@@ -325,10 +327,7 @@ def load_checkpoint(project_dir: str | Path):
     dataset = load_dataset(tcfg["data"], tcfg["format"], tcfg["downscale"])
     mcfg = model_config(tcfg["model"])
     model = build_model(mcfg, len(dataset.train_indices), contracted=not dataset.bounded)
-    try:
-        state = torch.load(ckpt, weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file is the same user error
-        raise UserInputError(f"{ckpt}: unreadable checkpoint ({exc})") from None
+    state = load_torch(ckpt)
     model.load_state_dict(state["model"])
     model.load_extra_state(state["extra"])
     model.eval()

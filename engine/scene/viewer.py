@@ -198,7 +198,7 @@ class FieldView:
             self.live.model.train(was_training)
         if float(out["accumulation"][0]) < MIN_OPACITY:
             return None
-        return (origins[k] + dirs[k] * out["depth"][0]).numpy().astype(np.float64)
+        return (origins[k] + dirs[k] * out["median_depth"][0]).numpy().astype(np.float64)
 
 
 def scene_to_capture(dataset: SceneDataset, point: np.ndarray, radius: float) -> tuple[np.ndarray, float]:

@@ -1,0 +1,26 @@
+"""What machine a benchmark ran on: figures move between CPUs of the same kind, so every JSON says."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+
+def cpu_model() -> str:
+    """The processor's marketing name (``model name`` in /proc/cpuinfo, as lscpu shows it)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict:
+    """CPU model, cores, torch threads, OS and torch version, for a benchmark's JSON."""
+    return {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(), "torch": torch.__version__}
