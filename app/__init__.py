@@ -2,6 +2,8 @@
 
 import sys
 
+import engine  # noqa: F401  (the engine's process-wide thread and memory policies, set before torch loads)
+
 # Mesa's software OpenGL (llvmpipe) and triton's bundled LLVM cannot share a process: once a GL
 # context exists, importing triton (which torch does lazily, e.g. for the first optimizer)
 # crashes it.  The editor never compiles kernels with triton, so torch is told it is absent.

@@ -1,11 +1,13 @@
 """Editing benchmark: the demo end to end, and instruction edits of the face capture.
 
-    python -m benchmarks.editing [--only demo,face] [--out benchmarks/results]
+    python -m benchmarks.editing [--only demo,patches,face] [--out benchmarks/results]
 
 Every run is the real CLI in a fresh process.  Face: a field trained for 5 minutes at
 --downscale 4, then on copies of it a bronze-statue edit (fidelity against the offline
 editor's ground truth), the same edit with per-edit variation (consolidation: how far the 3D
 result lands from the variation-free one) and a local edit (change outside the region).
+Patches: the demo's bronze edit at one time budget with 1 patch a step (the default) and with
+IN2N's 16, on copies of one trained field: what the default is chosen by.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ def variation_spread(variation: float, pairs: int = 10) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="demo,face", help="comma-separated subset of demo,face")
+    parser.add_argument("--only", default="demo,patches,face", help="comma-separated subset of demo,patches,face")
+    parser.add_argument("--patches-minutes", type=float, default=2.0, help="time budget of each patches edit")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--edit-minutes", type=float, default=4.0, help="time budget of each face edit")
     args = parser.parse_args()
@@ -83,6 +86,19 @@ def main() -> None:
         report = json.loads((work / "demo" / "project" / "edits" / "report.json").read_text())
         results["demo"] = {"wall_seconds": seconds, "edit_fidelity_psnr": report["edit_fidelity_psnr"],
                            "views_edited": report["views_edited"], "command": "python main.py demo --headless"}
+    if "patches" in which:
+        from engine.scene.procedural import DemoSceneConfig, write_demo_dataset
+
+        data = write_demo_dataset(work / "patches-data", DemoSceneConfig())
+        trained = work / "patches-trained"
+        cli("train", "--data", str(data), "--steps", "1600", "--out", str(trained))
+        results["patches"] = {"minutes": args.patches_minutes, "command": (
+            f"python main.py edit --project P --instruction '{INSTRUCTION}' --minutes {args.patches_minutes} "
+            "--patches-per-step N (P: the demo trained 1600 steps)")}
+        for n in (1, 16):
+            r = edit(trained, work / f"patches-{n}", args.patches_minutes, "--patches-per-step", str(n))
+            results["patches"][str(n)] = {k: r[k] for k in ("edit_fidelity_psnr", "steps", "views_edited",
+                                                            "edit_seconds")}
     if "face" in which:
         from engine.editing.offline import SUGGESTED_VARIATION
         from engine.scene.datasets import load_dataset

@@ -1,5 +1,9 @@
 """Retouch3D engine: torch + numpy only. Never imports Qt or the app package."""
 
-from engine.allocator import keep_freed_memory
+from engine.threads import prefer_passive_waiting
+
+prefer_passive_waiting()  # before anything imports torch
+
+from engine.allocator import keep_freed_memory  # noqa: E402
 
 keep_freed_memory()

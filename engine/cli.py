@@ -9,12 +9,18 @@ import argparse
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from engine.editing.sources import MEMORY_PRESETS, PRECISIONS
 from engine.errors import UserInputError
 from engine.jobs import CancelToken, run_in_terminal
 from engine.portrait.cli import add_portrait_parser, cmd_portrait
+
+DEMO_TRAIN_STEPS = 1600
+"""the demo's training steps: 31 dB held-out; about 2.5 minutes on a 2-core CPU"""
+DEMO_EDIT_STEPS = 500
+"""the demo's edit steps: 50 views edited (one every 10 steps); about 2 minutes on a 2-core CPU"""
 
 
 def _add_train(sub) -> None:
@@ -46,12 +52,17 @@ def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="build the procedural demo scene, train on it, edit it, render turntables")
     p.add_argument("--headless", action="store_true", help="run without the GUI")
     p.add_argument("--out", default="demo_output", help="folder for the dataset, project and renders")
-    p.add_argument("--minutes", type=float, default=2.5, help="training time budget")
-    p.add_argument("--steps", type=int, default=None, help="train this many steps instead of minutes")
+    train = p.add_mutually_exclusive_group()
+    train.add_argument("--steps", type=int, default=DEMO_TRAIN_STEPS,
+                       help=f"training steps (default {DEMO_TRAIN_STEPS}: a fixed count, so the result is the same "
+                       "on a slower machine; it takes longer there)")
+    train.add_argument("--minutes", type=float, help="train for this long instead of a step count")
     p.add_argument("--instruction", default="make it look like a bronze statue",
                    help="offline edit applied after training ('' skips editing)")
-    p.add_argument("--edit-minutes", type=float, default=2.0, help="edit time budget")
-    p.add_argument("--edit-steps", type=int, default=None, help="edit this many steps instead of minutes")
+    edit = p.add_mutually_exclusive_group()
+    edit.add_argument("--edit-steps", type=int, default=DEMO_EDIT_STEPS,
+                      help=f"edit optimisation steps (default {DEMO_EDIT_STEPS})")
+    edit.add_argument("--edit-minutes", type=float, help="edit for this long instead of a step count")
     p.add_argument("--orbit", type=int, default=60, help="frames in each turntable video")
 
 
@@ -82,6 +93,8 @@ def _add_edit(sub) -> None:
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, help="edit time budget (default 5)")
     budget.add_argument("--steps", type=int, help="edit this many optimisation steps")
+    p.add_argument("--patches-per-step", type=int, default=None,
+                   help="32x32 patches per optimisation step (default 1 on this CPU engine; IN2N's GPU run uses 16)")
     p.add_argument("--train-minutes", type=float, default=3.0, help="with --data: training time budget")
     p.add_argument("--downscale", type=float, default=1.0, help="with --data: resample images by this factor")
     p.add_argument("--variation", type=float, default=0.0,
@@ -171,13 +184,15 @@ def cmd_demo(args) -> int:
         print("The engine's command line has no window (python main.py demo opens one); running the demo "
               "headless.", file=sys.stderr)
     out = Path(args.out)
-    edit = EditConfig(project=str(out / "project"), instruction=args.instruction, steps=args.edit_steps,
-                      minutes=None if args.edit_steps else args.edit_minutes) if args.instruction.strip() else None
+    edit = EditConfig(project=str(out / "project"), instruction=args.instruction,
+                      steps=None if args.edit_minutes else args.edit_steps,
+                      minutes=args.edit_minutes) if args.instruction.strip() else None
     if edit is not None:
         edit.validate()
     data = write_demo_dataset(out / "data", DemoSceneConfig())
-    cfg = TrainConfig(data=str(data), out=str(out / "project"), steps=args.steps,
-                      minutes=None if args.steps else args.minutes)
+    cfg = TrainConfig(data=str(data), out=str(out / "project"), steps=None if args.minutes else args.steps,
+                      minutes=args.minutes)
+    started = time.monotonic()
     report = _run_for_report(train_job(cfg, CancelToken()))
     if report is None:
         return 1
@@ -187,6 +202,7 @@ def cmd_demo(args) -> int:
     print(report_summary(report))
     print(f"held-out renders (left: render, right: ground truth): {Path(cfg.out) / 'renders' / 'eval'}")
     if edit is None:
+        print(f"the demo took {(time.monotonic() - started) / 60:.1f} minutes")
         return 0
     edit_report = _run_for_report(edit_job(edit, CancelToken()))
     if edit_report is None:
@@ -194,6 +210,7 @@ def cmd_demo(args) -> int:
     cmd_render(argparse.Namespace(**(vars(turntable) | {"out": str(out / "turntable_edited.mp4")})))
     print(edit_summary(edit_report))
     print(f"edited training views: {Path(cfg.out) / 'edits' / 'views'}")
+    print(f"the demo took {(time.monotonic() - started) / 60:.1f} minutes")
     return 0
 
 
@@ -218,6 +235,8 @@ def cmd_edit(args) -> int:
                      minutes=None if args.steps else (args.minutes or 5.0), seed=args.seed, point=args.point,
                      point_3d=_floats(args.point_3d, 3, "--point-3d") if args.point_3d else None,
                      radius=args.radius)
+    if args.patches_per_step is not None:
+        cfg.patches_per_step = args.patches_per_step
     if args.data and cfg.point:  # the point's view and pixel, in the capture about to be trained
         from engine.scene.datasets import load_dataset
 

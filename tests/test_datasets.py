@@ -413,7 +413,9 @@ def test_grayscale_alpha_and_rgba_are_composited(tmp_path: Path) -> None:
     ds = load_converted(tmp_path, image, background=(0.2, 0.4, 0.6))
     assert ds.images[0][0, 0].tolist() == [51, 102, 153]  # fully transparent: the background
     assert ds.images[1][0, 0].tolist() == [10, 20, 30]
-    assert ds.background is None
+    # every image is transparent around its object: the background is known, and the opacity kept
+    assert ds.background.tolist() == [0.2, 0.4, 0.6]
+    assert ds.alphas[0][0, 0] == 0 and ds.alphas[1][0, 0] == 255
     one_warning(ds, "3 images", "RGBA", "(0.2, 0.4, 0.6)")
     one_warning(ds, "1 image was grayscale")
 

@@ -105,12 +105,12 @@ def test_a_local_edit_changes_the_region_and_nothing_else(project):
 
 def test_an_edit_step_trains_on_16_patches_of_32x32_from_random_views_in_one_batch(tiny_demo):
     """IN2N's batch (16384 rays in 32x32 patches): one render call, LPIPS on all patches at once; local edits
-    centre patches on region pixels."""
+    centre patches on region pixels.  (The default is 1 patch a step on this CPU engine, see the benchmark.)"""
     from engine.editing.idu import _patch_step, _pick_patch
     from engine.scene.datasets import load_dataset
 
-    cfg = EditConfig(project="", instruction="make it red", steps=1)
-    assert (cfg.patches_per_step, cfg.patch_size) == (16, 32)
+    assert (EditConfig(project="", instruction="x").patch_size, EditConfig(project="", instruction="x").patches_per_step) == (32, 1)
+    cfg = EditConfig(project="", instruction="make it red", steps=1, patches_per_step=16)
     ds = load_dataset(tiny_demo)
     targets = [torch.tensor(ds.images[f]) for f in ds.train_indices]
     cams = ds.cameras.subset(ds.train_indices)
@@ -243,6 +243,8 @@ def test_a_local_edit_grows_matter_in_the_empty_space_of_its_region(project, mon
     ({"point": "frame_00001:1,1", "radius": 0.2}, "empty space"),
     ({"point": "nope:3,3", "radius": 0.2}, "no view named"),
     ({"point": "frame_00001:3", "radius": 0.2}, "expected VIEW:u,v"),
+    ({"patch_size": 16, "lpips_backbone": "random"}, "LPIPS .AlexNet. needs patches of at least 31"),
+    ({"point_3d": ("a", 0, 0), "radius": 0.1}, "point_3d must be three numbers"),
 ])
 def test_bad_edits_are_clear_errors_that_change_nothing(project, kw, message):
     before = sorted(p.relative_to(project) for p in project.rglob("*"))

@@ -165,4 +165,5 @@ def test_blender_dataset_is_the_scene_on_a_transparent_background(tmp_path):
     alpha = gt["alpha"][..., None]
     expected = gt["rgb_object"] * alpha + (1 - alpha)
     assert np.abs(ds.images[4] / 255 - expected).mean() < 0.01
+    assert np.abs(ds.alphas[4] / 255 - gt["alpha"]).mean() < 0.01  # kept, so other backgrounds can go behind
     assert np.linalg.norm(c2w[:3, 3]) == pytest.approx(4.0)

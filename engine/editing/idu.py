@@ -36,6 +36,9 @@ from engine.editing.store import EditStore
 from engine.errors import UserInputError
 from engine.jobs import (Artifact, CancelToken, Cancelled, Job, JobWarning, Metrics, Preview, Progress)
 from engine.metrics import LPIPS_BACKBONES, load_lpips, psnr
+
+LPIPS_MIN_PATCH = 31
+"""smallest patch side AlexNet's LPIPS accepts (its last pooling needs 1 pixel)"""
 from engine.project import Project, atomic_write, check_writable_folder, save_torch, write_json
 from engine.safe_pickle import load_torch
 from engine.scene.datasets import SceneDataset
@@ -93,9 +96,11 @@ class EditConfig:
     """diffusion guidance (s_T 7.5, s_I 1.5, 20 DDIM steps)"""
     patch_size: int = 32
     """side of the random training patches (IN2N: 32)"""
-    patches_per_step: int = 16
-    """patches per optimisation step, each from a random training view (IN2N: 16384 rays per batch in
-    32x32 patches, i.e. 16); fewer make steps cheaper but give the field less supervision per edit"""
+    patches_per_step: int = 1
+    """patches per optimisation step, each from a random training view.  IN2N trains on 16384 rays per
+    batch in 32x32 patches (16) on a GPU; this engine trains the field on the CPU, where a 16-patch step
+    costs about 16 one-patch steps, so in the same time far fewer views are edited and the result is
+    worse (``python -m benchmarks.editing --only patches``: both at the same budget)"""
     l1_weight: float = 1.0
     """weight of the L1 loss"""
     lpips_weight: float = 1.0
@@ -180,6 +185,16 @@ class EditConfig:
         if min(self.edit_rate, self.edit_count, self.patch_size, self.patches_per_step, self.metrics_every) < 1:
             raise UserInputError("edit_rate, edit_count, patch_size, patches_per_step and metrics_every must be at "
                                  "least 1")
+        if self.lpips_weight > 0 and self.lpips_backbone != "off" and self.patch_size < LPIPS_MIN_PATCH:
+            raise UserInputError(f"patch_size {self.patch_size}: LPIPS (AlexNet) needs patches of at least "
+                                 f"{LPIPS_MIN_PATCH} pixels; use a larger patch or lpips_weight 0")
+        if self.point_3d is not None:
+            try:
+                self.point_3d = tuple(float(x) for x in self.point_3d)  # plain floats: saved in checkpoints
+            except (TypeError, ValueError):
+                raise UserInputError(f"point_3d must be three numbers, got {self.point_3d!r}") from None
+            if len(self.point_3d) != 3 or not all(math.isfinite(x) for x in self.point_3d):
+                raise UserInputError(f"point_3d must be three finite numbers, got {self.point_3d!r}")
         if not (0 <= self.falloff <= 1 and 0 <= self.local_focus <= 1):
             raise UserInputError(f"falloff and local_focus must lie in [0, 1] (got {self.falloff}, {self.local_focus})")
         if min(self.lr, self.lr_final, self.lr_local, self.lr_local_final, self.checkpoint_every_seconds) <= 0:

@@ -42,13 +42,24 @@ def _compile(target: Path) -> None:
         os.replace(out, target)  # atomic: concurrent processes never load a half-written library
 
 
+def _library_path() -> Path:
+    digest = hashlib.sha256(_SOURCE.read_bytes()).hexdigest()[:16]
+    return cache_dir() / f"kernels-{digest}-{platform.machine()}.so"
+
+
+def needs_compiling() -> bool:
+    """Whether the first use of the kernels in this process will compile them (seconds, once per machine):
+    jobs do it before their clock starts and say so."""
+    return not os.environ.get("RETOUCH3D_NO_NATIVE") and load_kernels.cache_info().currsize == 0 \
+        and not _library_path().exists()
+
+
 @lru_cache(maxsize=1)
 def load_kernels() -> ctypes.CDLL | None:
     """The compiled kernel library, or None (with one warning) when it cannot be built."""
     if os.environ.get("RETOUCH3D_NO_NATIVE"):
         return None
-    digest = hashlib.sha256(_SOURCE.read_bytes()).hexdigest()[:16]
-    target = cache_dir() / f"kernels-{digest}-{platform.machine()}.so"
+    target = _library_path()
     try:
         if not target.exists():
             _compile(target)

@@ -43,13 +43,14 @@ class SceneDataset:
     image_paths: list[Path]
     images: list[np.ndarray]  # (H, W, 3) uint8 RGB, already downscaled
     masks: list[np.ndarray | None]  # (H, W) bool, True = pixel used for training
+    alphas: list[np.ndarray | None]  # (H, W) uint8 opacity of images that had alpha (None: opaque image)
     cameras: Cameras  # normalised world, intrinsics in pixels of the loaded images
     train_indices: np.ndarray  # int64
     eval_indices: np.ndarray  # int64
     world_from_capture: np.ndarray  # (4, 4): p_n = s * R @ (p - c), from the pose frame of the file
     scale: float  # s: normalised units per capture unit
     bounded: bool  # True: object inside [-1, 1]^3 on a solid background; False: unbounded capture
-    background: np.ndarray | None  # (3,) in [0, 1] that RGBA images were composited on (blender)
+    background: np.ndarray | None  # (3,) in [0, 1] that RGBA images were composited on (blender, or all RGBA)
     warnings: list[str]
 
 
@@ -110,7 +111,8 @@ def load_dataset(path: str | Path, format: str = "auto", downscale: float = 1,
     warnings += resize_warning
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         loaded = list(pool.map(lambda f, s, t: _load_frame(f, s, t, bg), frames, sizes, targets))
-    warnings += _conversion_warnings(frames, [kinds for _, _, kinds in loaded], fmt, bg)
+    warnings += _conversion_warnings(frames, [kinds for *_, kinds in loaded], fmt, bg)
+    alphas = [alpha for _, alpha, _, _ in loaded]
 
     c2w = np.stack([f.c2w for f in frames])
     if fmt == "nerfstudio":
@@ -122,9 +124,11 @@ def load_dataset(path: str | Path, format: str = "auto", downscale: float = 1,
     cameras = _cameras(frames, sizes, targets, _apply(world_from_capture, scale, c2w))
     return SceneDataset(
         root=root, format=fmt, image_paths=[f.image_path for f in frames],
-        images=[image for image, _, _ in loaded], masks=[mask for _, mask, _ in loaded], cameras=cameras,
-        train_indices=train_idx, eval_indices=eval_idx, world_from_capture=world_from_capture, scale=scale,
-        bounded=fmt == "blender", background=bg if fmt == "blender" else None, warnings=warnings,
+        images=[image for image, *_ in loaded], masks=[mask for _, _, mask, _ in loaded], alphas=alphas,
+        cameras=cameras, train_indices=train_idx, eval_indices=eval_idx, world_from_capture=world_from_capture,
+        scale=scale, bounded=fmt == "blender", warnings=warnings,
+        # the background is known where the format says so or every image is transparent around its object
+        background=bg if fmt == "blender" or all(a is not None for a in alphas) else None,
     )
 
 
@@ -367,8 +371,9 @@ def _decode_png16(path: Path, im: Image.Image, rawmode: str) -> np.ndarray:
     return np.asarray(im).astype(np.uint16) << 8 | other
 
 
-def _read_rgb(path: Path, background: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """(H, W, 3) uint8 RGB of an image file, alpha composited on ``background``, and the conversions made."""
+def _read_rgb(path: Path, background: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """(H, W, 3) uint8 RGB of an image file, alpha composited on ``background``; its (H, W) uint8 alpha
+    (None when it has none); and the conversions made."""
     try:
         arr, kinds = _decode(path)
     except _PIL_ERRORS as e:
@@ -377,12 +382,14 @@ def _read_rgb(path: Path, background: np.ndarray) -> tuple[np.ndarray, list[str]
         arr = ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # round(v / 257)
     channels = arr.shape[-1]
     colour = arr[..., :3] if channels >= 3 else np.repeat(arr[..., :1], 3, axis=-1)
+    alpha = None
     if channels in (2, 4):
-        alpha = arr[..., -1:].astype(np.float32) / 255
-        colour = colour * alpha + (background * 255).astype(np.float32) * (1 - alpha)
+        alpha = np.ascontiguousarray(arr[..., -1])
+        opacity = alpha[..., None].astype(np.float32) / 255
+        colour = colour * opacity + (background * 255).astype(np.float32) * (1 - opacity)
         colour = np.clip(np.round(colour), 0, 255).astype(np.uint8)
         kinds.append("alpha")
-    return np.ascontiguousarray(colour), kinds
+    return np.ascontiguousarray(colour), alpha, kinds
 
 
 def _read_mask(frame: _Frame, size: tuple[int, int], target: tuple[int, int]) -> np.ndarray:
@@ -405,13 +412,19 @@ def _read_mask(frame: _Frame, size: tuple[int, int], target: tuple[int, int]) ->
 
 
 def _load_frame(frame: _Frame, size: tuple[int, int], target: tuple[int, int],
-                background: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
-    """The frame's image (and mask) resampled to ``target``, with the conversions made."""
-    image, kinds = _read_rgb(frame.image_path, background)
+                background: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, list[str]]:
+    """The frame's image (its alpha, its mask) resampled to ``target``, with the conversions made.
+
+    Colour and alpha are box-filtered alike, so the composite stays ``colour·alpha + background·(1-alpha)``
+    at the loaded size and another background can be put behind it (training on random backgrounds).
+    """
+    image, alpha, kinds = _read_rgb(frame.image_path, background)
     if target != size:
         image = np.asarray(Image.fromarray(image).resize(target, Image.BOX))
+        if alpha is not None:
+            alpha = np.asarray(Image.fromarray(alpha).resize(target, Image.BOX))
     mask = _read_mask(frame, size, target) if frame.mask_path is not None else None
-    return image, mask, kinds
+    return image, alpha, mask, kinds
 
 
 def _conversion_warnings(frames: list[_Frame], kinds: list[list[str]], fmt: str, background: np.ndarray) -> list[str]:

@@ -171,8 +171,10 @@ class FastModel(nn.Module):
         self.alpha_threshold = 0.0  # raised to cfg.alpha_threshold once the warm-up is over
         self.colour_delta = nn.Parameter(torch.zeros(max(num_images, 1), 3, 4), requires_grad=cfg.colour_correction)
 
-    def correct_colour(self, rgb: torch.Tensor, image_idx: torch.Tensor | None) -> torch.Tensor:
-        """Apply each ray's image colour correction; unseen views get none.
+    def correct_colour(self, rgb: torch.Tensor, image_idx: torch.Tensor | None,
+                       coverage: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply each ray's image colour correction; unseen views get none.  ``coverage`` (N,) scales
+        the offset, for premultiplied colours (a transparent ray's colour stays zero).
 
         Corrections are kept zero-mean over the training images, so 'no correction' is their
         average and the field cannot drift into a colour cast that only the corrections undo.
@@ -181,7 +183,19 @@ class FastModel(nn.Module):
             return rgb
         delta = self.colour_delta - self.colour_delta.mean(0, keepdim=True)
         m = torch.index_select(delta, 0, image_idx)  # deterministic backward, unlike delta[image_idx]
-        return rgb + torch.einsum("nij,nj->ni", m[:, :, :3], rgb) + m[:, :, 3]
+        offset = m[:, :, 3] if coverage is None else m[:, :, 3] * coverage[:, None]
+        return rgb + torch.einsum("nij,nj->ni", m[:, :, :3], rgb) + offset
+
+    def over_background(self, foreground: torch.Tensor, acc: torch.Tensor, bg: torch.Tensor,
+                        image_idx: torch.Tensor | None, known: bool) -> torch.Tensor:
+        """Premultiplied ``foreground`` colour of opacity ``acc`` over ``bg``, colour-corrected per image.
+
+        A learned background is part of the capture and takes its image's correction; a known one
+        (the colour put behind transparent images) does not, so only the field's colour is corrected.
+        """
+        if known:
+            return self.correct_colour(foreground, image_idx, acc) + (1 - acc)[:, None] * bg
+        return self.correct_colour(foreground + (1 - acc)[:, None] * bg, image_idx)
 
     def init_background(self, color: torch.Tensor) -> None:
         """Start the learned background at ``color`` (e.g. the median of the images' borders).
@@ -208,7 +222,7 @@ class FastModel(nn.Module):
         n = origins.shape[0]
         bg = self.background(background)
         if not torch.is_grad_enabled():
-            return self._render_in_rounds(origins, dirs, image_idx, bg, step_scale)
+            return self._render_in_rounds(origins, dirs, image_idx, bg, background is not None, step_scale)
         samples = self.occupancy.march(origins, dirs, step_scale)
         if len(samples) > 0:
             # A density-only pass without gradients picks the samples that can change the image;
@@ -220,16 +234,17 @@ class FastModel(nn.Module):
                                     self.occupancy.held_at(u))
             samples, lengths, u, inside, features = (samples.select(keep), lengths[keep], u[keep], inside[keep],
                                                      features[keep])
+        known = background is not None
         if len(samples) == 0:
             zeros = torch.zeros(n, device=origins.device)
-            return {"rgb": self.correct_colour(bg.expand(n, 3), image_idx), "accumulation": zeros, "depth": zeros,
-                    "num_samples": 0}
+            return {"rgb": self.over_background(zeros[:, None].expand(n, 3), zeros, bg, image_idx, known),
+                    "accumulation": zeros, "depth": zeros, "num_samples": 0}
         sigma, geo = self.field.decode_geometry(self.field.grid(u, features), inside)
         sample_img = image_idx[samples.ray_idx] if image_idx is not None else None
         rgb = self.field.colour(geo, dirs[samples.ray_idx], sample_img)
         weights = weights_packed(sigma, lengths, samples.ray_idx, n)
-        out = composite_packed(weights, rgb, 0.5 * (samples.t0 + samples.t1), samples.ray_idx, n, bg)
-        out["rgb"] = self.correct_colour(out["rgb"], image_idx)
+        out = composite_packed(weights, rgb, 0.5 * (samples.t0 + samples.t1), samples.ray_idx, n, bg.new_zeros(3))
+        out["rgb"] = self.over_background(out["rgb"], out["accumulation"], bg, image_idx, known)
         out["num_samples"] = len(samples)
         if self.training and self.cfg.distortion_weight > 0:
             out["loss_distortion"] = self.cfg.distortion_weight * distortion_loss_packed(
@@ -237,7 +252,7 @@ class FastModel(nn.Module):
         return out
 
     def _render_in_rounds(self, origins: torch.Tensor, dirs: torch.Tensor, image_idx: torch.Tensor | None,
-                          bg: torch.Tensor, step_scale: float) -> dict[str, torch.Tensor]:
+                          bg: torch.Tensor, known_background: bool, step_scale: float) -> dict[str, torch.Tensor]:
         """Rendering: march ``render_round_samples`` samples per live ray at a time, retire opaque rays.
 
         Visibility and weights follow the training rule exactly: a sample counts when the
@@ -290,7 +305,7 @@ class FastModel(nn.Module):
             last = (torch.cumsum(counts, 0) - 1).clamp_min(0)
             t_next[active] = torch.where(counts > 0, s.t1[last], t_next[active])
             active = active[(counts == per_round) & (optical_all[active] < stop_optical)]
-        colour = self.correct_colour(rgb + (1 - acc)[:, None] * bg, image_idx)
+        colour = self.over_background(rgb, acc, bg, image_idx, known_background)
         return {"rgb": colour, "accumulation": acc, "depth": depth / acc.clamp_min(1e-8), "median_depth": median,
                 "num_samples": total}
 

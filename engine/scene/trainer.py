@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from engine import native
 from engine.cameras import generate_rays
 from engine.errors import UserInputError
 from engine.jobs import Artifact, CancelToken, Job, JobWarning, Metrics, Preview, Progress
@@ -95,10 +96,11 @@ def check_budget(steps: int | None, minutes: float | None, what: str) -> None:
 
 
 class PixelBank:
-    """Every usable training pixel (colour, image, pixel centre) as flat tensors, for uniform ray batches."""
+    """Every usable training pixel (colour, image, pixel centre, opacity) as flat tensors, for uniform ray batches."""
 
     def __init__(self, dataset: SceneDataset) -> None:
-        rgbs, cams, us, vs = [], [], [], []
+        rgbs, cams, us, vs, alphas = [], [], [], [], []
+        any_alpha = any(dataset.alphas[frame] is not None for frame in dataset.train_indices)
         for row, frame in enumerate(dataset.train_indices):
             img = torch.tensor(dataset.images[frame])
             h, w = img.shape[:2]
@@ -111,13 +113,39 @@ class PixelBank:
             us.append(uu[keep])
             vs.append(vv[keep])
             cams.append(torch.full((int(keep.sum()),), row, dtype=torch.int32))
+            if any_alpha:
+                alpha = dataset.alphas[frame]
+                alphas.append(torch.tensor(alpha)[keep] if alpha is not None else torch.full_like(us[-1], 255,
+                                                                                              dtype=torch.uint8))
         self.rgb = torch.cat(rgbs)
         self.row = torch.cat(cams)
         self.u = torch.cat(us)
         self.v = torch.cat(vs)
+        self.alpha = torch.cat(alphas) if any_alpha else None
+        """uint8 opacity of every pixel (None: no image had alpha)"""
+        self.see_through = torch.tensor([dataset.alphas[f] is not None for f in dataset.train_indices])
+        """per training image: it had alpha, so any background may be put behind it"""
 
     def __len__(self) -> int:
         return self.rgb.shape[0]
+
+    def targets(self, idx: torch.Tensor, row: torch.Tensor, background: torch.Tensor | None,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Colours of pixels ``idx`` (images ``row``) in [0, 1] and the background each ray is rendered on.
+
+        Pixels of transparent images are put on a random colour per ray, as Instant-NGP and nerfacc
+        train Blender scenes: against one fixed colour the field can paint the background as a fog of
+        that colour and a dark object as a fog of black, and the first steps drive its colour output
+        into saturation (the Blender scene became a black silhouette).  A random background can only
+        be matched by transparency, so opacity and colour are both learned.
+        """
+        target = self.rgb[idx].float() / 255
+        if self.alpha is None or background is None:
+            return target, background
+        random = torch.rand(len(idx), 3, generator=generator)
+        behind = torch.where(self.see_through[row][:, None], random, background)
+        transparency = 1 - self.alpha[idx].float() / 255
+        return target + (behind - background) * transparency[:, None], behind
 
 
 def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -203,10 +231,13 @@ def train_job(cfg: TrainConfig, cancel: CancelToken | None = None, live: LiveFie
                                                            else train_rows[:1]), cfg.preview_max_side)
     if live is not None:
         live.publish(model, dataset, background)
+    if native.needs_compiling():
+        yield Progress(step, cfg.steps, "compiling the CPU kernels (once on this machine, before the clock starts)")
+    native.load_kernels()
     last_ckpt = last_preview = time.monotonic()
     lr_ratio = cfg.lr_final / cfg.lr
     recent_loss: list[float] = []
-    samples_seen = 0
+    samples_seen, rays_at_start = 0, rays_seen  # samples are counted by this run only
 
     while cfg.budget_fraction(step, train_seconds) < 1 and not cancel.cancelled:
         with live.step() if live is not None else contextlib.nullcontext():
@@ -219,8 +250,8 @@ def train_job(cfg: TrainConfig, cancel: CancelToken | None = None, live: LiveFie
             row = bank.row[idx].long()
             origins, dirs = generate_rays(params, row, bank.u[idx].float() + 0.5, bank.v[idx].float() + 0.5,
                                           train_cams.model)
-            target = bank.rgb[idx].float() / 255
-            out = model.render_rays(origins, dirs, row, background)
+            target, behind = bank.targets(idx, row, background, gen)
+            out = model.render_rays(origins, dirs, row, behind)
             mse = torch.mean((out["rgb"] - target) ** 2)
             loss = mse + sum(v for k, v in out.items() if k.startswith("loss_"))
             optimizer.zero_grad(set_to_none=True)
@@ -229,6 +260,7 @@ def train_job(cfg: TrainConfig, cancel: CancelToken | None = None, live: LiveFie
         samples = max(out["num_samples"], 1)
         samples_seen += samples
         rays_seen += n_rays
+        samples_per_ray = samples / n_rays
         target_samples = getattr(model.cfg, "target_samples_per_step", None)
         if target_samples:
             n_rays = int(min(cfg.max_rays, max(256, n_rays * target_samples / samples)))
@@ -241,7 +273,7 @@ def train_job(cfg: TrainConfig, cancel: CancelToken | None = None, live: LiveFie
             recent_loss.clear()
             yield Metrics(step, {"loss": mean_loss, "psnr_train": -10 * math.log10(max(mean_loss, 1e-10)),
                                  "rays_per_second": rays_seen / max(train_seconds, 1e-9),
-                                 "samples_per_ray": samples / n_rays, "lr": cfg.lr * lr_ratio**frac, **model.stats()})
+                                 "samples_per_ray": samples_per_ray, "lr": cfg.lr * lr_ratio**frac, **model.stats()})
         yield Progress(step, cfg.steps, "training", fraction=min(cfg.budget_fraction(step, train_seconds), 1.0))
         now = time.monotonic()
         if cfg.preview_every_seconds is not None and now - last_preview >= cfg.preview_every_seconds:
@@ -259,7 +291,7 @@ def train_job(cfg: TrainConfig, cancel: CancelToken | None = None, live: LiveFie
 
     report = {"model": cfg.model, "data": str(Path(cfg.data)), "downscale": cfg.downscale, "steps": step,
               "train_seconds": train_seconds, "rays_per_second": rays_seen / max(train_seconds, 1e-9),
-              "samples_per_ray": samples_seen / max(rays_seen, 1), "seed": cfg.seed, "machine": machine_info()}
+              "samples_per_ray": samples_seen / max(rays_seen - rays_at_start, 1), "seed": cfg.seed, "machine": machine_info()}
     for event in evaluate(model, dataset, project.root / "renders" / "eval" if cfg.save_eval_renders else None,
                           cancel):
         if isinstance(event, dict):
