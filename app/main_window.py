@@ -485,11 +485,12 @@ class MainWindow(QMainWindow):
         if cam:
             try:
                 self.viewport.set_camera(OrbitCamera(np.array(cam["target"], float), float(cam["distance"]),
-                                                     np.array(cam["rotation"], float), float(cam["fov_y_deg"])))
+                                                     np.array(cam["rotation"], float), float(cam["fov_y_deg"])),
+                                         by_user=False)
             except (KeyError, TypeError, ValueError):
-                self.viewport.set_camera(home)
+                self.viewport.set_camera(home, by_user=False)
         else:
-            self.viewport.set_camera(home)
+            self.viewport.set_camera(home, by_user=False)
         self.set_render_mode(state.get("render_mode", "rgb") if state.get("render_mode") in RENDER_MODE_LABELS
                              else "rgb")
         for name, action in self.overlay_actions.items():

@@ -12,6 +12,7 @@ delivered on the UI thread.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class _FrameRequest:
     height: int
     mode: str
     interactive: bool
+    paced: bool
 
 
 @dataclass
@@ -107,11 +109,12 @@ class RenderService(QObject):
         self._view = view
 
     def request(self, camera: "OrbitCamera", width: int, height: int, mode: str = "rgb",
-                interactive: bool = False) -> None:
-        """Ask for a frame of ``camera`` for a ``width`` x ``height`` view; replaces any request not yet started."""
+                interactive: bool = False, paced: bool = False) -> None:
+        """Ask for a frame of ``camera`` for a ``width`` x ``height`` view; replaces any request not yet started.
+        ``paced``: a refresh the user did not ask for, which a training job's steps go before (engine LiveField)."""
         if width < 1 or height < 1:
             return
-        self._worker.submit("frame", _FrameRequest(camera.copy(), int(width), int(height), mode, interactive))
+        self._worker.submit("frame", _FrameRequest(camera.copy(), int(width), int(height), mode, interactive, paced))
 
     def pick(self, camera: "OrbitCamera", width: int, height: int, x: float, y: float) -> None:
         """Find the scene point at pixel (x, y) of a ``width`` x ``height`` view; answered by ``picked``."""
@@ -150,15 +153,22 @@ class RenderService(QObject):
     def _render(self, view: "FieldView", req: _FrameRequest) -> None:
         from engine.scene.render import PREVIEW_STEP_SCALE
 
+        if req.paced and view.live.training:
+            # the field changes with every step: a resting frame nobody asked for is a quick one
+            req = dataclasses.replace(req, interactive=True)
         width, height = self.frame_size(req.width, req.height, req.interactive)
         step_scale = PREVIEW_STEP_SCALE if req.interactive else 1.0
-        frame = view.render(req.camera, width, height, req.mode, step_scale=step_scale)
+        frame = view.render(req.camera, width, height, req.mode, step_scale=step_scale, paced=req.paced)
         if req.interactive:
             # A frame costs a fixed part (rays, marching set-up) plus a part per pixel, so scale the
             # side by the square root of budget / time, step by step, rather than assuming pure per-pixel cost.
             factor = math.sqrt(self.frame_budget_s / max(frame.seconds, 1e-6))
             factor = min(SIDE_STEP_LIMIT, max(1 / SIDE_STEP_LIMIT, factor))
             self._interactive_side = min(self.max_side, max(self.min_side, max(width, height) * factor))
+            if self._full_side is None:  # no full frame timed yet: guess its side from this one's cost
+                per_pixel = frame.seconds * PREVIEW_STEP_SCALE / (width * height)  # full quality: finer steps
+                aspect = min(width, height) / max(width, height)
+                self._full_side = max(FULL_MIN_SIDE, math.sqrt(self.full_budget_s / (per_pixel * aspect)))
         else:
             factor = min(FULL_SIDE_GROWTH, math.sqrt(self.full_budget_s / max(frame.seconds, 1e-6)))
             self._full_side = max(FULL_MIN_SIDE, max(width, height) * factor)

@@ -126,6 +126,7 @@ class Viewport(QOpenGLWindow):
         self._drag_pans = False
         self._dragging = False
         self._moved_since_settle = False
+        self._user_moved = False  # the camera moved by the user's hand since the view last rested
         self._settle = QTimer(self)
         self._settle.setSingleShot(True)
         self._settle.setInterval(SETTLE_MS)
@@ -167,10 +168,11 @@ class Viewport(QOpenGLWindow):
 
     # ---- camera -----------------------------------------------------------------------------
 
-    def set_camera(self, camera: "OrbitCamera") -> None:
-        """Jump to ``camera`` (copied)."""
+    def set_camera(self, camera: "OrbitCamera", by_user: bool = True) -> None:
+        """Jump to ``camera`` (copied); ``by_user`` False: restoring a saved view, whose frames a
+        training job's steps go before, as for any frame the user did not ask for."""
         self.camera = camera.copy()
-        self._camera_moved()
+        self._camera_moved(by_user)
 
     def set_home(self, camera: "OrbitCamera") -> None:
         """The view ``reset_view`` returns to (e.g. ``engine.scene.viewer.home_camera(dataset)``)."""
@@ -243,32 +245,37 @@ class Viewport(QOpenGLWindow):
 
     def refresh(self, quick: bool = False) -> None:
         """Ask for a frame of the current view now (the field changed, e.g. after training steps);
-        ``quick``: a low-resolution one, as while the camera moves (cheap enough to repeat during training)."""
-        self._request_frame(interactive=quick)
+        ``quick``: a low-resolution one, as while the camera moves, and paced so that watching a job
+        train costs it little (cheap enough to repeat during training)."""
+        self._request_frame(interactive=quick, paced=quick)
 
-    def _request_frame(self, interactive: bool) -> None:
+    def _request_frame(self, interactive: bool, paced: bool = False) -> None:
         if self._service is not None and self.width() > 0 and self.height() > 0:
-            self._service.request(self.camera, self.width(), self.height(), self._mode_getter(), interactive)
+            self._service.request(self.camera, self.width(), self.height(), self._mode_getter(), interactive, paced)
 
     def _on_frame(self, frame: "ViewFrame", interactive: bool) -> None:
         side = max(frame.image.shape[:2])
         self.set_image(frame.image, frame.camera, f"{MODE_LABELS.get(frame.mode, frame.mode)} · {side} px")
 
-    def _camera_moved(self) -> None:
+    def _camera_moved(self, by_user: bool = True) -> None:
         self._moved_since_settle = True
+        self._user_moved |= by_user
         self.camera_changed.emit(self.camera.copy(), True)
         self._view_changed()
 
     def _view_changed(self) -> None:
-        self._request_frame(interactive=True)
+        self._request_frame(interactive=True, paced=not self._user_moved)
         self._settle.start()
         self.update()
 
     def _on_settled(self) -> None:
+        """The full frame once the view rests: promptly after the user moved the camera, paced otherwise
+        (a resize, a restored view: a training job's steps go first)."""
+        by_user, self._user_moved = self._user_moved, False
         if self._moved_since_settle:
             self._moved_since_settle = False
             self.camera_changed.emit(self.camera.copy(), False)
-        self._request_frame(interactive=False)
+        self._request_frame(interactive=False, paced=not by_user)
 
     # ---- input ------------------------------------------------------------------------------
 

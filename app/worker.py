@@ -2,7 +2,10 @@
 
 The engine's jobs are generators of small events (engine/jobs.py).  ``JobRunner`` pulls them
 on a QThread, so nothing the engine does blocks the UI, and re-emits each event as a signal
-that Qt queues onto the UI thread.  Previews are throttled: at most one per interval reaches
+that Qt queues onto the UI thread.  The job runs at normal priority: a lower one (nice 10, as
+before) let any other busy program take the cores from it (28 % of its speed alone beside a
+two-thread neighbour, 41 % at normal priority, `python -m benchmarks.contention --only window`),
+while the UI thread, which mostly sleeps, kept within its stall target either way.  Previews are throttled: at most one per interval reaches
 the UI, a newer one replacing a held one, and the newest is always delivered.  Pausing stops pulling events
 (the job sits between steps); cancelling sets the job's CancelToken and the job ends itself
 cleanly (saving a checkpoint) — also when it is paused.  Any exception ends the job with an
@@ -11,7 +14,6 @@ cleanly (saving a checkpoint) — also when it is paused.  Any exception ends th
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import traceback
@@ -21,23 +23,6 @@ from PySide6.QtCore import QObject, QThread, QTimer, Signal
 
 from engine.errors import UserInputError
 from engine.jobs import Artifact, CancelToken, Job, JobWarning, Metrics, Preview, Progress
-
-
-WORKER_NICENESS = 10
-"""worker threads (and the OpenMP / torch threads they start) yield the CPU to the UI thread"""
-
-
-def lower_thread_priority(niceness: int = WORKER_NICENESS) -> None:
-    """Make the calling thread, and the threads it creates later, give way to the UI thread.
-
-    On a machine with few cores a job's compute threads would otherwise delay the UI thread
-    by tens of milliseconds whenever they all run; where the OS has no per-thread niceness
-    this does nothing.
-    """
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
-    except (AttributeError, OSError):
-        pass
 
 
 class _Pump(QThread):
@@ -52,7 +37,6 @@ class _Pump(QThread):
         self._runner = runner
 
     def run(self) -> None:  # noqa: D102 - QThread entry point
-        lower_thread_priority()
         try:
             for event in self._job:
                 self._runner._wait_while_paused()

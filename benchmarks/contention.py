@@ -6,14 +6,15 @@ A desktop always runs something else.  Each workload runs in a fresh process (as
 twice in the same session: alone, then beside a neighbour, another two-thread torch program at
 normal priority multiplying matrices.  A fair share of two cores is 50 % of the speed alone; the
 target is at least 40 %.  Speeds come from the workloads' own timers (training and editing
-steps per second without start-up, prior frames per second), so process start-up and kernel
-compilation do not count.
+steps per second without start-up, prior frames per second, the window's training steps per second
+while the user watches), so process start-up and kernel compilation do not count.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -45,9 +46,9 @@ with torch.no_grad():
 """
 
 
-def run(*args: str) -> str:
-    print("$", " ".join(a if len(a) < 200 else a[:60] + "..." for a in args), flush=True)
-    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO)
+def run(*args: str, prefix: tuple[str, ...] = ()) -> str:
+    print("$", " ".join(a if len(a) < 200 else a[:60] + "..." for a in (*prefix, "python", *args)), flush=True)
+    proc = subprocess.run([*prefix, sys.executable, *args], capture_output=True, text=True, cwd=REPO)
     if proc.returncode != 0:
         raise SystemExit(f"failed:\n{proc.stderr[-3000:]}")
     return proc.stdout
@@ -77,13 +78,23 @@ def prior_rate(frames: int) -> float:
     return json.loads(run("-c", PRIOR_FRAMES.format(frames=frames)).strip().splitlines()[-1])["rate"]
 
 
+def window_rate(seconds: float) -> float:
+    """Training steps per second in the editor window on the demo scene while the user watches (under
+    Xvfb when there is no display)."""
+    display = () if os.environ.get("DISPLAY") else ("xvfb-run", "-a", "-s", "-screen 0 1600x1000x24")
+    out = run("-m", "benchmarks.gui_responsiveness", "--window-training", str(seconds), prefix=display)
+    return json.loads(out.strip().splitlines()[-1])["rate"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="train,edit,prior", help="comma-separated subset of train,edit,prior")
+    parser.add_argument("--only", default="train,edit,prior,window",
+                        help="comma-separated subset of train,edit,prior,window")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--train-steps", type=int, default=300)
     parser.add_argument("--edit-steps", type=int, default=60)
     parser.add_argument("--prior-frames", type=int, default=60)
+    parser.add_argument("--window-seconds", type=float, default=40.0)
     args = parser.parse_args()
     which = args.only.split(",")
     from engine.scene.procedural import DemoSceneConfig, write_demo_dataset
@@ -95,7 +106,8 @@ def main() -> None:
         train_rate(data, trained, 300)  # the field the edits start from
     workloads = {"train": lambda: train_rate(data, work / "train", args.train_steps),
                  "edit": lambda: edit_rate(trained, work / "edit", args.edit_steps),
-                 "prior": lambda: prior_rate(args.prior_frames)}
+                 "prior": lambda: prior_rate(args.prior_frames),
+                 "window": lambda: window_rate(args.window_seconds)}
     results: dict = {"machine": machine_info(), "neighbour": "two-thread torch matmul loop, normal priority"}
     for name in which:
         alone = workloads[name]()

@@ -9,6 +9,7 @@ percentile over ``--seconds``); for 15 s of that a synthetic left-drag orbits th
 the low-resolution frames it gets are counted; after training, the same drag on the idle field.
 First, training speed in the window (steps per second over 40 s while the user only watches, the
 real event loop running) is compared with the command line's over the same steps of the same scene.  Results go to OUT/gui_responsiveness.json.
+``--window-training SECONDS`` measures only that and prints it (benchmarks.contention uses it).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ DRAG_INTERVAL_MS = 16
 DRAG_SECONDS = 15.0
 WATCH_SECONDS = 40.0
 """training speed in the window is measured over this long, before the other figures"""
+WARM_STEPS = 30
+"""... from this step on, past the first and slowest steps (the occupancy grid's first passes)"""
 
 
 def startup_seconds(runs: int = 3) -> list[float]:
@@ -112,9 +115,9 @@ def wait(app, condition, timeout: float) -> bool:
     return condition()
 
 
-def run_window(seconds: float) -> dict:
-    """Heartbeat and orbit figures in one editor window on the demo scene."""
-    from PySide6.QtCore import QEventLoop, QSettings, Qt, QTimer
+def training_window(train_seconds: float):
+    """An editor window on a new demo-scene project whose training has passed WARM_STEPS steps."""
+    from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
     from app.main_window import MainWindow
@@ -130,19 +133,38 @@ def run_window(seconds: float) -> dict:
     data = write_demo_dataset(tmp / "data", DemoSceneConfig())
     window.new_project(data, tmp / "projects" / "demo")
     assert wait(qapp, lambda: window.session is not None and not window.busy, 120), "the project did not open"
-
-    drag = Drag(window.viewport)
-    window.service.frame_ready.connect(drag.on_frame)
-    window.train_minutes.setValue((seconds + WATCH_SECONDS + 60) / 60)
+    window.train_minutes.setValue(train_seconds / 60)
     window.train()
     assert wait(qapp, lambda: window.session.live.ready, 120), "training did not start"
-    wait(qapp, lambda: False, 5.0)  # past the first, slowest steps
-    # Training speed while the user only watches: the real event loop (no polling, no heartbeat)
+    assert wait(qapp, lambda: steps_done(window) >= WARM_STEPS, 300), "training made no progress"
+    return qapp, window
+
+
+def steps_done(window) -> int:
+    """Training steps taken in the window (publishing the model bumped the live version once, then every step)."""
+    return window.session.live.version - 1
+
+
+def watch_training(window, seconds: float) -> tuple[int, int, float]:
+    """Steps before and after ``seconds`` of the real event loop (no polling, no heartbeat: the user
+    only watches), and the seconds it took."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
     loop = QEventLoop()
-    first_step, began = window.session.live.version, time.perf_counter()
-    QTimer.singleShot(round(WATCH_SECONDS * 1000), loop.quit)
+    first, began = steps_done(window), time.perf_counter()
+    QTimer.singleShot(round(seconds * 1000), loop.quit)
     loop.exec()
-    last_step, watched = window.session.live.version, time.perf_counter() - began
+    return first, steps_done(window), time.perf_counter() - began
+
+
+def run_window(seconds: float) -> dict:
+    """Heartbeat and orbit figures in one editor window on the demo scene."""
+    from PySide6.QtCore import Qt, QTimer
+
+    qapp, window = training_window(seconds + WATCH_SECONDS + 60)
+    drag = Drag(window.viewport)
+    window.service.frame_ready.connect(drag.on_frame)
+    first_step, last_step, watched = watch_training(window, WATCH_SECONDS)
 
     beats: list[float] = []
     heartbeat = QTimer()
@@ -210,10 +232,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the heartbeat measurement")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    parser.add_argument("--window-training", type=float, metavar="SECONDS",
+                        help="only measure training in the window over SECONDS and print {\"rate\": steps/s} "
+                             "(benchmarks.contention runs it beside a busy neighbour)")
     args = parser.parse_args()
     if not os.environ.get("DISPLAY"):
         raise SystemExit("run it under an X server, e.g. xvfb-run -a -s '-screen 0 1600x1000x24' python -m "
                          "benchmarks.gui_responsiveness")
+    if args.window_training:
+        _, window = training_window(args.window_training + 120)
+        first, last, watched = watch_training(window, args.window_training)
+        window.cancel_job()
+        assert window.wait_for_job(120), "training did not stop"
+        window.service.stop()
+        print(json.dumps({"rate": (last - first) / watched, "steps": [first, last]}))
+        return
     startup = startup_seconds()
     print(f"start-up: median {statistics.median(startup):.2f} s ({', '.join(f'{s:.2f}' for s in startup)})",
           flush=True)

@@ -82,10 +82,10 @@ class FakeService(QObject):
 
     def __init__(self) -> None:
         super().__init__()
-        self.requests: list[tuple[OrbitCamera, int, int, str, bool]] = []
+        self.requests: list[tuple[OrbitCamera, int, int, str, bool, bool]] = []
 
-    def request(self, camera, width, height, mode="rgb", interactive=False) -> None:
-        self.requests.append((camera.copy(), width, height, mode, interactive))
+    def request(self, camera, width, height, mode="rgb", interactive=False, paced=False) -> None:
+        self.requests.append((camera.copy(), width, height, mode, interactive, paced))
 
 
 # ---- the viewport ---------------------------------------------------------------------------
@@ -131,6 +131,7 @@ def test_left_drag_orbits_and_the_full_frame_is_requested_once_the_camera_rests(
     assert changes and all(interactive for _, interactive in changes)
     assert service.requests and all(r[4] and r[3] == "depth" and (r[1], r[2]) == (WIDTH, HEIGHT)
                                     for r in service.requests)
+    assert not any(r[5] for r in service.requests), "frames the user asks for by dragging are never paced"
     np.testing.assert_allclose(service.requests[-1][0].eye, cam.eye)
 
     qtbot.waitUntil(lambda: not changes[-1][1], timeout=2000)
@@ -138,6 +139,7 @@ def test_left_drag_orbits_and_the_full_frame_is_requested_once_the_camera_rests(
     np.testing.assert_allclose(changes[-1][0].eye, cam.eye)
     last = service.requests[-1]
     assert not last[4] and np.allclose(last[0].eye, cam.eye)  # the full frame of where the camera stopped
+    assert not last[5]  # asked for by the user: a training job waits for it
 
     frame = ViewFrame(np.full((HEIGHT // 2, WIDTH // 2, 3), 90, np.uint8), np.zeros((1, 1), np.float32),
                       np.zeros((1, 1), np.float32), cam.copy(), "depth", 0.01)
@@ -146,6 +148,27 @@ def test_left_drag_orbits_and_the_full_frame_is_requested_once_the_camera_rests(
     np.testing.assert_allclose(shown[75, 50], (90, 90, 90), atol=3)
     assert (shown[10:24, 10:60] > 200).any()  # the "Depth · 100 px" label in the corner
     assert viewport.image_camera is not None and np.allclose(viewport.image_camera.eye, cam.eye)
+
+
+def test_frames_the_user_did_not_ask_for_are_paced(viewport, qtbot):
+    """A refresh after training steps or a restored view must not take the cores from training."""
+    service = FakeService()
+    viewport.attach(service, lambda: "rgb")
+    qtbot.wait(SETTLE_MS + 50)
+    service.requests.clear()
+    viewport.refresh(quick=True)
+    assert service.requests[-1][4:] == (True, True)
+    viewport.refresh()  # the field changed for good (a job ended): its full frame at once
+    assert service.requests[-1][4:] == (False, False)
+
+    service.requests.clear()
+    viewport.set_camera(OrbitCamera(distance=3.0), by_user=False)
+    qtbot.waitUntil(lambda: any(not r[4] for r in service.requests), timeout=2000)
+    assert all(r[5] for r in service.requests)
+    service.requests.clear()
+    viewport.reset_view()  # the user's own jump
+    qtbot.waitUntil(lambda: any(not r[4] for r in service.requests), timeout=2000)
+    assert not any(r[5] for r in service.requests)
 
 
 def test_right_or_shift_drag_pans_and_the_wheel_zooms(viewport):
@@ -278,6 +301,36 @@ def test_interactive_frames_are_smaller_than_the_full_frame(service, qtbot):
     assert sizes[False] == [(72, 96, 3)]  # full size, longer side capped at max_side
     assert sizes[True][0] == (36, 48, 3)  # before any frame was timed
     assert sizes[True][1] == (24, 32, 3)  # timed against a tiny budget: the smallest side allowed
+
+
+def test_a_resting_frame_nobody_asked_for_is_a_quick_one_while_a_job_trains(service, field_view, qtbot):
+    """The field changes with every step: a full frame of it is wasted on training's time."""
+    import threading
+    import time
+
+    stop = threading.Event()
+
+    def job() -> None:
+        while not stop.is_set():
+            with field_view.live.step():
+                time.sleep(0.002)
+
+    thread = threading.Thread(target=job, daemon=True)
+    thread.start()
+    try:
+        with qtbot.waitSignal(service.frame_ready, timeout=10000) as got:
+            service.request(OrbitCamera(), 160, 120, "rgb", interactive=False, paced=True)
+    finally:
+        stop.set()
+        thread.join(2)
+    frame, interactive = got.args
+    assert interactive and max(frame.image.shape[:2]) < 96
+    from engine.scene.viewer import JOB_ACTIVE_S
+
+    qtbot.wait(round(JOB_ACTIVE_S * 1000) + 100)
+    with qtbot.waitSignal(service.frame_ready, timeout=5000) as got:  # the job ended: full size again
+        service.request(OrbitCamera(), 160, 120, "rgb", interactive=False, paced=True)
+    assert not got.args[1] and got.args[0].image.shape == (72, 96, 3)
 
 
 def test_quick_requests_are_coalesced_and_the_newest_is_rendered_last(service, qtbot):

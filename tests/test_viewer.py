@@ -265,6 +265,85 @@ def test_a_viewer_goes_before_the_next_step_and_training_goes_on_between_frames(
     assert steps == sorted(steps) and len(set(steps)) == len(steps)  # every step bumps the version
 
 
+class SteppingJob:
+    """A job thread taking ``step_s`` steps on a LiveField until stopped; counts its steps."""
+
+    def __init__(self, live: LiveField, step_s: float, occupancy: Occupancy | None = None) -> None:
+        self.live, self.step_s, self.occupancy = live, step_s, occupancy or Occupancy()
+        self.steps = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self.live.step(), self.occupancy:
+                time.sleep(self.step_s)
+            self.steps += 1
+
+    def __enter__(self) -> "SteppingJob":
+        self._thread.start()
+        time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        assert not self._thread.is_alive()
+
+
+def test_frames_nobody_asked_for_take_a_small_share_of_a_training_job() -> None:
+    """The refresh after training steps must not slow training down much (it took 86 % of it)."""
+    live = LiveField(paced_share=0.1)
+    occupancy = Occupancy()
+    with SteppingJob(live, 0.01, occupancy) as job:
+        began, viewing = time.perf_counter(), 0.0
+        while time.perf_counter() - began < 1.5:
+            with live.viewing(paced=True), occupancy:
+                time.sleep(0.02)
+                viewing += 0.02
+        elapsed = time.perf_counter() - began
+    assert viewing / elapsed <= 0.15, f"paced frames took {100 * viewing / elapsed:.0f} % of the time"
+    assert viewing > 0.05, "paced frames never got a turn"
+    assert job.steps * 0.01 / elapsed >= 0.75
+    assert occupancy.most == 1
+
+
+def test_paced_frames_go_at_once_when_no_job_steps_or_the_user_moves_the_camera() -> None:
+    live = LiveField(paced_share=0.1)
+    began = time.perf_counter()
+    for _ in range(10):
+        with live.viewing(paced=True):
+            time.sleep(0.01)
+    assert time.perf_counter() - began < 0.3, "an idle field's frames were held back"
+
+    with SteppingJob(live, 0.01):
+        with live.viewing(paced=True):
+            time.sleep(0.05)  # the next paced frame would wait 0.45 s ...
+        live.hold(1.0)  # ... but the user moves the camera now
+        asked = time.perf_counter()
+        with live.viewing(paced=True):
+            waited = time.perf_counter() - asked
+    assert waited < 0.1, f"a frame waited {waited:.2f} s while the user moved the camera"
+
+
+def test_a_frame_lets_training_steps_in_between_its_chunks_and_is_the_same_image(monkeypatch) -> None:
+    """A slow frame (seconds on a barely trained field) must not stop training until it is done."""
+    from engine.scene import viewer
+    from engine.scene.presets import build_model, model_config
+
+    torch.manual_seed(0)
+    model = build_model(model_config("fast"), num_images=1, contracted=False)
+    view = FieldView(model, dataset=None, background=torch.ones(3))
+    alone = view.render(OrbitCamera(), 48, 32, "rgb", paced=True)
+    monkeypatch.setattr(viewer, "VIEW_CHUNK_RAYS", 256)  # six chunks
+    with SteppingJob(view.live, 0.005) as job:  # steps that leave the model as it is
+        before = job.steps
+        shared = view.render(OrbitCamera(), 48, 32, "rgb", paced=True)
+        during = job.steps - before
+    assert during >= 3, f"only {during} steps ran while a six-chunk frame rendered"
+    np.testing.assert_array_equal(shared.image, alone.image)
+
+
 def test_publish_makes_the_field_ready_and_bumps_the_version() -> None:
     live = LiveField()
     assert not live.ready

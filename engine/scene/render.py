@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Callable, ContextManager
+
 import numpy as np
 import torch
 
@@ -10,25 +13,29 @@ from engine.cameras import Cameras, image_rays
 
 @torch.inference_mode()
 def render_image(model, cameras: Cameras, index: int, background: torch.Tensor | None = None,
-                 chunk: int = 1 << 15, step_scale: float = 1.0, appearance: int | None = None) -> dict[str, torch.Tensor]:
+                 chunk: int = 1 << 15, step_scale: float = 1.0, appearance: int | None = None,
+                 around_chunk: Callable[[], ContextManager] = contextlib.nullcontext) -> dict[str, torch.Tensor]:
     """Render camera ``index``; returns rgb (H,W,3), depth, median_depth and accumulation (H,W).
 
     ``step_scale`` > 1 samples more coarsely: the live preview uses PREVIEW_STEP_SCALE.
     ``appearance``: the training image whose appearance (colour correction) to use, so a
     training view renders as the field is fitted to it; None: the mean appearance.
+    ``around_chunk``: a context each chunk of ``chunk`` rays renders in (a viewer sharing the model
+    with a training job takes its turn per chunk, so a slow frame never stops training for long).
     """
-    was_training = model.training
-    model.eval()
     origins, dirs = image_rays(cameras, index)
     h, w = int(cameras.height[index]), int(cameras.width[index])
     parts: dict[str, list[torch.Tensor]] = {"rgb": [], "depth": [], "median_depth": [], "accumulation": []}
     for start in range(0, origins.shape[0], chunk):
         rays = slice(start, start + chunk)
         image_idx = None if appearance is None else torch.full((origins[rays].shape[0],), appearance)
-        out = model.render_rays(origins[rays], dirs[rays], image_idx, background, step_scale)
+        with around_chunk():
+            was_training = model.training
+            model.eval()
+            out = model.render_rays(origins[rays], dirs[rays], image_idx, background, step_scale)
+            model.train(was_training)
         for key in parts:
             parts[key].append(out[key])
-    model.train(was_training)
     result = {key: torch.cat(vals) for key, vals in parts.items()}
     return {"rgb": result["rgb"].reshape(h, w, 3).clamp(0, 1)} | {
         key: result[key].reshape(h, w) for key in ("depth", "median_depth", "accumulation")}
