@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import write_results
 from engine.machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,10 +122,7 @@ def main() -> None:
         results[name] = {"alone_per_second": alone, "beside_per_second": beside, "share": beside / alone}
         print(f"{name:6s} alone {alone:.2f}/s  beside a busy neighbour {beside:.2f}/s  "
               f"({100 * beside / alone:.0f} % of alone; fair share 50 %, target >= 40 %)", flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "contention.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out / 'contention.json'}")
+    write_results(args.out, "contention", results)
 
 
 if __name__ == "__main__":

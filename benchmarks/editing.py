@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from benchmarks import write_results
 from engine.machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,11 +128,8 @@ def main() -> None:
                          f"python main.py edit --project P --instruction '{INSTRUCTION}' --minutes {minutes}",
                          f"... --variation {SUGGESTED_VARIATION}",
                          f"... --point {view}:{w / 2},{h / 2} --radius {radius:.6g}"]}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "editing.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.out, "editing", results)
     print(json.dumps(results, indent=2))
-    print(f"wrote {out / 'editing.json'}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from benchmarks import write_results
 from engine.machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
@@ -265,10 +266,7 @@ def main() -> None:
     print(f"training in the window: {figures['window_training_steps_per_second']:.2f} steps/s over steps "
           f"{first}-{last}, the command line {cli_rate:.2f} steps/s on the same steps "
           f"({100 * figures['window_vs_cli_training_speed']:.0f} %; target >= 80 %)")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gui_responsiveness.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out / 'gui_responsiveness.json'}")
+    write_results(args.out, "gui_responsiveness", result)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ render returns is included (colour, depth, mask, both label maps).  Results go t
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 
 from engine.portrait.cameras import camera_labels
 from engine.portrait.heads import PARAM_COUNT, HeadParams, render_heads
+from benchmarks import write_results
 from engine.machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,10 +64,7 @@ def main() -> None:
               f"{row['images_per_second_median']:.1f} images/s median "
               f"(slowest batch {row['images_per_second_min']:.1f}, fastest {row['images_per_second_max']:.1f}); "
               f"foreground {100 * row['foreground_fraction_mean']:.0f}% of pixels", flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "heads.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out / 'heads.json'}")
+    write_results(args.out, "heads", results)
 
 
 if __name__ == "__main__":

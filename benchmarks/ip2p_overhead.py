@@ -15,7 +15,6 @@ edit (which also fills the text-embedding cache, as the second edit of an IDU ru
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from tiny_ip2p import write_tiny_ip2p  # noqa: E402  (tests/ is not a package)
 
 from engine.editing.base import Guidance  # noqa: E402
 from engine.editing.ip2p import load_ip2p, working_size  # noqa: E402
+from benchmarks import write_results
 from engine.machine import machine_info
 
 SIZES = ((512, 512), (1024, 768))
@@ -101,10 +101,7 @@ def main() -> None:
               f"+ VAE {row['vae_seconds_median']:.3f} s + rest (schedule, guidance, resizing) "
               f"{1000 * row['other_seconds_median']:.1f} ms; outside the UNet {100 * row['outside_unet_fraction']:.0f}%",
               flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "ip2p_overhead.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out / 'ip2p_overhead.json'}")
+    write_results(args.out, "ip2p_overhead", results)
 
 
 if __name__ == "__main__":

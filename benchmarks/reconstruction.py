@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import write_results
 from engine.machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,9 +102,7 @@ def main() -> None:
                                           f"--steps {args.face_steps}")
     if "preview" in which and demo_project is not None:
         results["preview"] = preview_seconds(demo_project)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "reconstruction.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.out, "reconstruction", results)
     print("\n== results ==")
     for name in ("demo", "blender", "face"):
         if name in results:
@@ -115,7 +114,6 @@ def main() -> None:
         p = results["preview"]
         print(f"256x256 frame: preview {p['preview_256_seconds_median'] * 1000:.0f} ms, full quality "
               f"{p['full_quality_256_seconds_median'] * 1000:.0f} ms (medians)")
-    print(f"wrote {out / 'reconstruction.json'}")
 
 
 if __name__ == "__main__":
