@@ -11,9 +11,13 @@ import torch
 from engine.cameras import Cameras, image_rays
 
 
+RENDER_CHUNK_RAYS = 1 << 15
+"""rays rendered at once (bounds the memory of a large frame)"""
+
+
 @torch.inference_mode()
 def render_image(model, cameras: Cameras, index: int, background: torch.Tensor | None = None,
-                 chunk: int = 1 << 15, step_scale: float = 1.0, appearance: int | None = None,
+                 chunk: int = RENDER_CHUNK_RAYS, step_scale: float = 1.0, appearance: int | None = None,
                  around_chunk: Callable[[], ContextManager] = contextlib.nullcontext) -> dict[str, torch.Tensor]:
     """Render camera ``index``; returns rgb (H,W,3), depth, median_depth and accumulation (H,W).
 

@@ -23,7 +23,7 @@ import torch
 from engine.cameras import Cameras, image_rays
 from engine.scene.datasets import SceneDataset
 from engine.scene.orbit import OrbitCamera
-from engine.scene.render import PREVIEW_STEP_SCALE, render_image
+from engine.scene.render import PREVIEW_STEP_SCALE, RENDER_CHUNK_RAYS, render_image
 
 RENDER_MODES = ("rgb", "depth", "accumulation")
 
@@ -150,18 +150,21 @@ class LiveField:
             return None
         return max(0.0, self._held_until - now)
 
+    def _wait(self, viewer: bool, paced: bool, now: float) -> float | None:
+        """Seconds a step or viewer chunk still has to wait (0: it may go, None: until notified); lock held."""
+        if self._busy:
+            return None
+        if not viewer:
+            return self._step_wait(now)
+        return self._paced_wait(now) if paced else 0.0
+
     @contextlib.contextmanager
     def _enter(self, viewer: bool, paced: bool = False):
         with self._cond:
             waiting = "_paced_waiting" if paced else "_viewers_waiting" if viewer else "_steps_waiting"
             setattr(self, waiting, getattr(self, waiting) + 1)
             try:
-                while True:
-                    now = time.monotonic()
-                    wait = None if self._busy else (self._paced_wait(now) if paced else 0.0) if viewer \
-                        else self._step_wait(now)
-                    if wait == 0:
-                        break
+                while (wait := self._wait(viewer, paced, time.monotonic())) != 0:
                     self._cond.wait(wait)
             finally:
                 setattr(self, waiting, getattr(self, waiting) - 1)
@@ -230,7 +233,7 @@ class FieldView:
                 yield
                 seconds += time.perf_counter() - start
 
-        chunk = VIEW_CHUNK_RAYS if self.live.training else 1 << 15  # small turns only while sharing
+        chunk = VIEW_CHUNK_RAYS if self.live.training else RENDER_CHUNK_RAYS  # small turns only while sharing
         out = render_image(self.live.model, camera.cameras(width, height), 0, self.live.background,
                            chunk=chunk, step_scale=step_scale, around_chunk=timed_turn)
         depth = out["depth"].numpy().astype(np.float32)
