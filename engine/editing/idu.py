@@ -36,9 +36,6 @@ from engine.editing.store import EditStore
 from engine.errors import UserInputError
 from engine.jobs import (Artifact, CancelToken, Cancelled, Job, JobWarning, Metrics, Preview, Progress)
 from engine.metrics import LPIPS_BACKBONES, load_lpips, psnr
-
-LPIPS_MIN_PATCH = 31
-"""smallest patch side AlexNet's LPIPS accepts (its last pooling needs 1 pixel)"""
 from engine.project import Project, atomic_write, check_writable_folder, save_torch, write_json
 from engine.safe_pickle import load_torch
 from engine.scene.datasets import SceneDataset
@@ -49,6 +46,8 @@ from engine.scene.viewer import LiveField
 EDITORS = ("offline", "ip2p")
 START_FROM = ("current", "original")
 """what a new edit of an already edited project starts from (EditConfig.start_from)"""
+LPIPS_MIN_PATCH = 31
+"""smallest patch side AlexNet's LPIPS accepts (its last pooling needs 1 pixel)"""
 
 
 @dataclass
