@@ -29,13 +29,13 @@ def tiny_demo(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_tiny(tiny_demo, tmp_path_factory) -> Path:
-    """A field trained briefly (300 steps) on the tiny demo scene; copy it before changing it."""
+    """A field trained briefly (300 steps) on the tiny demo scene, with its report and held-out renders;
+    copy it before changing it."""
     from engine.jobs import run_job
     from engine.scene.trainer import TrainConfig, train_job
 
     out = tmp_path_factory.mktemp("trained") / "trained"
-    run_job(train_job(TrainConfig(data=str(tiny_demo), out=str(out), steps=300, save_eval_renders=False)),
-            lambda ev: None)
+    run_job(train_job(TrainConfig(data=str(tiny_demo), out=str(out), steps=300)), lambda ev: None)
     return out
 
 
