@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 from benchmarks import write_results
+from engine.cli import DEMO_TRAIN_STEPS
 from engine.machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,10 +93,10 @@ def main() -> None:
 
         data = write_demo_dataset(work / "patches-data", DemoSceneConfig())
         trained = work / "patches-trained"
-        cli("train", "--data", str(data), "--steps", "1600", "--out", str(trained))
+        cli("train", "--data", str(data), "--steps", str(DEMO_TRAIN_STEPS), "--out", str(trained))
         results["patches"] = {"minutes": args.patches_minutes, "command": (
             f"python main.py edit --project P --instruction '{INSTRUCTION}' --minutes {args.patches_minutes} "
-            "--patches-per-step N (P: the demo trained 1600 steps)")}
+            f"--patches-per-step N (P: the demo scene trained {DEMO_TRAIN_STEPS} steps)")}
         for n in (1, 16):
             r = edit(trained, work / f"patches-{n}", args.patches_minutes, "--patches-per-step", str(n))
             results["patches"][str(n)] = {k: r[k] for k in ("edit_fidelity_psnr", "steps", "views_edited",
