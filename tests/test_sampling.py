@@ -63,25 +63,6 @@ def test_occupancy_update_culls_empty_space():
     assert 0.03 < frac < 0.12  # the sphere fills 6.5 % of the box (cells on its rim may go either way)
 
 
-def test_warm_up_refreshes_measure_the_cells_in_turn_and_unmeasured_cells_stay_occupied():
-    grid = OccupancyGrid(MarchingConfig(occupancy_resolution=32), contracted=False)
-    measured = []
-
-    def sphere_density(x):
-        measured.append(len(x))
-        return 100.0 * (x.norm(dim=-1) < 0.5)
-
-    gen = torch.Generator().manual_seed(0)
-    grid.update(sphere_density, gen, share=4)
-    assert sum(measured) == 32**3 // 4  # a quarter of the cells per warm-up refresh
-    waiting = torch.isinf(grid.density)
-    assert float(waiting.float().mean()) == 0.75 and grid.occupied[waiting].all()
-    for _ in range(3):
-        grid.update(sphere_density, gen, share=4)
-    assert sum(measured) == 32**3 and torch.isfinite(grid.density).all()  # each cell once in four refreshes
-    assert 0.03 < grid.occupied_fraction < 0.12  # as one refresh of every cell finds it
-
-
 @pytest.mark.skipif(native.load_kernels() is None, reason="no C compiler for the CPU kernels")
 def test_preview_steps_are_longer_and_match_the_reference():
     grid = OccupancyGrid(MarchingConfig(), contracted=True)

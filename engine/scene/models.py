@@ -140,12 +140,7 @@ class FastModelConfig:
     occupancy_update_every: int = 16
     """steps between occupancy refreshes"""
     occupancy_warmup_steps: int = 256
-    """steps during which every cell is re-measured in turn and no absolute threshold applies"""
-    warmup_refresh_share: int = 4
-    """during warm-up each refresh re-measures one cell in this many, in turn, so every cell is measured
-    every ``warmup_refresh_share * occupancy_update_every`` steps.  Instant-NGP and nerfacc measure all
-    of them at every refresh, a GPU's budget: on this CPU those refreshes took a third of a 600-step
-    training (2.1 million density evaluations each)"""
+    """steps during which every cell is re-measured at each refresh and no absolute threshold applies"""
     target_samples_per_step: int = 1 << 15
     """rays per step adapt so a step evaluates about this many samples (2^15 rather than 2^14:
     per-step costs (occupancy refresh, optimiser, Python) amortise; face 23.2k vs 16.2k rays/s, same PSNR)"""
@@ -344,8 +339,7 @@ class FastModel(nn.Module):
         warm = step >= self.cfg.occupancy_warmup_steps
         self.alpha_threshold = self.cfg.alpha_threshold if warm else 0.0
         if step % self.cfg.occupancy_update_every == 0:
-            self.occupancy.update(self.field.density, generator, every_cell=not warm, absolute=warm,
-                                  share=self.cfg.warmup_refresh_share)
+            self.occupancy.update(self.field.density, generator, every_cell=not warm, absolute=warm)
 
     def open_region(self, centre: tuple[float, float, float], radius: float) -> None:
         """Let matter grow in a sphere (a local edit that may add something): its occupancy cells stay

@@ -9,7 +9,6 @@ cube [-2,2]^3 for unbounded captures, the box [-1,1]^3 for bounded objects.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -87,7 +86,7 @@ class OccupancyGrid:
         self.contracted = contracted
         self.device = torch.device(device)
         r = cfg.occupancy_resolution
-        self.density = torch.full((r, r, r), math.inf, device=self.device)  # inf: not measured yet (occupied)
+        self.density = torch.full((r, r, r), 1e3, device=self.device)  # everything occupied until measured
         self.occupied = torch.ones((r, r, r), dtype=torch.uint8, device=self.device)
         self.step_params = torch.tensor([cfg.min_step, cfg.max_step, cfg.cone_angle, cfg.contracted_step],
                                         dtype=torch.float32)
@@ -116,11 +115,10 @@ class OccupancyGrid:
 
     @torch.no_grad()
     def update(self, density_fn: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator,
-               every_cell: bool = True, chunk: int = 1 << 16, absolute: bool = False, share: int = 1) -> None:
+               every_cell: bool = True, chunk: int = 1 << 16, absolute: bool = False) -> None:
         """Re-measure cells at a random point each and refresh the flags.
 
-        ``every_cell`` re-measures the whole grid (warm-up), one cell in ``share`` per call in turn (a
-        cell not measured yet stays occupied); otherwise the occupied cells (at most
+        ``every_cell`` re-measures the whole grid (warm-up); otherwise the occupied cells (at most
         ``occupied_budget`` of them, a random subset) and ``random_budget`` random cells, as
         Instant-NGP does: empty cells get no gradient and rarely fill up, occupied ones must be
         watched so they are culled once they empty.  A measured cell's running maximum decays by
@@ -131,7 +129,7 @@ class OccupancyGrid:
         r = self.cfg.occupancy_resolution
         n_cells = r**3
         if every_cell:
-            flat = torch.arange(self.updates % share, n_cells, share, device=self.device)
+            flat = torch.arange(n_cells, device=self.device)
         else:
             occupied = self.occupied.view(-1).nonzero()[:, 0]
             if len(occupied) > self.cfg.occupied_budget:
@@ -144,13 +142,12 @@ class OccupancyGrid:
         pts = self.cell_centres_world(cells, jitter)
         dens = torch.cat([density_fn(pts[i:i + chunk]) for i in range(0, len(pts), chunk)])
         grid = self.density.view(-1)
-        old = grid[flat]
-        grid[flat] = torch.where(torch.isinf(old), dens.float(), torch.maximum(old * self.cfg.occupancy_decay,
-                                                                                dens.float()))
+        if self.updates == 0:
+            grid.zero_()
+        grid[flat] = torch.maximum(grid[flat] * self.cfg.occupancy_decay, dens.float())
         threshold = self.cfg.occupancy_threshold / self.cfg.min_step
         if not absolute:
-            measured = grid[torch.isfinite(grid)]
-            threshold = min(threshold, float(measured.mean()))
+            threshold = min(threshold, float(grid.mean()))
         self.occupied = (self.density >= threshold).to(torch.uint8)
         if self.held is not None:
             self.occupied |= self.held
