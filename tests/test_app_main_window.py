@@ -43,7 +43,8 @@ def test_capture_to_edit_to_export(qtbot, window, tiny_demo, trained_tiny, tmp_p
     window.train()
     qtbot.waitUntil(lambda: len(shown) >= 1, timeout=30_000)
     first = shown[0]
-    qtbot.waitUntil(lambda: not window.busy, timeout=60_000)
+    # the job's thread ends before its finished signal reaches the window, which then takes its results
+    qtbot.waitUntil(lambda: not window.busy and not window.job_kind, timeout=60_000)
     assert window.session.trained and not window.errors
     window.viewport.refresh()
     count = len(shown)
@@ -88,7 +89,7 @@ def test_capture_to_edit_to_export(qtbot, window, tiny_demo, trained_tiny, tmp_p
     strip = window.strip  # browsing stays, but no reverts while the job writes edits
     assert strip.isEnabled() and strip.history_locked and not strip.revert_button.isEnabled()
     assert not window.undo_action.isEnabled()
-    qtbot.waitUntil(lambda: not window.busy, timeout=120_000)
+    qtbot.waitUntil(lambda: not window.busy and not window.job_kind, timeout=120_000)
     assert not window.errors
     report = json.loads((tmp_path / "proj" / "edits" / "report.json").read_text())
     assert report["instruction"] == "make it red" and report["views_edited"] >= 1 and report["originals_unchanged"]
