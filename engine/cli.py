@@ -18,10 +18,10 @@ from engine.jobs import CancelToken, run_in_terminal
 from engine.portrait.cli import add_portrait_parser, cmd_portrait
 
 DEMO_TRAIN_STEPS = 1000
-"""the demo's training steps: 29.3 dB held-out; 4 minutes on this 2-core CPU on a slow day (2026-12-03)"""
+"""the demo's training steps: 28.9 dB held-out; 2.7-4 minutes on this 2-core CPU (2026-12-03)"""
 DEMO_EDIT_STEPS = 2500
-"""the demo's edit steps: 250 view edits (one every 10 steps), each of the 52 views about 5 times, for 27.8 dB
-edit fidelity (19-20 dB at 1,200-2,000 steps); 3.4 minutes on this CPU on the same day"""
+"""the demo's edit steps: 250 view edits (one every 10 steps), each of the 52 views about 5 times, for
+28.6 dB edit fidelity (about 20 dB at 1,200 steps); about 3 minutes on this CPU on the same day"""
 
 
 def _add_train(sub) -> None:

@@ -66,7 +66,7 @@ def test_a_global_edit_that_changes_nothing_leaves_the_field_as_it_was(project):
         with torch.no_grad():
             after = render_image(model, dataset.cameras, int(frame), None)["rgb"]
         changes.append(psnr(after, before.float() / 255))
-    assert min(changes) > 26.3, changes  # 26.7-28.0 dB; 24.5-25.9 with training's moments
+    assert min(changes) > 26.3, changes  # 22.2-23.8 dB with training's moments
 
 
 def test_a_global_edit_moves_the_field_to_the_edited_look_and_keeps_originals(project, tiny_demo):
