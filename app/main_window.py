@@ -362,6 +362,12 @@ class MainWindow(QMainWindow):
         return self.runner is not None and self.runner.running
 
     @property
+    def idle(self) -> bool:
+        """No job runs and the window has handled the last one's end: a job's thread stops before its finished
+        signal reaches the window, which only then takes the job's results (the opened session, the trained flag)."""
+        return not self.busy and not self.job_kind
+
+    @property
     def render_mode(self) -> str:
         return self.mode_combo.currentData() if hasattr(self, "mode_combo") else "rgb"
 

@@ -110,7 +110,7 @@ class ScreenshotRun:
         print(f"demo dataset written in {time.monotonic() - started:.0f} s", flush=True)
         if not window.new_project(data, window.projects_root / "demo"):
             raise ScreenshotError(f"could not create the demo project: {self._error()}")
-        wait_until(lambda: window.session is not None and not window.busy, 120, "the project to open")
+        wait_until(lambda: window.session is not None and window.idle, 120, "the project to open")
         self._check_no_error("opening the project")
         window.viewport.set_camera(self.three_quarter_view())
 

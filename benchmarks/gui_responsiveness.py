@@ -133,7 +133,7 @@ def training_window(train_seconds: float):
     window.show()
     data = write_demo_dataset(tmp / "data", DemoSceneConfig())
     window.new_project(data, tmp / "projects" / "demo")
-    assert wait(qapp, lambda: window.session is not None and not window.busy, 120), "the project did not open"
+    assert wait(qapp, lambda: window.session is not None and window.idle, 120), "the project did not open"
     window.train_minutes.setValue(train_seconds / 60)
     window.train()
     assert wait(qapp, lambda: window.session.live.ready, 120), "training did not start"
@@ -192,7 +192,7 @@ def run_window(seconds: float) -> dict:
     heartbeat.stop()
     steps_during = window.session.live.version - steps_before
     window.cancel_job()
-    assert wait(qapp, lambda: not window.busy, 120), "training did not stop"
+    assert wait(qapp, lambda: window.idle, 120), "training did not stop"
 
     wait(qapp, lambda: False, 1.0)
     drag.start()

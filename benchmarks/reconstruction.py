@@ -24,6 +24,12 @@ from engine.machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 FACE = REPO.parent / "shared" / "data" / "in2n-face"
+DEMO_STEPS = 2000
+"""training steps of the demo scene's row (what this CPU trained in 3 minutes when the row was set)"""
+FACE_STEPS = 4700
+"""training steps of the face capture at --downscale 4 (5 minutes here when the row was set)"""
+BLENDER_STEPS = 1000
+"""training steps of the Blender-format procedural scene at --downscale 2"""
 
 
 def train(data: Path, out: Path, steps: int, extra: list[str]) -> dict:
@@ -65,9 +71,9 @@ def main() -> None:
     parser.add_argument("--only", default="demo,blender,face,preview",
                         help="comma-separated subset of demo,blender,face,preview")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
-    parser.add_argument("--demo-steps", type=int, default=2000)
-    parser.add_argument("--face-steps", type=int, default=4700)
-    parser.add_argument("--blender-steps", type=int, default=1000)
+    parser.add_argument("--demo-steps", type=int, default=DEMO_STEPS)
+    parser.add_argument("--face-steps", type=int, default=FACE_STEPS)
+    parser.add_argument("--blender-steps", type=int, default=BLENDER_STEPS)
     args = parser.parse_args()
     which = set(args.only.split(","))
     results: dict = {"machine": machine_info()}

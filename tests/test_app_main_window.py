@@ -19,15 +19,9 @@ def _frames(window) -> list[np.ndarray]:
     return shown
 
 
-def _idle(window) -> bool:
-    """No job runs and the window has handled the last one's end: a job's thread stops before its finished
-    signal reaches the window, which only then takes the job's results (the opened session, the trained flag)."""
-    return not window.busy and not window.job_kind
-
-
 def _open(qtbot, window, data, root) -> None:
     assert window.new_project(data, root)
-    qtbot.waitUntil(lambda: window.session is not None and _idle(window), timeout=60_000)
+    qtbot.waitUntil(lambda: window.session is not None and window.idle, timeout=60_000)
 
 
 def test_capture_to_edit_to_export(qtbot, window, tiny_demo, trained_tiny, tmp_path):
@@ -49,7 +43,7 @@ def test_capture_to_edit_to_export(qtbot, window, tiny_demo, trained_tiny, tmp_p
     window.train()
     qtbot.waitUntil(lambda: len(shown) >= 1, timeout=30_000)
     first = shown[0]
-    qtbot.waitUntil(lambda: _idle(window), timeout=60_000)
+    qtbot.waitUntil(lambda: window.idle, timeout=60_000)
     assert window.session.trained and not window.errors
     window.viewport.refresh()
     count = len(shown)
@@ -59,7 +53,7 @@ def test_capture_to_edit_to_export(qtbot, window, tiny_demo, trained_tiny, tmp_p
     # a field trained longer (the same tiny scene), reopened from its folder
     shutil.copytree(trained_tiny, tmp_path / "proj")
     window.open_project(tmp_path / "proj", check_unsaved=False)
-    qtbot.waitUntil(lambda: window.session.root == tmp_path / "proj" and _idle(window), timeout=60_000)
+    qtbot.waitUntil(lambda: window.session.root == tmp_path / "proj" and window.idle, timeout=60_000)
     assert window.session.trained and window.edit_panel.apply_button.isEnabled()
 
     # point: snap to a training camera (double-click its thumbnail), click where the view shows the
@@ -83,7 +77,7 @@ def test_capture_to_edit_to_export(qtbot, window, tiny_demo, trained_tiny, tmp_p
     window.edit_panel.instruction_edit.setText("make it red")
     window.edit_panel.preview_button.click()
     qtbot.waitUntil(lambda: window._preview_dialog is not None and window._preview_dialog.isVisible()
-                    and _idle(window), timeout=30_000)
+                    and window.idle, timeout=30_000)
     assert not (tmp_path / "proj" / "edits").exists()
     window._preview_dialog.close()
 
@@ -94,7 +88,7 @@ def test_capture_to_edit_to_export(qtbot, window, tiny_demo, trained_tiny, tmp_p
     strip = window.strip  # browsing stays, but no reverts while the job writes edits
     assert strip.isEnabled() and strip.history_locked and not strip.revert_button.isEnabled()
     assert not window.undo_action.isEnabled()
-    qtbot.waitUntil(lambda: _idle(window), timeout=120_000)
+    qtbot.waitUntil(lambda: window.idle, timeout=120_000)
     assert not window.errors
     report = json.loads((tmp_path / "proj" / "edits" / "report.json").read_text())
     assert report["instruction"] == "make it red" and report["views_edited"] >= 1 and report["originals_unchanged"]
@@ -106,7 +100,7 @@ def test_capture_to_edit_to_export(qtbot, window, tiny_demo, trained_tiny, tmp_p
     out = tmp_path / "turntable.mp4"
     window.export(ExportConfig(project=str(tmp_path / "proj"), what="video", out=str(out),
                                video=VideoConfig(orbit=6, size=32)))
-    qtbot.waitUntil(lambda: _idle(window), timeout=60_000)
+    qtbot.waitUntil(lambda: window.idle, timeout=60_000)
     assert not window.errors
     assert len(imageio.mimread(out)) == 6
 
@@ -115,7 +109,7 @@ def test_capture_to_edit_to_export(qtbot, window, tiny_demo, trained_tiny, tmp_p
     window.save_project()
     window.session = None
     window.open_project(tmp_path / "proj")
-    qtbot.waitUntil(lambda: window.session is not None and _idle(window), timeout=60_000)
+    qtbot.waitUntil(lambda: window.session is not None and window.idle, timeout=60_000)
     assert window.session.trained and window.render_mode == "depth"
     assert window.edit_panel.instruction_edit.text() == "make it red"
     assert window.edit_panel.region_point() is not None
@@ -132,7 +126,7 @@ def test_dropping_a_folder_that_is_not_a_capture(window, tmp_path):
 
 def test_dropping_a_capture_starts_a_project(qtbot, window, tiny_demo):
     window.open_dropped(tiny_demo)
-    qtbot.waitUntil(lambda: window.session is not None and _idle(window), timeout=60_000)
+    qtbot.waitUntil(lambda: window.session is not None and window.idle, timeout=60_000)
     assert window.session.root.parent == window.projects_root
     assert window.settings.recent_projects[0] == str(window.session.root)
 
@@ -147,7 +141,7 @@ def test_damaged_manifest_is_restored_from_its_backup(qtbot, window, tiny_demo, 
     asked = []
     window.ask = lambda title, text: asked.append(text) or True
     window.open_project(root)
-    qtbot.waitUntil(lambda: window.session is not None and _idle(window), timeout=60_000)
+    qtbot.waitUntil(lambda: window.session is not None and window.idle, timeout=60_000)
     assert "unreadable project manifest" in asked[0]
     assert json.loads((root / "retouch3d.json").read_text())["app"]["edit_panel"]["instruction"] == "make it blue"
 

@@ -136,7 +136,7 @@ def test_orbit_video_runs_as_a_job_and_announces_the_file(qtbot, window, tmp_pat
     runner = workspace.render_video(out)
     assert runner is not None and window.busy and window.job_kind == "portrait-video"
     assert window.jobs_panel.title_label.text() == "Orbit video of seed 0"  # progress in the Jobs panel
-    qtbot.waitUntil(lambda: not window.busy and not window.job_kind, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: window.idle, timeout=TIMEOUT_MS)
     assert not window.errors
     frames = imageio.mimread(out)
     assert len(frames) == 6 and frames[0].shape == (128, 128, 3)

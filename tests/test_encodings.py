@@ -11,9 +11,11 @@ needs_kernels = pytest.mark.skipif(native.load_kernels() is None, reason="no C c
 
 @needs_kernels
 @pytest.mark.parametrize("log2_table", [12, 17])  # 12: most levels hashed; 17: coarse levels dense
-def test_native_hash_grid_matches_torch_reference(log2_table):
+@pytest.mark.parametrize("features", [2, 4])  # 2: the kernels' specialised path; others: the general one
+def test_native_hash_grid_matches_torch_reference(log2_table, features):
     torch.manual_seed(0)
-    grid = HashGrid(HashGridConfig(levels=8, log2_table_size=log2_table, max_resolution=300, init_scale=1.0))
+    grid = HashGrid(HashGridConfig(levels=8, log2_table_size=log2_table, max_resolution=300, init_scale=1.0,
+                                   features_per_level=features))
     points = torch.rand(3000, 3)
     points[:5] = torch.tensor([[0, 0, 0], [1, 1, 1], [1, 0, 0.5], [0.999999, 0.5, 0], [0.5, 0.5, 0.5]])
     fast, ref = grid(points), grid.forward_torch(points)
