@@ -19,7 +19,9 @@ from PySide6.QtGui import (QColor, QIcon, QImage, QMouseEvent, QPainter, QPaintE
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListView, QListWidget, QListWidgetItem, QPushButton, QSizePolicy,
                                QSlider, QVBoxLayout, QWidget)
 
-if TYPE_CHECKING:  # engine.project imports torch (~1 s); the window must appear before that is needed
+from app.widgets import numpy_to_qimage
+
+if TYPE_CHECKING:  # engine.core.project imports torch (~1 s); the window must appear before that is needed
     from engine.editing.store import EditStore
 
 THUMBNAIL_HEIGHT = 96
@@ -27,15 +29,6 @@ COMPARE_PANE_WIDTH = 440
 """the selected view's wipe comparison and its version buttons, beside the thumbnails"""
 _GAP = 2  # pixels between the original and the edited half of a thumbnail
 _NAME_ROLE = Qt.ItemDataRole.UserRole
-
-
-def numpy_to_qimage(image: np.ndarray) -> QImage:
-    """An HxWx3 uint8 array as a QImage that owns its pixels (Qt must not point into numpy memory)."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an HxWx3 uint8 image, got shape {image.shape} and dtype {image.dtype}")
-    pixels = np.ascontiguousarray(image)
-    h, w = pixels.shape[:2]
-    return QImage(pixels.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
 
 
 def _thumbnail(image: QImage) -> QImage:

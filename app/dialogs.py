@@ -6,47 +6,26 @@ that importing the app (and opening its window) stays fast.
 
 from __future__ import annotations
 
-import ast
-import dataclasses
-import inspect
-import textwrap
-from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
-from PySide6.QtWidgets import (
-    QButtonGroup,
-    QCheckBox,
-    QComboBox,
-    QDialog,
-    QDialogButtonBox,
-    QDoubleSpinBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QMessageBox,
-    QProgressBar,
-    QPushButton,
-    QRadioButton,
-    QSpinBox,
-    QStackedWidget,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox,
+                               QFileDialog, QFormLayout, QLabel, QLineEdit, QMessageBox, QProgressBar, QPushButton,
+                               QRadioButton, QSpinBox, QStackedWidget, QVBoxLayout, QWidget)
 
+from app.config_form import ConfigForm
 from app.settings import DEVICES, MEMORY_PRESETS, PRECISIONS, AppSettings
-from engine.editing.sources import CHECKPOINT_SUFFIXES, DEFAULT_HUB_ID, is_hub_id
-from engine.errors import UserInputError
+from app.widgets import error_label, row
+from engine.core.config import field_docs
+from engine.core.errors import UserInputError
+from engine.editors.sources import CHECKPOINT_SUFFIXES, DEFAULT_HUB_ID, is_hub_id
 
 if TYPE_CHECKING:
     from engine.export import ExportConfig
     from engine.export.video import VideoConfig
 
-_ERROR_STYLE = "color: #c62828;"
 """owner/name: what load_ip2p takes for a hub id rather than a path"""
 
 
@@ -85,30 +64,10 @@ def _choice_combo(choices: dict[str, str], current: str) -> QComboBox:
     return combo
 
 
-def _path_row(edit: QLineEdit, *buttons: QPushButton) -> QWidget:
-    """A line edit followed by its Browse buttons, as one form row."""
-    row = QWidget()
-    layout = QHBoxLayout(row)
-    layout.setContentsMargins(0, 0, 0, 0)
-    layout.addWidget(edit, 1)
-    for button in buttons:
-        layout.addWidget(button)
-    return row
-
-
 def _start_dir(text: str) -> str:
     """Where a file chooser opens: the current value's folder when there is one."""
     path = Path(text).expanduser() if text else Path.home()
     return str(path if path.is_dir() else path.parent)
-
-
-def _error_label() -> QLabel:
-    label = QLabel()
-    label.setStyleSheet(_ERROR_STYLE)
-    label.setWordWrap(True)
-    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-    label.hide()
-    return label
 
 
 class SettingsDialog(QDialog):
@@ -128,7 +87,7 @@ class SettingsDialog(QDialog):
         model_file = QPushButton("File…")
         model_file.clicked.connect(lambda: self._browse_file(self.model_edit, "InstructPix2Pix checkpoint",
                                                              "Checkpoints (*.safetensors *.ckpt)"))
-        form.addRow("InstructPix2Pix model:", _path_row(self.model_edit, model_folder, model_file))
+        form.addRow("InstructPix2Pix model:", row(self.model_edit, model_folder, model_file))
 
         self.model_config_edit = QLineEdit(settings.ip2p_config_dir)
         self.model_config_edit.setPlaceholderText("only for a single checkpoint file")
@@ -136,18 +95,18 @@ class SettingsDialog(QDialog):
                                           ".safetensors/.ckpt file does not hold them")
         config_browse = QPushButton("Browse…")
         config_browse.clicked.connect(lambda: self._browse_folder(self.model_config_edit, "Configs folder"))
-        form.addRow("Its configs folder:", _path_row(self.model_config_edit, config_browse))
+        form.addRow("Its configs folder:", row(self.model_config_edit, config_browse))
 
         self.eg3d_edit = QLineEdit(settings.eg3d_checkpoint)
         eg3d_browse = QPushButton("Browse…")
         eg3d_browse.clicked.connect(lambda: self._browse_file(self.eg3d_edit, "EG3D checkpoint", "All files (*)"))
-        form.addRow("EG3D checkpoint:", _path_row(self.eg3d_edit, eg3d_browse))
+        form.addRow("EG3D checkpoint:", row(self.eg3d_edit, eg3d_browse))
 
         self.threedpe_edit = QLineEdit(settings.threedpe_checkpoint)
         threedpe_browse = QPushButton("Browse…")
         threedpe_browse.clicked.connect(lambda: self._browse_file(self.threedpe_edit, "3DPE checkpoint",
                                                                   "All files (*)"))
-        form.addRow("3DPE checkpoint:", _path_row(self.threedpe_edit, threedpe_browse))
+        form.addRow("3DPE checkpoint:", row(self.threedpe_edit, threedpe_browse))
 
         self.device_combo = QComboBox()
         for value, label in zip(DEVICES, ("Automatic (GPU when available)", "CPU", "GPU (CUDA)")):
@@ -183,7 +142,7 @@ class SettingsDialog(QDialog):
             self.lpips_edit.setText(backbone)
         self.lpips_combo.currentIndexChanged.connect(self._update_lpips_file_enabled)
         self._update_lpips_file_enabled()
-        lpips_row = _path_row(self.lpips_edit, self._lpips_browse)
+        lpips_row = row(self.lpips_edit, self._lpips_browse)
         lpips_row.layout().insertWidget(0, self.lpips_combo)
         form.addRow("LPIPS backbone:", lpips_row)
         self.lpips_status_label = QLabel(self._alexnet_status())
@@ -198,7 +157,7 @@ class SettingsDialog(QDialog):
         self.autosave_spin.setValue(settings.autosave_minutes)
         form.addRow("Autosave every:", self.autosave_spin)
 
-        self.error_label = _error_label()
+        self.error_label = error_label()
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -210,7 +169,7 @@ class SettingsDialog(QDialog):
     @staticmethod
     def _alexnet_status() -> str:
         """Whether LPIPS's AlexNet weights are in the torch cache, and where to put them otherwise."""
-        from engine import metrics
+        from engine.core import metrics
 
         path = metrics.alexnet_weights_path()
         if path.is_file():
@@ -289,60 +248,6 @@ class SettingsDialog(QDialog):
         super().accept()
 
 
-@cache
-def field_docs(config_type: type) -> dict[str, str]:
-    """Each dataclass field's docstring (the string literal under it), which Python drops at run time."""
-    try:
-        source = textwrap.dedent(inspect.getsource(config_type))
-    except (OSError, TypeError):  # no source shipped: fields simply go without tooltips
-        return {}
-    body = ast.parse(source).body[0].body
-    docs = {}
-    for node, after in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
-                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
-            docs[node.target.id] = " ".join(after.value.value.split())
-    return docs
-
-
-_INTERNAL_FIELDS = ("chunk", "step")
-"""batch sizes and march spacing: speed/memory knobs the CLI does not offer either"""
-
-
-class ConfigForm(QWidget):
-    """Spin boxes for the numeric fields of a config dataclass, with its field docstrings as tooltips."""
-
-    def __init__(self, config_type: type, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._config_type = config_type
-        defaults = config_type()
-        docs = field_docs(config_type)
-        self.editors: dict[str, QSpinBox | QDoubleSpinBox] = {}
-        form = QFormLayout(self)
-        for field in dataclasses.fields(config_type):
-            value = getattr(defaults, field.name)
-            if field.name in _INTERNAL_FIELDS or isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue
-            if isinstance(value, int):
-                editor = QSpinBox()
-                editor.setRange(0, 2**31 - 1)
-            else:
-                editor = QDoubleSpinBox()
-                editor.setDecimals(3)
-                editor.setRange(0.0, 1e6)
-                editor.setSingleStep(0.1)
-            editor.setValue(value)
-            editor.setToolTip(docs.get(field.name, ""))
-            label = QLabel(field.name.replace("_", " ").capitalize() + ":")
-            label.setToolTip(editor.toolTip())
-            form.addRow(label, editor)
-            self.editors[field.name] = editor
-
-    def config(self) -> Any:
-        """The dataclass with the values shown (its defaults for the fields not shown)."""
-        return self._config_type(**{name: editor.value() for name, editor in self.editors.items()})
-
-
 class VideoOptions(QWidget):
     """A turntable orbit or a camera path file, the frame rate and the frame size of a video export."""
 
@@ -364,7 +269,7 @@ class VideoOptions(QWidget):
         self.path_edit.setToolTip(docs.get("camera_path", ""))
         path_browse = QPushButton("Browse…")
         path_browse.clicked.connect(self._browse_path)
-        self._path_row = _path_row(self.path_edit, path_browse)
+        self.path_row = row(self.path_edit, path_browse)
         group = QButtonGroup(self)
         group.addButton(self.orbit_radio)
         group.addButton(self.path_radio)
@@ -383,7 +288,7 @@ class VideoOptions(QWidget):
 
         form = QFormLayout(self)
         form.addRow(self.orbit_radio, self.orbit_spin)
-        form.addRow(self.path_radio, self._path_row)
+        form.addRow(self.path_radio, self.path_row)
         form.addRow("Frame rate:", self.fps_spin)
         form.addRow("Longer side:", self.size_spin)
         self._update_enabled()
@@ -391,7 +296,7 @@ class VideoOptions(QWidget):
     def _update_enabled(self) -> None:
         orbit = self.orbit_radio.isChecked()
         self.orbit_spin.setEnabled(orbit)
-        self._path_row.setEnabled(not orbit)
+        self.path_row.setEnabled(not orbit)
         self.size_spin.setEnabled(orbit)  # a camera path carries its own frame size
 
     def _browse_path(self) -> None:
@@ -416,17 +321,9 @@ class VideoOptions(QWidget):
         return VideoConfig(camera_path=str(Path(camera_path).expanduser()), fps=fps)
 
 
-KIND_LABELS = {"dataset": "Edited dataset", "pointcloud": "Point cloud", "mesh": "Mesh", "video": "Video",
-               "cameras": "Cameras"}
-_OUT_HINTS = {"dataset": "A folder: a nerfstudio capture (PNG images + transforms.json).",
-              "pointcloud": "A .ply file.",
-              "mesh": "The suffix picks the format: .glb, .ply or .obj.",
-              "video": "An .mp4 file, or a folder (no suffix) for PNG frames.",
-              "cameras": "A .json file."}
-_FILE_FILTERS = {"pointcloud": "PLY point cloud (*.ply)",
-                 "mesh": "glTF binary (*.glb);;PLY mesh (*.ply);;Wavefront OBJ (*.obj)",
-                 "video": "MP4 video (*.mp4)",
-                 "cameras": "Cameras (*.json)"}
+OPTION_WIDGETS = {"video": lambda: VideoOptions()}
+"""export kinds whose settings get their own widget (a choice between a turntable and a camera path); every other
+kind with settings gets the form of its config, one without a note saying what it writes"""
 
 
 class ExportDialog(QDialog):
@@ -442,9 +339,7 @@ class ExportDialog(QDialog):
 
     def __init__(self, project_dir: str | Path, parent: QWidget | None = None, kind: str = "dataset") -> None:
         super().__init__(parent)
-        from engine.export import EXPORT_KINDS
-        from engine.export.mesh import MeshConfig
-        from engine.export.pointcloud import PointCloudConfig
+        from engine.export import EXPORTS
 
         self.setWindowTitle("Export")
         self.setMinimumWidth(480)
@@ -452,24 +347,24 @@ class ExportDialog(QDialog):
         self._output: Path | None = None
 
         self.kind_combo = QComboBox()
-        for name in EXPORT_KINDS:
-            self.kind_combo.addItem(KIND_LABELS.get(name, name), name)
+        for kind in EXPORTS.values():
+            self.kind_combo.addItem(kind.label, kind.name)
         self.out_edit = QLineEdit()
         out_browse = QPushButton("Browse…")
         out_browse.clicked.connect(self._browse_out)
         self._out_hint = QLabel()
         self._out_hint.setWordWrap(True)
 
-        self.pointcloud_options = ConfigForm(PointCloudConfig)
-        self.mesh_options = ConfigForm(MeshConfig)
-        self.video_options = VideoOptions()
         self.options_stack = QStackedWidget()
-        self._pages = {"dataset": QLabel("Every view's image as edited now (the capture's where unedited) and "
-                                         "its camera, as a nerfstudio capture folder in the capture's frame."),
-                       "pointcloud": self.pointcloud_options,
-                       "mesh": self.mesh_options,
-                       "video": self.video_options,
-                       "cameras": QLabel("Every camera as a nerfstudio transforms.json, in the capture's frame.")}
+        self._pages: dict[str, QWidget] = {}
+        """each kind's settings widget (``config()`` gives its settings), or a note for a kind without settings"""
+        for kind in EXPORTS.values():
+            if kind.name in OPTION_WIDGETS:
+                self._pages[kind.name] = OPTION_WIDGETS[kind.name]()
+            elif kind.options is not None:
+                self._pages[kind.name] = ConfigForm(kind.options)
+            else:
+                self._pages[kind.name] = QLabel(kind.about)
         for page in self._pages.values():
             if isinstance(page, QLabel):
                 page.setWordWrap(True)
@@ -480,11 +375,11 @@ class ExportDialog(QDialog):
         form = QFormLayout(self._form)
         form.setContentsMargins(0, 0, 0, 0)
         form.addRow("Export:", self.kind_combo)
-        form.addRow("Write to:", _path_row(self.out_edit, out_browse))
+        form.addRow("Write to:", row(self.out_edit, out_browse))
         form.addRow("", self._out_hint)
         form.addRow(self.options_stack)
 
-        self.error_label = _error_label()
+        self.error_label = error_label()
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1000)
         self.progress_bar.setTextVisible(False)
@@ -521,8 +416,12 @@ class ExportDialog(QDialog):
 
     @property
     def kind(self) -> str:
-        """The export kind chosen (one of engine.export.EXPORT_KINDS)."""
+        """The export kind chosen (a name in engine.export.EXPORTS)."""
         return self.kind_combo.currentData()
+
+    def options_widget(self, kind: str) -> QWidget:
+        """The settings widget (or note) shown for export ``kind``."""
+        return self._pages[kind]
 
     @property
     def open_folder_when_done(self) -> bool:
@@ -531,14 +430,17 @@ class ExportDialog(QDialog):
 
     def suggested_output(self, kind: str) -> Path:
         """PROJECT/exports/<kind><suffix>: where an export goes unless the user picks another place."""
-        from engine.export import EXPORT_SUFFIXES
+        from engine.export import EXPORTS
 
-        return self._project / "exports" / f"{kind}{EXPORT_SUFFIXES[kind][0]}"  # the first: the usual format
+        return self._project / "exports" / f"{kind}{EXPORTS[kind].suffixes[0]}"  # the first: the usual format
 
     def _kind_changed(self) -> None:
         kind = self.kind
         self.options_stack.setCurrentWidget(self._pages[kind])
-        self._out_hint.setText(_OUT_HINTS.get(kind, ""))
+        from engine.export import EXPORTS
+
+        hint = EXPORTS[kind].out_help
+        self._out_hint.setText(hint[0].upper() + hint[1:] + ".")
         # follow the kind only while the output is still our suggestion, never over the user's choice
         if self.out_edit.text().strip() in ("", self._suggested):
             self._suggested = str(self.suggested_output(kind))
@@ -547,10 +449,13 @@ class ExportDialog(QDialog):
 
     def _browse_out(self) -> None:
         start = self.out_edit.text().strip() or str(self.suggested_output(self.kind))
-        if self.kind == "dataset":
-            path = QFileDialog.getExistingDirectory(self, "Export the dataset to", _start_dir(start))
+        from engine.export import EXPORTS
+
+        file_filter = EXPORTS[self.kind].file_filter
+        if file_filter is None:
+            path = QFileDialog.getExistingDirectory(self, f"Export the {self.kind} to", _start_dir(start))
         else:
-            path, _ = QFileDialog.getSaveFileName(self, "Export to", start, _FILE_FILTERS[self.kind])
+            path, _ = QFileDialog.getSaveFileName(self, "Export to", start, file_filter)
         if path:
             self.out_edit.setText(path)
 
@@ -561,14 +466,9 @@ class ExportDialog(QDialog):
         out = self.out_edit.text().strip()
         if not out:
             raise UserInputError("choose where to write the export")
-        options: dict[str, Any] = {}
-        if self.kind == "pointcloud":
-            options["pointcloud"] = self.pointcloud_options.config()
-        elif self.kind == "mesh":
-            options["mesh"] = self.mesh_options.config()
-        elif self.kind == "video":
-            options["video"] = self.video_options.config()
-        cfg = ExportConfig(project=str(self._project), what=self.kind, out=str(Path(out).expanduser()), **options)
+        page = self._pages[self.kind]
+        options = page.config() if hasattr(page, "config") else None
+        cfg = ExportConfig(project=str(self._project), what=self.kind, out=str(Path(out).expanduser()), options=options)
         cfg.validate()
         return cfg
 

@@ -20,18 +20,18 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QImage, QPixmap
-from PySide6.QtWidgets import (QComboBox, QCompleter, QDialog, QDoubleSpinBox, QFileDialog, QFormLayout,
-                               QGroupBox, QHBoxLayout, QLabel, QLineEdit, QMenu, QPushButton, QSizePolicy,
-                               QSlider, QSpinBox, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtGui import QPixmap
+from PySide6.QtWidgets import (QComboBox, QCompleter, QDialog, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
+                               QHBoxLayout, QLabel, QLineEdit, QMenu, QPushButton, QSizePolicy, QSlider, QSpinBox,
+                               QToolButton, QVBoxLayout, QWidget)
 
-from engine.editing.base import Guidance
+from app.widgets import error_label, numpy_to_qimage, row
+from engine.core.errors import UserInputError
 from engine.editing.idu import EditConfig
-from engine.editing.offline import SUGGESTED_VARIATION, vocabulary
-from engine.errors import UserInputError
+from engine.editors import EDITORS
+from engine.editors.base import Guidance
+from engine.editors.offline import SUGGESTED_VARIATION, vocabulary
 
-EDITOR_LABELS = {"offline": "Offline (embedded)", "ip2p": "InstructPix2Pix"}
-"""the editors the panel offers (EditConfig.editor values) and how the combo names them"""
 START_LABELS = {"current": "Current edits", "original": "Original captures"}
 """what an edit of an edited project may start from (EditConfig.start_from values) and how the combo names them"""
 DEFAULT_MINUTES = 2.0
@@ -148,8 +148,8 @@ class EditPanel(QWidget):
 
         # Editor and its model.
         self.editor_combo = QComboBox()
-        for key, label in EDITOR_LABELS.items():
-            self.editor_combo.addItem(label, key)
+        for entry in EDITORS.values():
+            self.editor_combo.addItem(entry.label, entry.name)
         self.editor_note = QLabel()
         self.editor_note.setWordWrap(True)
         self.model_edit = QLineEdit()
@@ -161,11 +161,7 @@ class EditPanel(QWidget):
         browse_menu.addAction("Diffusers folder…", self._browse_folder)
         browse_menu.addAction("Checkpoint file…", self._browse_file)
         self.browse_button.setMenu(browse_menu)
-        self.model_row = QWidget()
-        model_layout = QHBoxLayout(self.model_row)
-        model_layout.setContentsMargins(0, 0, 0, 0)
-        model_layout.addWidget(self.model_edit, 1)
-        model_layout.addWidget(self.browse_button)
+        self.model_row = row(self.model_edit, self.browse_button)
         self.editor_form = QFormLayout()
         self.editor_form.addRow("Editor", self.editor_combo)
         self.editor_form.addRow("", self.editor_note)
@@ -240,11 +236,7 @@ class EditPanel(QWidget):
         region_layout.addWidget(self.clear_region_button, 0, Qt.AlignmentFlag.AlignLeft)
 
         # Error line and actions.
-        self.error_label = QLabel()
-        self.error_label.setWordWrap(True)
-        self.error_label.setStyleSheet("color: #c62828;")
-        self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.error_label.setVisible(False)
+        self.error_label = error_label()
         self.preview_button = QPushButton("Preview on this view")
         self.preview_button.setToolTip("Edit the current view in 2D and show it beside the render (no 3D change)")
         self.apply_button = QPushButton("Apply to scene")
@@ -329,18 +321,18 @@ class EditPanel(QWidget):
 
     def options(self) -> EditOptions:
         """The edit as set now (not validated: Preview and Apply validate before they emit)."""
-        offline = self.editor() == "offline"
+        entry = EDITORS[self.editor()]
         model = self.model_edit.text().strip()
         local = self._point is not None
         return EditOptions(
             instruction=self.instruction_edit.text().strip(), editor=self.editor(),
-            model=None if offline or not model else model,
-            model_config=None if offline or not self._model_config else self._model_config,
+            model=model if entry.needs_model and model else None,
+            model_config=self._model_config if entry.needs_model and self._model_config else None,
             start_from=self.start_from.currentData(),
             guidance=Guidance(text=self.text_guidance.value(), image=self.image_guidance.value(),
                               steps=self.diffusion_steps.value()),
             t_min=self.t_min.value(), t_max=self.t_max.value(),
-            variation=self.variation.value() if offline else 0.0, seed=self.seed.value(),
+            variation=self.variation.value() if entry.deterministic else 0.0, seed=self.seed.value(),
             minutes=self.minutes.value(), point_3d=self._point,
             radius=self.radius_spin.value() if local else None)
 
@@ -402,14 +394,13 @@ class EditPanel(QWidget):
         self._clear_error()
 
     def _editor_changed(self) -> None:
-        offline = self.editor() == "offline"
-        self.editor_form.setRowVisible(self.model_row, not offline)
-        self.advanced_form.setRowVisible(self.variation, offline)
-        self.editor_note.setText("Global edits from a fixed vocabulary (see Suggestions), no model download"
-                                 if offline else "Free-form instructions with InstructPix2Pix weights you supply")
-        ignored = "The offline editor has fixed strength and ignores guidance" if offline else ""
+        entry = EDITORS[self.editor()]
+        self.editor_form.setRowVisible(self.model_row, entry.needs_model)
+        self.advanced_form.setRowVisible(self.variation, entry.deterministic)
+        self.editor_note.setText(entry.summary[0].upper() + entry.summary[1:])
+        ignored = f"{entry.label} has a fixed strength and ignores guidance" if entry.deterministic else ""
         for spin in (self.text_guidance, self.image_guidance, self.diffusion_steps):
-            spin.setEnabled(not offline)
+            spin.setEnabled(not entry.deterministic)
             self.advanced_form.labelForField(spin).setToolTip(ignored)
         self._clear_error()
 
@@ -477,19 +468,6 @@ class EditPanel(QWidget):
         self.error_label.setVisible(False)
 
 
-def _pixmap(image: np.ndarray) -> QPixmap:
-    """An HxWx3 image (uint8, or float in [0, 1]) as a pixmap that owns its pixels."""
-    array = np.asarray(image)
-    if array.ndim != 3 or array.shape[2] != 3:
-        raise ValueError(f"expected an HxWx3 image, got shape {array.shape}")
-    if array.dtype != np.uint8:
-        array = np.round(np.clip(array.astype(np.float32), 0.0, 1.0) * 255).astype(np.uint8)
-    array = np.ascontiguousarray(array)
-    height, width, _ = array.shape
-    qimage = QImage(array.data, width, height, 3 * width, QImage.Format.Format_RGB888)
-    return QPixmap.fromImage(qimage.copy())  # copy: the array's buffer may go away
-
-
 class PreviewDialog(QDialog):
     """A 2D edit of the current view beside the render it started from (non-modal)."""
 
@@ -522,8 +500,9 @@ class PreviewDialog(QDialog):
     def set_images(self, render: np.ndarray, edited: np.ndarray) -> None:
         """Show ``render`` and ``edited`` (HxWx3), each scaled to fit PREVIEW_SIDE keeping its aspect."""
         for label, image in ((self.render_label, render), (self.edited_label, edited)):
-            pixmap = _pixmap(image).scaled(QSize(PREVIEW_SIDE, PREVIEW_SIDE), Qt.AspectRatioMode.KeepAspectRatio,
-                                           Qt.TransformationMode.SmoothTransformation)
+            pixmap = QPixmap.fromImage(numpy_to_qimage(image)).scaled(
+                QSize(PREVIEW_SIDE, PREVIEW_SIDE), Qt.AspectRatioMode.KeepAspectRatio,
+                Qt.TransformationMode.SmoothTransformation)
             label.setPixmap(pixmap)
             label.setFixedSize(pixmap.size())
         self.adjustSize()

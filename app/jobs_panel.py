@@ -15,7 +15,7 @@ from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from app.worker import JobRunner
-from engine.jobs import Metrics, Progress
+from engine.core.jobs import Metrics, Progress
 
 ETA_MIN_FRACTION = 0.02  # below this an ETA is mostly noise
 _BAR_RESOLUTION = 1000
@@ -203,7 +203,9 @@ class JobsPanel(QWidget):
             self.progress_bar.setValue(round(_BAR_RESOLUTION * min(max(fraction, 0.0), 1.0)))
         self.progress_bar.setFormat(text)
         elapsed = self._active_seconds()
-        if fraction is not None and fraction > ETA_MIN_FRACTION:
+        if event.eta_seconds is not None:  # the job's own estimate (its steps' pace, a resumed run's budget)
+            self.eta_label.setText(f"ETA {format_duration(event.eta_seconds)}")
+        elif fraction is not None and fraction > ETA_MIN_FRACTION:
             self.eta_label.setText(f"ETA {format_duration(elapsed * (1 - min(fraction, 1.0)) / fraction)}")
         else:
             self.eta_label.setText("ETA —")

@@ -21,8 +21,8 @@ import numpy as np
 from PySide6.QtCore import QEventLoop, QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDockWidget, QDoubleSpinBox, QFileDialog,
-                               QFormLayout, QLabel, QLineEdit, QMainWindow, QMessageBox, QPushButton, QHBoxLayout,
-                               QTabWidget, QToolBar, QWidget)
+                               QFormLayout, QLabel, QLineEdit, QMainWindow, QMessageBox, QPushButton, QTabWidget,
+                               QToolBar, QWidget)
 
 from app.dataset_strip import DatasetStrip
 from app.dialogs import ExportDialog, SettingsDialog, show_error
@@ -30,14 +30,14 @@ from app.edit_panel import EditOptions, EditPanel, PreviewDialog
 from app.jobs_panel import JobsPanel
 from app.log_dock import LogDock, QtLogHandler
 from app.portrait_workspace import PortraitWorkspace
-from app.project_session import (ProjectSession, check_dataset_folder, create_project, open_job, trained_seconds,
-                                 unique_folder)
+from app.project_session import ProjectSession, check_dataset_folder, create_project, open_job, unique_folder
 from app.render_service import RenderService
 from app.settings import AppSettings
 from app.viewport import Viewport
+from app.widgets import error_label, row
 from app.worker import JobRunner
-from engine.errors import UserInputError
-from engine.jobs import Preview, Progress
+from engine.core.errors import UserInputError
+from engine.core.jobs import Preview
 
 if TYPE_CHECKING:
     from engine.editing.idu import EditConfig
@@ -100,12 +100,10 @@ class NewProjectDialog(QDialog):
         browse_data.clicked.connect(self._browse_data)
         browse_root.clicked.connect(self._browse_root)
         self._projects_root = projects_root
-        self.error_label = QLabel()
-        self.error_label.setStyleSheet("color: #c0392b")
-        self.error_label.setWordWrap(True)
+        self.error_label = error_label()
         form = QFormLayout(self)
-        form.addRow("Capture folder:", self._row(self.data_edit, browse_data))
-        form.addRow("Project folder:", self._row(self.root_edit, browse_root))
+        form.addRow("Capture folder:", row(self.data_edit, browse_data))
+        form.addRow("Project folder:", row(self.root_edit, browse_root))
         form.addRow("Downscale images:", self.downscale)
         form.addRow(self.error_label)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
@@ -114,15 +112,6 @@ class NewProjectDialog(QDialog):
         form.addRow(buttons)
         self.data_edit.textChanged.connect(self._suggest_root)
         self._suggest_root()
-
-    @staticmethod
-    def _row(edit: QLineEdit, button: QPushButton) -> QWidget:
-        row = QWidget()
-        lay = QHBoxLayout(row)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(edit)
-        lay.addWidget(button)
-        return row
 
     def _suggest_root(self) -> None:
         name = Path(self.data_edit.text().strip() or "project").name or "project"
@@ -183,7 +172,7 @@ class MainWindow(QMainWindow):
         self.edit_panel = EditPanel()
         self.edit_panel.set_default_model(self.settings.ip2p_model, self.settings.ip2p_config_dir)
         self.edit_panel.apply_requested.connect(self.apply_edit)
-        self.edit_panel.preview_requested.connect(self.preview_edit)
+        self.edit_panel.preview_requested.connect(self.show_edit_preview)
         self.edit_panel.region_changed.connect(self._on_region_changed)
         self.jobs_panel = JobsPanel()
         self.strip = DatasetStrip()
@@ -428,7 +417,7 @@ class MainWindow(QMainWindow):
         if check_unsaved and not self._maybe_save():
             return
         root = Path(root)
-        from engine.project import Project
+        from engine.core.project import Project
 
         project = Project(root)
         try:
@@ -583,7 +572,7 @@ class MainWindow(QMainWindow):
     def open_dropped(self, path: str | Path) -> None:
         """A dropped project folder opens; a dropped capture folder starts a new project."""
         path = Path(path)
-        from engine.project import MANIFEST_NAME
+        from engine.core.project import MANIFEST_NAME
 
         if (path / MANIFEST_NAME).exists():
             self.open_project(path)
@@ -653,10 +642,10 @@ class MainWindow(QMainWindow):
         """Train the field (or keep training it) for the minutes chosen in the toolbar."""
         if self.session is None:
             return
-        from engine.scene.trainer import train_job
+        from engine.scene.trainer import train_more_job
         from engine.scene.viewer import FieldView
 
-        cfg = self.session.train_settings(self.train_minutes.value())
+        minutes = self.train_minutes.value()
         session = self.session
         self.service.set_field(FieldView(live=session.live))
         self._start_live_refresh()
@@ -666,17 +655,12 @@ class MainWindow(QMainWindow):
             session.trained = session.live.ready
             self.viewport.refresh()
             self.statusBar().showMessage(f"{session.root}: " + ("trained" if ok else "training stopped; Train resumes it"))
-            from engine.project import Project
+            from engine.core.project import Project
 
             session.manifest = Project(session.root).read_manifest()
 
-        minutes = cfg.minutes
-
-        def job(cancel):
-            cfg.minutes = minutes + trained_seconds(session.root) / 60  # "train N minutes more"
-            yield from train_job(cfg, cancel, live=session.live)
-
-        self.run_job("train", f"Training {session.name}", job, on_done=done)
+        self.run_job("train", f"Training {session.name}",
+                     lambda cancel: train_more_job(session.root, minutes, cancel, live=session.live), on_done=done)
 
     def _start_live_refresh(self) -> None:
         self._live_version = -1
@@ -702,7 +686,7 @@ class MainWindow(QMainWindow):
         if point is None:
             self.statusBar().showMessage("That pixel looks at empty space; click on the object to edit", 4000)
             return
-        from engine.scene.viewer import scene_to_capture
+        from engine.scene.picking import scene_to_capture
 
         capture, _ = scene_to_capture(self.session.dataset, point, 1.0)
         self.edit_panel.set_region_point(tuple(float(v) for v in capture))
@@ -712,7 +696,7 @@ class MainWindow(QMainWindow):
         if point is None or self.session is None:
             self.viewport.set_region(None, 0.0)
             return
-        from engine.editing.regions import capture_to_scene
+        from engine.scene.picking import capture_to_scene
 
         centre, scene_radius = capture_to_scene(self.session.dataset, tuple(point), radius)
         self.viewport.set_region(centre, scene_radius)
@@ -746,35 +730,18 @@ class MainWindow(QMainWindow):
         self.run_job("edit", f"Editing: {cfg.instruction}", lambda cancel: edit_job(cfg, cancel, live=session.live),
                      on_done=done, on_preview=on_preview)
 
-    def preview_edit(self, options) -> None:
+    def show_edit_preview(self, options) -> None:
         """Edit the current view in 2D only (the scene does not change) and show it beside the render."""
         if self.session is None or not self.session.trained:
             self.show_error("Train the field before previewing an edit.")
             return
+        from engine.editing.preview import edit_preview_job
         from engine.scene.viewer import FieldView
 
         view = FieldView(live=self.session.live)
         camera = self.viewport.camera.copy()
         aspect = max(self.viewport.width(), 1) / max(self.viewport.height(), 1)
-        width, height = (256, max(8, round(256 / aspect))) if aspect >= 1 else (max(8, round(256 * aspect)), 256)
         cfg = self._edit_config(options)
-
-        def job(cancel):
-            import torch
-
-            from engine.editing.base import preview_edit
-            from engine.editing.idu import build_editor
-
-            cfg.validate()  # with the machine settings, which the panel does not know
-            yield Progress(0, 2, "rendering this view")
-            frame = view.render(camera, width, height, "rgb", step_scale=1.0)
-            yield Progress(1, 2, "editing it")
-            editor = build_editor(cfg)
-            image = torch.from_numpy(frame.image).float() / 255
-            edited = preview_edit(editor, image, cfg.instruction, cfg.seed, cfg.guidance, cancel)
-            yield Preview(0, np.concatenate([frame.image, (edited.clamp(0, 1) * 255 + 0.5).byte().numpy()], 1),
-                          {"layout": "before|after"})
-            yield Progress(2, 2, "done")
 
         def show(event: Preview) -> None:
             half = event.image.shape[1] // 2
@@ -784,7 +751,8 @@ class MainWindow(QMainWindow):
             self._preview_dialog.set_images(event.image[:, :half], event.image[:, half:])
             self._preview_dialog.show()
 
-        self.run_job("preview", f"Preview: {cfg.instruction}", job, on_preview=show)
+        self.run_job("preview", f"Preview: {cfg.instruction}",
+                     lambda cancel: edit_preview_job(view, camera, aspect, cfg, cancel), on_preview=show)
 
     def snap_to_view(self, name: str) -> None:
         if self.session is None:

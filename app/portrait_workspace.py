@@ -28,9 +28,9 @@ from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QFormLayout
                                QRadioButton, QSizePolicy, QSlider, QSpinBox, QVBoxLayout, QWidget)
 
 from app.coalescing import LatestRequestWorker
-from app.dataset_strip import numpy_to_qimage
 from app.settings import AppSettings, resolve_device
-from engine.errors import UserInputError
+from app.widgets import numpy_to_qimage, row
+from engine.core.errors import UserInputError
 
 if TYPE_CHECKING:
     from app.worker import JobRunner
@@ -337,14 +337,14 @@ class PortraitWorkspace(QWidget):
         self.view.released.connect(lambda: self._request(interactive=False))
 
         form = QFormLayout()
-        form.addRow("Source:", self._row(self.source_combo, self.load_button))
+        form.addRow("Source:", row(self.source_combo, self.load_button))
         form.addRow(self.source_label)
-        form.addRow("Seed:", self._row(self.seed_spin, self.new_head_button))
-        form.addRow("Truncation:", self._row(self.truncation_slider, self.truncation_label))
-        form.addRow("Yaw:", self._row(self.yaw_slider, self.yaw_label))
-        form.addRow("Pitch:", self._row(self.pitch_slider, self.pitch_label))
+        form.addRow("Seed:", row(self.seed_spin, self.new_head_button))
+        form.addRow("Truncation:", row(self.truncation_slider, self.truncation_label))
+        form.addRow("Yaw:", row(self.yaw_slider, self.yaw_label))
+        form.addRow("Pitch:", row(self.pitch_slider, self.pitch_label))
         form.addRow("View:", mode_row)
-        form.addRow("Video frames:", self._row(self.frames_spin, self.video_button))
+        form.addRow("Video frames:", row(self.frames_spin, self.video_button))
         form.addRow(self.status_label)
         controls = QWidget()
         controls.setMaximumWidth(380)
@@ -355,15 +355,6 @@ class PortraitWorkspace(QWidget):
         layout.addWidget(controls)
         layout.addWidget(self.view, 1)
         self._set_source_state()
-
-    @staticmethod
-    def _row(*widgets: QWidget) -> QWidget:
-        row = QWidget()
-        lay = QHBoxLayout(row)
-        lay.setContentsMargins(0, 0, 0, 0)
-        for widget in widgets:
-            lay.addWidget(widget)
-        return row
 
     # ---------------------------------------------------------------------------------- values
     @property

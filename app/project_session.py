@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import UserInputError
-from engine.jobs import Job, Progress
+from engine.core.errors import UserInputError
+from engine.core.jobs import Job, Progress
 
 DEFAULT_TRAIN_MINUTES = 3.0
 
@@ -48,18 +48,9 @@ class ProjectSession:
 
     def save(self, app_state: dict) -> None:
         """Write the window's state into the manifest (atomically; engine fields are kept)."""
-        from engine.project import Project
+        from engine.core.project import Project
 
         self.manifest = Project(self.root).update_manifest(app=app_state)
-
-    def train_settings(self, minutes: float) -> Any:
-        """The TrainConfig that continues (or starts) this project's training for ``minutes`` more."""
-        from engine.scene.trainer import TrainConfig
-
-        known = {f.name for f in dataclasses.fields(TrainConfig)}
-        tcfg = {k: v for k, v in self.train_config.items() if k in known}
-        return TrainConfig(**(tcfg | {"out": str(self.root), "steps": None, "minutes": minutes,
-                                      "preview_every_seconds": None}))
 
 
 def check_dataset_folder(path: str | Path) -> str:
@@ -77,7 +68,7 @@ def check_dataset_folder(path: str | Path) -> str:
 
 def create_project(data: str | Path, root: str | Path, downscale: float = 1.0, model: str = "fast") -> Path:
     """Make a new project folder for the capture ``data`` (refuses a folder that holds another project)."""
-    from engine.project import Project
+    from engine.core.project import Project
     from engine.scene.trainer import TrainConfig
 
     fmt = check_dataset_folder(data)
@@ -97,7 +88,7 @@ def create_project(data: str | Path, root: str | Path, downscale: float = 1.0, m
 
 def open_job(root: str | Path, result: dict) -> Job:
     """Job: load a project's dataset and, when trained, its field; the session lands in ``result['session']``."""
-    from engine.project import Project
+    from engine.core.project import Project
     from engine.scene.datasets import load_dataset
     from engine.scene.trainer import fixed_background, load_checkpoint
     from engine.scene.viewer import LiveField
@@ -120,17 +111,6 @@ def open_job(root: str | Path, result: dict) -> Job:
         trained = False
     yield Progress(2, 2, "ready")
     result["session"] = ProjectSession(project.root, manifest, dataset, live, trained, list(dataset.warnings))
-
-
-def trained_seconds(root: str | Path) -> float:
-    """Training time already spent on the project's field (0 when untrained)."""
-    from engine.project import Project
-    from engine.safe_pickle import load_torch
-
-    ckpt = Project(Path(root)).latest_checkpoint()
-    if ckpt is None:
-        return 0.0
-    return float(load_torch(ckpt).get("train_seconds", 0.0))
 
 
 def unique_folder(parent: Path, name: str) -> Path:

@@ -172,7 +172,7 @@ class ScreenshotRun:
         """Viewport pixels to try: points on the sphere's side facing the viewer, then its centre."""
         import torch
 
-        from engine.cameras import project_points
+        from engine.core.cameras import project_points
 
         viewport = self.window.viewport
         width, height = viewport.width(), viewport.height()
@@ -227,7 +227,7 @@ class ScreenshotRun:
         """Where the compare wipe cuts training image ``frame``: through the sphere, half edit, half original."""
         import torch
 
-        from engine.cameras import project_points
+        from engine.core.cameras import project_points
         from engine.scene.procedural import SPHERE_CENTER
 
         dataset = self.window.session.dataset
@@ -343,7 +343,7 @@ def save_png(image: QImage, path: Path) -> None:
 def lpips_choice() -> str:
     """LPIPS as the app would use it, or "off" where its AlexNet weights are missing: the edit then
     runs the same, without a warning about a file that screenshots do not need filling the jobs panel."""
-    from engine.metrics import alexnet_weights_path
+    from engine.core.metrics import alexnet_weights_path
 
     return "auto" if alexnet_weights_path().is_file() else "off"
 

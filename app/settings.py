@@ -12,8 +12,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings
 
-from engine.devices import DEVICES, resolve_device
-from engine.editing.sources import MEMORY_PRESETS, PRECISIONS
+from engine.core.devices import DEVICES, resolve_device
+from engine.editors.sources import MEMORY_PRESETS, PRECISIONS
 
 ORGANIZATION = "Retouch3D"
 APPLICATION = "Retouch3D"
@@ -76,7 +76,7 @@ class AppSettings:
                             'InstructPix2Pix checkpoint ("" = not set).')
     eg3d_checkpoint = _Text("models/eg3d", 'EG3D generator checkpoint file ("" = not set).')
     threedpe_checkpoint = _Text("models/3dpe", '3DPE encoder checkpoint file ("" = not set).')
-    lpips_backbone = _Text("models/lpips", 'What engine.metrics.load_lpips gets: "auto" (the torch cache), "off", '
+    lpips_backbone = _Text("models/lpips", 'What engine.core.metrics.load_lpips gets: "auto" (the torch cache), "off", '
                            "or the AlexNet weights file.", default="auto")
     device = _Choice("compute/device", "device", DEVICES, "One of DEVICES.")
     memory_preset = _Choice("compute/memory", "memory preset", tuple(MEMORY_PRESETS),
@@ -138,5 +138,5 @@ class AppSettings:
         self._settings.setValue("window/state", value)
 
     def resolved_device(self) -> str:
-        """The torch device to use (see ``engine.devices.resolve_device``)."""
+        """The torch device to use (see ``engine.core.devices.resolve_device``)."""
         return resolve_device(self.device)

@@ -1,6 +1,6 @@
 """Engine jobs on a worker thread, delivered to the UI thread as Qt signals.
 
-The engine's jobs are generators of small events (engine/jobs.py).  ``JobRunner`` pulls them
+The engine's jobs are generators of small events (engine/core/jobs.py).  ``JobRunner`` pulls them
 on a QThread, so nothing the engine does blocks the UI, and re-emits each event as a signal
 that Qt queues onto the UI thread.  The job runs at normal priority: a lower one (nice 10, as
 before) let any other busy program take the cores from it (28 % of its speed alone beside a
@@ -21,8 +21,8 @@ from typing import Callable
 
 from PySide6.QtCore import QObject, QThread, QTimer, Signal
 
-from engine.errors import UserInputError
-from engine.jobs import Artifact, CancelToken, Job, JobWarning, Metrics, Preview, Progress
+from engine.core.errors import UserInputError
+from engine.core.jobs import Artifact, CancelToken, Job, JobWarning, Metrics, Preview, Progress
 
 
 class _Pump(QThread):
@@ -50,10 +50,10 @@ class _Pump(QThread):
 class JobRunner(QObject):
     """Runs one engine job off the UI thread; connect to the signals before ``start``."""
 
-    progress = Signal(object)  # engine.jobs.Progress
-    metrics = Signal(object)  # engine.jobs.Metrics
-    preview = Signal(object)  # engine.jobs.Preview (the newest, throttled)
-    artifact = Signal(object)  # engine.jobs.Artifact
+    progress = Signal(object)  # engine.core.jobs.Progress
+    metrics = Signal(object)  # engine.core.jobs.Metrics
+    preview = Signal(object)  # engine.core.jobs.Preview (the newest, throttled)
+    artifact = Signal(object)  # engine.core.jobs.Artifact
     warning = Signal(str)
     failed = Signal(str, str)  # message, details
     finished = Signal(bool)  # True when it ran to its end, False when cancelled or failed

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from benchmarks import write_results
-from engine.machine import machine_info
+from engine.core.machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 NEIGHBOUR = ("import torch\ntorch.set_num_threads(2)\na = torch.randn(1024, 1024)\n"

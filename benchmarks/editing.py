@@ -23,10 +23,11 @@ import time
 from pathlib import Path
 
 import torch
+
 from benchmarks import write_results
 from benchmarks.reconstruction import FACE_STEPS
 from engine.cli import DEMO_EDIT_STEPS, DEMO_TRAIN_STEPS
-from engine.machine import machine_info
+from engine.core.machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 FACE = REPO.parent / "shared" / "data" / "in2n-face"
@@ -69,8 +70,8 @@ def variation_spread(variation: float, pairs: int = 10) -> dict:
     between the edits of two seeds, and the spread of the edits' PSNR against the variation-free edit."""
     import statistics
 
-    from engine.editing.offline import OfflineEditor
-    from engine.metrics import psnr
+    from engine.core.metrics import psnr
+    from engine.editors.offline import OfflineEditor
     from engine.scene.datasets import load_dataset
 
     ds = load_dataset(FACE, downscale=4)
@@ -127,7 +128,7 @@ def main() -> None:
                 f"python main.py edit --project P --instruction '{INSTRUCTION}' --steps {args.edit_steps} "
                 f"--point-3d {point} --radius {DEMO_BOX_RADIUS} ({trained_as}; the region holds the box)")}
     if "face" in which:
-        from engine.editing.offline import SUGGESTED_VARIATION
+        from engine.editors.offline import SUGGESTED_VARIATION
         from engine.scene.datasets import load_dataset
 
         trained = Path(args.face_project) if args.face_project else work / "face"

@@ -25,8 +25,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from benchmarks import write_results
-from engine.machine import machine_info
+from engine.core.machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 HEARTBEAT_MS = 10

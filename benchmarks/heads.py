@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks import write_results
+from engine.core.machine import machine_info
 from engine.portrait.cameras import camera_labels
 from engine.portrait.heads import PARAM_COUNT, HeadParams, render_heads
-from benchmarks import write_results
-from engine.machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 RESOLUTIONS = (64, 128)

@@ -29,10 +29,10 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from tiny_ip2p import write_tiny_ip2p  # noqa: E402  (tests/ is not a package)
 
-from engine.editing.base import Guidance  # noqa: E402
-from engine.editing.ip2p import load_ip2p, working_size  # noqa: E402
 from benchmarks import write_results
-from engine.machine import machine_info
+from engine.core.machine import machine_info
+from engine.editors.base import Guidance  # noqa: E402
+from engine.editors.ip2p import load_ip2p, working_size  # noqa: E402
 
 SIZES = ((512, 512), (1024, 768))
 

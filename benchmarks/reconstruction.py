@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from benchmarks import write_results
-from engine.machine import machine_info
+from engine.core.machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 FACE = REPO.parent / "shared" / "data" / "in2n-face"

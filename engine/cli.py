@@ -12,9 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-from engine.editing.sources import MEMORY_PRESETS, PRECISIONS
-from engine.errors import UserInputError
-from engine.jobs import CancelToken, run_in_terminal
+from engine.core.errors import UserInputError
+from engine.core.jobs import CancelToken, run_in_terminal
+from engine.editors import EDITORS
+from engine.editors.sources import MEMORY_PRESETS, PRECISIONS
 from engine.portrait.cli import add_portrait_parser, cmd_portrait
 
 DEMO_TRAIN_STEPS = 1000
@@ -24,8 +25,7 @@ DEMO_EDIT_STEPS = 2500
 28.6 dB edit fidelity (about 20 dB at 1,200 steps); about 3 minutes on this CPU on the same day"""
 
 
-def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a radiance field on a capture and evaluate it on held-out frames")
+def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset folder (nerfstudio transforms.json or Blender synthetic)")
     p.add_argument("--format", default="auto", choices=["auto", "nerfstudio", "blender"])
     p.add_argument("--downscale", type=float, default=1.0, help="resample images by this factor on load")
@@ -38,8 +38,7 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def _add_render(sub) -> None:
-    p = sub.add_parser("render", help="render a trained project along a camera path or an orbit")
+def _add_render(p: argparse.ArgumentParser) -> None:
     p.add_argument("--project", required=True, help="project folder written by 'train'")
     path = p.add_mutually_exclusive_group(required=True)
     path.add_argument("--camera-path", help="nerfstudio camera_path.json")
@@ -49,8 +48,7 @@ def _add_render(sub) -> None:
     p.add_argument("--size", type=int, default=None, help="longer side of orbit frames (default: training size)")
 
 
-def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="build the procedural demo scene, train on it, edit it, render turntables")
+def _add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--headless", action="store_true", help="run without the GUI")
     p.add_argument("--out", default="demo_output", help="folder for the dataset, project and renders")
     train = p.add_mutually_exclusive_group()
@@ -67,14 +65,13 @@ def _add_demo(sub) -> None:
     p.add_argument("--orbit", type=int, default=60, help="frames in each turntable video")
 
 
-def _add_edit(sub) -> None:
-    p = sub.add_parser("edit", help="edit a trained scene from an instruction (Instruct-NeRF2NeRF)")
+def _add_edit(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--project", help="trained project folder")
     src.add_argument("--data", help="capture folder: train a field first (as 'train' does), then edit it")
     p.add_argument("--instruction", required=True, help="what to do, e.g. 'make it look like a bronze statue'")
-    p.add_argument("--editor", choices=("offline", "ip2p"), default="offline",
-                   help="offline: the embedded vocabulary of global edits; ip2p: InstructPix2Pix")
+    p.add_argument("--editor", choices=tuple(EDITORS), default=next(iter(EDITORS)),
+                   help="; ".join(f"{e.name}: {e.summary}" for e in EDITORS.values()))
     p.add_argument("--model", help="InstructPix2Pix: diffusers folder, checkpoint file, or hub id (online only)")
     p.add_argument("--model-config", help="InstructPix2Pix given as one checkpoint file: the diffusers folder of "
                    "the same model, for its configs")
@@ -105,36 +102,39 @@ def _add_edit(sub) -> None:
     p.add_argument("--report", help="also copy the edit report JSON here")
 
 
-def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="export a project: edited dataset, point cloud, mesh, video or cameras "
-                       "(in the capture's frame)")
+def _add_export(p: argparse.ArgumentParser) -> None:
+    from engine.core.config import add_config_arguments
+    from engine.export import EXPORTS
+
     p.add_argument("--project", required=True, help="project folder written by 'train'")
-    p.add_argument("--what", required=True, help="dataset | pointcloud | mesh | video | cameras")
-    p.add_argument("--out", required=True, help="dataset: a folder; pointcloud: FILE.ply; mesh: FILE.glb, .ply or "
-                   ".obj; video: FILE.mp4 or a folder for PNG frames; cameras: FILE.json")
-    p.add_argument("--views", type=int, help="pointcloud: training views rendered (0: all; default 16)")
-    p.add_argument("--max-side", type=int, help="pointcloud: render size, longer side in pixels (default 256)")
-    p.add_argument("--min-accumulation", type=float,
-                   help="pointcloud: keep pixels at least this opaque inside the scene box (default 0.9)")
-    p.add_argument("--resolution", type=int, help="mesh: density grid samples per side (default 256)")
-    p.add_argument("--threshold", type=float,
-                   help="mesh: density at the surface (default 5; raise it for well-trained fields)")
-    path = p.add_mutually_exclusive_group()
-    path.add_argument("--orbit", type=int, help="video: N frames on a turntable orbit")
-    path.add_argument("--camera-path", help="video: nerfstudio camera_path.json")
-    p.add_argument("--fps", type=float, help="video: frame rate (default: the path's, or 30)")
-    p.add_argument("--size", type=int, help="video: longer side of orbit frames (default: training size)")
+    p.add_argument("--what", required=True, help=" | ".join(EXPORTS))
+    p.add_argument("--out", required=True, help="; ".join(f"{k.name}: {k.out_help}" for k in EXPORTS.values()))
+    for kind in EXPORTS.values():
+        if kind.options is not None:
+            add_config_arguments(p.add_argument_group(f"{kind.name} settings"), kind.options)
 
 
-def build_parser() -> argparse.ArgumentParser:
+COMMANDS = {
+    "train": ("train a radiance field on a capture and evaluate it on held-out frames", lambda p: _add_train(p)),
+    "render": ("render a trained project along a camera path or an orbit", lambda p: _add_render(p)),
+    "demo": ("build the procedural demo scene, train on it, edit it, render turntables", lambda p: _add_demo(p)),
+    "edit": ("edit a trained scene from an instruction (Instruct-NeRF2NeRF)", lambda p: _add_edit(p)),
+    "export": ("export a project: edited dataset, point cloud, mesh, video or cameras (in the capture's frame)",
+               lambda p: _add_export(p)),
+}
+"""each command's one-line summary and the function that adds its flags"""
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or (``command`` given, "" for none) one whose other commands carry only their summary:
+    flags that come from the engine's registries import the engine, and ``--help`` must stay fast."""
     parser = argparse.ArgumentParser(prog="main.py", description="Retouch3D: instruction-driven 3D scene and "
                                      "portrait editing. Without a command it opens the editor.")
     sub = parser.add_subparsers(dest="command")
-    _add_train(sub)
-    _add_render(sub)
-    _add_demo(sub)
-    _add_edit(sub)
-    _add_export(sub)
+    for name, (summary, add) in COMMANDS.items():
+        p = sub.add_parser(name, help=summary)
+        if command in (None, name):
+            add(p)
     add_portrait_parser(sub)
     return parser
 
@@ -155,9 +155,7 @@ def cmd_train(args) -> int:
 
     out = args.out or str(Path("projects") / Path(args.data).resolve().name)
     cfg = TrainConfig(data=args.data, out=out, format=args.format, downscale=args.downscale, model=args.model,
-                      steps=args.steps, minutes=args.minutes, seed=args.seed)
-    if cfg.steps is None and cfg.minutes is None:
-        cfg.minutes = 5.0
+                      seed=args.seed, **_given(steps=args.steps, minutes=args.minutes))
     report = _run_for_report(train_job(cfg, CancelToken()), args.report)
     if report is None:
         return 1
@@ -215,6 +213,11 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _given(**options):
+    """The options given on the command line (the config's defaults stand for the others)."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def _floats(text: str, n: int, flag: str) -> tuple[float, ...]:
     try:
         values = tuple(float(x) for x in text.split(","))
@@ -232,10 +235,9 @@ def cmd_edit(args) -> int:
     cfg = EditConfig(project=project, instruction=args.instruction, editor=args.editor, model=args.model,
                      model_config=args.model_config, start_from=args.start_from,
                      device=args.device, memory=args.memory, precision=args.precision,
-                     variation=args.variation, steps=args.steps,
-                     minutes=None if args.steps else (args.minutes or 5.0), seed=args.seed, point=args.point,
+                     variation=args.variation, seed=args.seed, point=args.point,
                      point_3d=_floats(args.point_3d, 3, "--point-3d") if args.point_3d else None,
-                     radius=args.radius)
+                     radius=args.radius, **_given(steps=args.steps, minutes=args.minutes))
     if args.patches_per_step is not None:
         cfg.patches_per_step = args.patches_per_step
     if args.data and cfg.point:  # the point's view and pixel, in the capture about to be trained
@@ -261,21 +263,12 @@ def cmd_edit(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from engine.export import ExportConfig, export_job
-    from engine.export.mesh import MeshConfig
-    from engine.export.pointcloud import PointCloudConfig
-    from engine.export.video import VideoConfig
+    from engine.core.config import config_from_args
+    from engine.export import EXPORTS, ExportConfig, export_job
 
-    def given(config_type, **options):
-        """The config with its defaults, overridden by the options given on the command line."""
-        return config_type(**{k: v for k, v in options.items() if v is not None})
-
-    cfg = ExportConfig(
-        project=args.project, what=args.what, out=args.out,
-        pointcloud=given(PointCloudConfig, views=args.views, max_side=args.max_side,
-                         min_accumulation=args.min_accumulation),
-        mesh=given(MeshConfig, resolution=args.resolution, threshold=args.threshold),
-        video=given(VideoConfig, orbit=args.orbit, camera_path=args.camera_path, fps=args.fps, size=args.size))
+    kind = EXPORTS.get(args.what)
+    options = config_from_args(kind.options, args) if kind is not None and kind.options is not None else None
+    cfg = ExportConfig(project=args.project, what=args.what, out=args.out, options=options)
     artifacts = run_in_terminal(export_job(cfg, CancelToken()))
     if not artifacts:
         return 1
@@ -299,7 +292,8 @@ def edit_summary(report_path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit status."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), ""))  # "": summaries only
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

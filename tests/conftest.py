@@ -31,7 +31,7 @@ def tiny_demo(tmp_path_factory) -> Path:
 def trained_tiny(tiny_demo, tmp_path_factory) -> Path:
     """A field trained briefly (300 steps) on the tiny demo scene, with its report and held-out renders;
     copy it before changing it."""
-    from engine.jobs import run_job
+    from engine.core.jobs import run_job
     from engine.scene.trainer import TrainConfig, train_job
 
     out = tmp_path_factory.mktemp("trained") / "trained"

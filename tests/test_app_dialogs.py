@@ -193,7 +193,7 @@ def test_hub_id_is_accepted_and_dialog_shows_stored_values(qtbot, settings):
 
 def test_alexnet_weights_status_line(qtbot, settings, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    from engine.metrics import alexnet_weights_path
+    from engine.core.metrics import alexnet_weights_path
 
     weights = alexnet_weights_path()
     assert str(tmp_path) in str(weights)
@@ -230,7 +230,7 @@ def test_output_follows_the_kind_until_the_user_picks_one(export_dialog, tmp_pat
     assert export_dialog.out_edit.text() == str(exports / "dataset")
     choose(export_dialog, "mesh")
     assert export_dialog.out_edit.text() == str(exports / "mesh.glb")
-    assert export_dialog.options_stack.currentWidget() is export_dialog.mesh_options
+    assert export_dialog.options_stack.currentWidget() is export_dialog.options_widget("mesh")
     choose(export_dialog, "video")
     assert export_dialog.out_edit.text() == str(exports / "video.mp4")
     export_dialog.out_edit.setText(str(tmp_path / "mine.mp4"))
@@ -239,9 +239,9 @@ def test_output_follows_the_kind_until_the_user_picks_one(export_dialog, tmp_pat
 
 
 def test_option_tooltips_are_the_config_field_docstrings(export_dialog):
-    tip = export_dialog.mesh_options.editors["resolution"].toolTip()
+    tip = export_dialog.options_widget("mesh").editors["resolution"].toolTip()
     assert "samples per side" in tip
-    assert "chunk" not in export_dialog.mesh_options.editors
+    assert "chunk" not in export_dialog.options_widget("mesh").editors
 
 
 @pytest.mark.parametrize("kind", ["dataset", "cameras"])
@@ -255,36 +255,36 @@ def test_kinds_without_options(qtbot, export_dialog, tmp_path, kind):
 
 def test_point_cloud_options(qtbot, export_dialog, tmp_path):
     choose(export_dialog, "pointcloud")
-    editors = export_dialog.pointcloud_options.editors
+    editors = export_dialog.options_widget("pointcloud").editors
     editors["views"].setValue(4)
     editors["max_side"].setValue(128)
     editors["min_accumulation"].setValue(0.5)
     export_dialog.out_edit.setText(str(tmp_path / "cloud.ply"))
     cfg = export(qtbot, export_dialog)
     assert (cfg.what, cfg.out) == ("pointcloud", str(tmp_path / "cloud.ply"))
-    assert (cfg.pointcloud.views, cfg.pointcloud.max_side, cfg.pointcloud.min_accumulation) == (4, 128, 0.5)
-    assert cfg.pointcloud.neighbours == 16  # untouched fields keep their defaults
+    assert (cfg.options.views, cfg.options.max_side, cfg.options.min_accumulation) == (4, 128, 0.5)
+    assert cfg.options.neighbours == 16  # untouched fields keep their defaults
 
 
 def test_mesh_options(qtbot, export_dialog, tmp_path):
     choose(export_dialog, "mesh")
-    export_dialog.mesh_options.editors["resolution"].setValue(64)
-    export_dialog.mesh_options.editors["threshold"].setValue(20.0)
+    export_dialog.options_widget("mesh").editors["resolution"].setValue(64)
+    export_dialog.options_widget("mesh").editors["threshold"].setValue(20.0)
     export_dialog.out_edit.setText(str(tmp_path / "mesh.obj"))
     cfg = export(qtbot, export_dialog)
-    assert (cfg.what, cfg.out, cfg.mesh.resolution, cfg.mesh.threshold) == ("mesh", str(tmp_path / "mesh.obj"),
+    assert (cfg.what, cfg.out, cfg.options.resolution, cfg.options.threshold) == ("mesh", str(tmp_path / "mesh.obj"),
                                                                              64, 20.0)
 
 
 def test_video_orbit_and_camera_path(qtbot, export_dialog, tmp_path):
     choose(export_dialog, "video")
-    options = export_dialog.video_options
+    options = export_dialog.options_widget("video")
     options.orbit_spin.setValue(30)
     options.fps_spin.setValue(24)
     options.size_spin.setValue(96)
     cfg = export(qtbot, export_dialog)
     assert cfg.out == str(tmp_path / "project" / "exports" / "video.mp4")
-    assert (cfg.video.orbit, cfg.video.camera_path, cfg.video.fps, cfg.video.size) == (30, None, 24.0, 96)
+    assert (cfg.options.orbit, cfg.options.camera_path, cfg.options.fps, cfg.options.size) == (30, None, 24.0, 96)
 
     export_dialog.set_done(cfg.out)
     path = tmp_path / "camera_path.json"
@@ -294,7 +294,7 @@ def test_video_orbit_and_camera_path(qtbot, export_dialog, tmp_path):
     options.path_edit.setText(str(path))
     export_dialog.out_edit.setText(str(tmp_path / "frames"))
     cfg = export(qtbot, export_dialog)
-    assert (cfg.out, cfg.video.orbit, cfg.video.camera_path, cfg.video.fps) == (str(tmp_path / "frames"), None,
+    assert (cfg.out, cfg.options.orbit, cfg.options.camera_path, cfg.options.fps) == (str(tmp_path / "frames"), None,
                                                                                 str(path), None)
 
 
@@ -313,14 +313,14 @@ def test_invalid_choices_are_shown_inline_and_nothing_is_exported(qtbot, export_
 
 def test_out_of_range_option_and_missing_camera_path_are_refused(qtbot, export_dialog, tmp_path):
     choose(export_dialog, "mesh")
-    export_dialog.mesh_options.editors["resolution"].setValue(4)
+    export_dialog.options_widget("mesh").editors["resolution"].setValue(4)
     with qtbot.assertNotEmitted(export_dialog.export_requested):
         export_dialog.export_button.click()
     assert "resolution" in export_dialog.error_label.text()
 
     choose(export_dialog, "video")
-    export_dialog.video_options.path_radio.setChecked(True)
-    export_dialog.video_options.path_edit.setText(str(tmp_path / "nowhere.json"))
+    export_dialog.options_widget("video").path_radio.setChecked(True)
+    export_dialog.options_widget("video").path_edit.setText(str(tmp_path / "nowhere.json"))
     with qtbot.assertNotEmitted(export_dialog.export_requested):
         export_dialog.export_button.click()
     assert "nowhere.json" in export_dialog.error_label.text()

@@ -12,8 +12,8 @@ pytest.importorskip("PySide6")
 from PySide6.QtCore import QPoint, Qt  # noqa: E402
 
 from app.edit_panel import EditOptions, EditPanel, PreviewDialog, suggestions  # noqa: E402
-from engine.editing.base import Guidance  # noqa: E402
-from engine.editing.offline import resolve, vocabulary  # noqa: E402
+from engine.editors.base import Guidance  # noqa: E402
+from engine.editors.offline import resolve, vocabulary  # noqa: E402
 
 
 @pytest.fixture

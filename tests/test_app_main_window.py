@@ -99,7 +99,7 @@ def test_capture_to_edit_to_export(qtbot, window, tiny_demo, trained_tiny, tmp_p
     # export a turntable video through the window's export path
     out = tmp_path / "turntable.mp4"
     window.export(ExportConfig(project=str(tmp_path / "proj"), what="video", out=str(out),
-                               video=VideoConfig(orbit=6, size=32)))
+                               options=VideoConfig(orbit=6, size=32)))
     qtbot.waitUntil(lambda: window.idle, timeout=60_000)
     assert not window.errors
     assert len(imageio.mimread(out)) == 6

@@ -16,8 +16,8 @@ from PySide6.QtGui import QColor  # noqa: E402
 from app.dataset_strip import DatasetStrip  # noqa: E402
 from app.jobs_panel import JobsPanel, format_duration, log_ticks  # noqa: E402
 from app.worker import JobRunner  # noqa: E402
+from engine.core.jobs import JobWarning, Metrics, Progress  # noqa: E402
 from engine.editing.store import EditStore  # noqa: E402
-from engine.jobs import JobWarning, Metrics, Progress  # noqa: E402
 
 RED, BLUE, GREEN = (220, 20, 20), (20, 20, 220), (20, 200, 20)
 

@@ -13,8 +13,8 @@ from PySide6.QtCore import QThread  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from app.worker import JobRunner  # noqa: E402
-from engine.errors import UserInputError  # noqa: E402
-from engine.jobs import Artifact, JobWarning, Metrics, Preview, Progress  # noqa: E402
+from engine.core.errors import UserInputError  # noqa: E402
+from engine.core.jobs import Artifact, JobWarning, Metrics, Preview, Progress  # noqa: E402
 
 
 def fake_job(steps: int = 20, delay: float = 0.01, previews: bool = True, fail_at: int | None = None,

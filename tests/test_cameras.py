@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.cameras import Cameras, distort, generate_rays, image_rays, look_at, orbit_poses, project_points
+from engine.core.cameras import Cameras, distort, generate_rays, image_rays, look_at, orbit_poses, project_points
 
 
 def _camera(model: str, distortion) -> Cameras:

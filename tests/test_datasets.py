@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.cameras import look_at, orbit_poses
-from engine.errors import DatasetError
+from engine.core.cameras import look_at, orbit_poses
+from engine.core.errors import DatasetError
 from engine.scene.datasets import SceneDataset, detect_format, load_dataset
 
 IN2N_FACE = Path(__file__).resolve().parents[2] / "shared" / "data" / "in2n-face"

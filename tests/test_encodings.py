@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from engine import native
-from engine.encodings import HashGrid, HashGridConfig, contract, sh_encode
+from engine.scene import native
+from engine.scene.encodings import HashGrid, HashGridConfig, contract, sh_encode
 
 needs_kernels = pytest.mark.skipif(native.load_kernels() is None, reason="no C compiler for the CPU kernels")
 

@@ -13,12 +13,12 @@ import torch
 from PIL import Image
 
 from engine.cli import main as cli_main
-from engine.editing.base import Guidance
+from engine.core.errors import CheckpointError, UserInputError
+from engine.core.jobs import CancelToken, JobWarning, Preview, Progress, run_job
+from engine.core.metrics import alexnet_weights_path, load_lpips
+from engine.editors.base import Guidance
 from engine.editing.idu import EditConfig, edit_job, file_digest
 from engine.editing.store import EditStore
-from engine.errors import CheckpointError, UserInputError
-from engine.jobs import CancelToken, JobWarning, Preview, Progress, run_job
-from engine.metrics import alexnet_weights_path, load_lpips
 from engine.scene.procedural import BOX_CENTER, SPHERE_CENTER, SPHERE_RADIUS
 
 
@@ -53,7 +53,7 @@ def test_a_global_edit_that_changes_nothing_leaves_the_field_as_it_was(project):
     """Edits at noise level 0 give the render back, so the held-out views must stay as they were.  With
     training's Adam moments (of its MSE loss) the edit's first L1 steps were many times the learning rate
     and turned the field to fog."""
-    from engine.metrics import psnr
+    from engine.core.metrics import psnr
     from engine.scene.render import render_image
     from engine.scene.trainer import load_trained
 
@@ -80,8 +80,8 @@ def test_a_global_edit_moves_the_field_to_the_edited_look_and_keeps_originals(pr
     # 300 steps, one edit every 3 steps: 100 edits, every one of the 21 training views several times
     assert report["views_edited"] == 21 and report["edits_made"] == 100
     # Fidelity: the unedited field against the bronze ground truth is far worse than the edited one.
-    from engine.editing.offline import OfflineEditor
-    from engine.metrics import psnr
+    from engine.core.metrics import psnr
+    from engine.editors.offline import OfflineEditor
     from engine.scene.datasets import load_dataset
 
     ds = load_dataset(tiny_demo)
@@ -165,15 +165,21 @@ def test_an_edit_step_trains_on_16_patches_of_32x32_from_random_views_in_one_bat
 def test_a_picked_region_is_centred_on_the_first_surface_and_reported_in_capture_units(tiny_demo):
     """Matter spread behind a surface pushes the mean depth back into the object: the pick takes the depth where
     the ray turns half opaque.  The report gives the region in the units the user gave, and the scene's."""
-    from engine.cameras import image_rays
+    from engine.core.cameras import image_rays
     from engine.editing.regions import region_from_pixel, region_from_point
     from engine.scene.datasets import load_dataset
 
     class Smeared:
         """Every ray turns half opaque at distance 3, its matter spread 1 behind."""
 
-        def eval(self) -> "Smeared":
+        training = True
+
+        def train(self, mode: bool = True) -> "Smeared":
+            self.training = mode
             return self
+
+        def eval(self) -> "Smeared":
+            return self.train(False)
 
         def render_rays(self, origins, dirs, image_idx, background):
             n = len(origins)
@@ -181,7 +187,9 @@ def test_a_picked_region_is_centred_on_the_first_surface_and_reported_in_capture
                     "median_depth": torch.full((n,), 3.0)}
 
     ds = load_dataset(tiny_demo)
-    region = region_from_pixel(Smeared(), ds, "frame_00001", 20, 30, 0.2)
+    model = Smeared()
+    region = region_from_pixel(model, ds, "frame_00001", 20, 30, 0.2)
+    assert model.training  # the pick leaves the model in the mode it was in
     origins, dirs = image_rays(ds.cameras, 0)
     k = 30 * 48 + 20
     assert np.allclose(region.centre, (origins[k] + 3.0 * dirs[k]).numpy(), atol=1e-5)
@@ -192,7 +200,7 @@ def test_a_picked_region_is_centred_on_the_first_surface_and_reported_in_capture
 
 def _silhouette(dataset, frame: int, centre: torch.Tensor, radius: float) -> torch.Tensor:
     """(H, W) pixels of ``frame`` whose ray passes within ``radius`` of ``centre`` (normalised scene)."""
-    from engine.cameras import image_rays
+    from engine.core.cameras import image_rays
 
     origins, dirs = image_rays(dataset.cameras, frame)
     to_centre = centre - origins
@@ -221,7 +229,7 @@ def test_a_local_edit_grows_matter_in_the_empty_space_of_its_region(project, mon
     """A region in the air above the box: an editor that paints a ball there in every view makes the field grow
     an opaque ball inside the sphere, and nothing changes outside the region."""
     from engine.editing import idu
-    from engine.editing.regions import capture_to_scene
+    from engine.scene.picking import capture_to_scene
     from engine.scene.render import render_image
     from engine.scene.trainer import load_checkpoint
 
@@ -335,9 +343,9 @@ def test_validate_refuses_models_it_could_not_load(tmp_path):
 def test_a_second_instruction_composes_on_the_current_edit_or_starts_again_from_the_originals(project, tiny_demo):
     """t = 1 and no variation: every view's edit is exactly the editor applied to its base (all 21 views
     are edited at the first step)."""
-    from engine.editing.offline import apply_edit
+    from engine.core.imaging import to_uint8
+    from engine.editors.offline import apply_edit
     from engine.scene.datasets import load_dataset
-    from engine.scene.render import to_uint8
 
     def run(instruction: str, **kw) -> dict:
         _edit(project, instruction=instruction, steps=1, edit_count=21, t_min=1.0, t_max=1.0, lpips_backbone="off",

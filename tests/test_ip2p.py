@@ -12,17 +12,17 @@ import huggingface_hub.constants
 import pytest
 import torch
 from diffusers import DDIMScheduler, StableDiffusionInstructPix2PixPipeline
+from tiny_ip2p import write_tiny_ip2p
 
 from engine.cli import main as cli_main
-from engine.devices import check_device
-from engine.editing import ip2p
-from engine.editing.base import Guidance, preview_edit
+from engine.core.devices import check_device
+from engine.core.errors import CheckpointError, UserInputError
+from engine.core.jobs import Cancelled, CancelToken
+from engine.editors import ip2p
+from engine.editors.base import Guidance, edit_image
 from engine.editing.idu import EditConfig
-from engine.editing.ip2p import InstructPix2PixEditor, in2n_timesteps, load_ip2p, working_size
-from engine.editing.sources import DEFAULT_HUB_ID, OFFLOAD_MISSING
-from engine.errors import CheckpointError, UserInputError
-from engine.jobs import CancelToken, Cancelled
-from tiny_ip2p import write_tiny_ip2p
+from engine.editors.ip2p import InstructPix2PixEditor, in2n_timesteps, load_ip2p, working_size
+from engine.editors.sources import DEFAULT_HUB_ID, OFFLOAD_MISSING
 
 INSTRUCTION = "make it bronze"
 TEXT, IMAGE, UNCOND = 0.3, -0.2, 0.1
@@ -199,7 +199,7 @@ def test_odd_sizes_come_back_at_their_size_in_range(editor):
 def test_large_inputs_are_edited_at_most_512_and_resized_back(editor):
     seen = []
     editor.vae.encoder.register_forward_pre_hook(lambda _, args: seen.append(tuple(args[0].shape[-2:])))
-    out = preview_edit(editor, image(600, 520, 0), INSTRUCTION, seed=0, guidance=Guidance(steps=2))
+    out = edit_image(editor, image(600, 520, 0), INSTRUCTION, seed=0, guidance=Guidance(steps=2))
     assert out.shape == (600, 520, 3)
     assert 0.0 <= out.min() and out.max() <= 1.0
     assert seen[0] == (512, 440)  # 600x520 scaled by 512/600, rounded to multiples of 8

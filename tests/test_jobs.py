@@ -2,7 +2,7 @@
 
 import io
 
-from engine.jobs import Artifact, CancelToken, JobWarning, Metrics, Progress, TerminalProgress, run_job
+from engine.core.jobs import Artifact, CancelToken, JobWarning, Metrics, Progress, TerminalProgress, run_job
 
 
 def counting_job(n, cancel):

@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from engine.jobs import Metrics, run_job
+from engine.core.jobs import Metrics, run_job
 from engine.scene.nerfacto import NerfactoModelConfig, interlevel_loss, sample_pdf
 from engine.scene.presets import build_model, model_config
 from engine.scene.trainer import TrainConfig, train_job

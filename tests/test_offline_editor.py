@@ -9,11 +9,11 @@ import statistics
 import pytest
 import torch
 
-from engine.editing.base import preview_edit
-from engine.editing.offline import (CARTOON_LEVELS, PHRASINGS, SUGGESTED_VARIATION, OfflineEditor, apply_edit,
-                                    resolve, vocabulary)
-from engine.errors import UserInputError
-from engine.metrics import psnr
+from engine.core.errors import UserInputError
+from engine.core.metrics import psnr
+from engine.editors.base import edit_image
+from engine.editors.offline import (CARTOON_LEVELS, PHRASINGS, SUGGESTED_VARIATION, OfflineEditor, apply_edit, resolve,
+                                    vocabulary)
 from engine.scene.procedural import DemoSceneConfig, demo_cameras, render_ground_truth
 
 ENTRIES = vocabulary()
@@ -164,7 +164,7 @@ def test_t0_keeps_the_render_and_t1_is_the_edit_of_the_original(views):
     edited = editor.edit(render, original, "make it a bronze statue", 1.0, 3)
     assert torch.equal(edited, apply_edit("bronze", original))
     assert psnr(edited, apply_edit("bronze", render)) < 20  # the original is what gets edited
-    assert torch.equal(preview_edit(editor, original, "bronze"), apply_edit("bronze", original))
+    assert torch.equal(edit_image(editor, original, "bronze"), apply_edit("bronze", original))
 
 
 @pytest.mark.parametrize("instruction", ["bronze", "night", "cartoon"])

@@ -30,7 +30,7 @@ from eg3d_pickles import STAND_IN_PACKAGES, nvidia_style_packages, write_live3d_
 from safetensors.torch import save_file
 from tiny_portrait import tiny_kwargs
 
-from engine.errors import UserInputError
+from engine.core.errors import UserInputError
 from engine.portrait.checkpoints import (GENERATOR_FILE, META_FILE, CheckpointError, GeneratorCheckpoint,
                                          read_generator_checkpoint, write_converted)
 from engine.portrait.eg3d import build_generator, generator_from_checkpoint, load_generator

@@ -13,7 +13,7 @@ from eg3d_pickles import write_live3d_pth, write_official_pickle
 from safetensors.torch import load_file, save_file
 from tiny_portrait import frontal_label, tiny_kwargs
 
-from engine.errors import CheckpointError
+from engine.core.errors import CheckpointError
 from engine.portrait.checkpoints import GeneratorCheckpoint
 from engine.portrait.eg3d import TriPlaneGenerator, build_generator, generator_from_checkpoint, load_generator
 from engine.portrait.stylegan import blur, resample_filter, upsample2d

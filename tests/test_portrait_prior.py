@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.errors import CheckpointError
-from engine.jobs import Artifact, CancelToken, Metrics
+from engine.core.errors import CheckpointError
+from engine.core.jobs import Artifact, CancelToken, Metrics
 from engine.portrait.eg3d import build_generator
 from engine.portrait.heads import PARAM_COUNT
 from engine.portrait.prior import (PRIOR_DIR, PriorConfig, ViewBatch, bench_prior, load_prior, random_views,

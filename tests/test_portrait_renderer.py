@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.metrics import psnr
+from engine.core.metrics import psnr
 from engine.portrait import triplane
 from engine.portrait.cameras import camera_labels
 from engine.portrait.prior import load_prior

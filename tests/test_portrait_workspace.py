@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from tiny_portrait import write_tiny_generator
 
-from engine.errors import CheckpointError, UserInputError
-from engine.jobs import Artifact, CancelToken, Progress
+from engine.core.errors import CheckpointError, UserInputError
+from engine.core.jobs import Artifact, CancelToken, Progress
 from engine.portrait.cameras import camera_label
 from engine.portrait.heads import GROUP_LABELS, HeadParams, render_heads
 from engine.portrait.workspace import (CHECKPOINT, PRIOR, SEMANTIC_LEGEND, SEMANTIC_PALETTE, TRUNCATION_CUTOFF,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.cameras import look_at
-from engine.errors import UserInputError
+from engine.core.cameras import look_at
+from engine.core.errors import UserInputError
 from engine.scene import procedural as P
 
 SMALL = P.DemoSceneConfig(n_views=8, image_size=32, seed=3)

@@ -1,4 +1,4 @@
-"""``torch.save`` files read without running anything in them (engine.safe_pickle): exact round trips of
+"""``torch.save`` files read without running anything in them (engine.core.safe_pickle): exact round trips of
 what the project saves, and crafted files that must fail fast, as one CheckpointError, allocating little."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import safe_pickle
-from engine.errors import CheckpointError
-from engine.safe_pickle import load_torch
+from engine.core import safe_pickle
+from engine.core.errors import CheckpointError
+from engine.core.safe_pickle import load_torch
 
 
 def _saved() -> dict:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from engine import native
+from engine.scene import native
 from engine.scene.sampling import MarchingConfig, OccupancyGrid, box_intersect
 
 

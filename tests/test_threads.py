@@ -1,4 +1,4 @@
-"""Process-wide policies the engine sets before torch loads (see engine/threads.py)."""
+"""Process-wide policies the engine sets before torch loads (see engine/core/threads.py)."""
 
 import os
 import subprocess

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.jobs import CancelToken, Progress, run_job
-from engine.safe_pickle import load_torch
+from engine.core.jobs import CancelToken, Progress, run_job
+from engine.core.safe_pickle import load_torch
 from engine.scene.trainer import TrainConfig, load_trained, train_job
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ def test_short_training_on_the_demo_scene_beats_a_psnr_floor(trained_tiny, tiny_
         assert key in report
     assert report["steps"] == 300 and len(report["per_view_psnr"]) == 3  # 24 frames: 0, 8, 16 held out
     # an image of just the background colour scores about 10.8 dB on these views
-    from engine.metrics import psnr
+    from engine.core.metrics import psnr
     from engine.scene.datasets import load_dataset
     from engine.scene.trainer import border_color
 
@@ -130,7 +130,7 @@ def test_cli_trains_writes_the_report_and_renders_an_orbit(tiny_demo, tmp_path):
 
 
 def test_the_kernels_compile_before_the_training_clock_starts_and_the_user_is_told(tiny_demo, tmp_path):
-    from engine import native
+    from engine.scene import native
 
     if native.load_kernels() is None:
         pytest.skip("no C compiler: the torch path has nothing to compile")
@@ -156,14 +156,14 @@ def test_render_without_a_project_is_a_clear_error(tmp_path):
 
 
 def test_training_needs_a_budget(tiny_demo, tmp_path):
-    from engine.errors import UserInputError
+    from engine.core.errors import UserInputError
 
     with pytest.raises(UserInputError, match="--steps S or --minutes M"):
-        next(train_job(TrainConfig(data=str(tiny_demo), out=str(tmp_path))))
+        next(train_job(TrainConfig(data=str(tiny_demo), out=str(tmp_path), minutes=None)))
 
 
 def test_training_streams_previews_as_fresh_uint8_images(tiny_demo, tmp_path):
-    from engine.jobs import Preview
+    from engine.core.jobs import Preview
 
     events = _train(tiny_demo, tmp_path / "p", 6, preview_every_seconds=0.0, save_eval_renders=False)
     previews = [e for e in events if isinstance(e, Preview)]
@@ -184,7 +184,7 @@ class _RunsCommand:
 
 
 def _open_with_app(project: Path, _data: Path) -> None:
-    from app.project_session import trained_seconds
+    from engine.scene.trainer import trained_seconds
 
     trained_seconds(project)
 
@@ -200,8 +200,8 @@ def _resume_the_prior(project: Path, _data: Path) -> None:
     _open_with_app, _resume_the_prior,
 ], ids=["resume", "open", "app", "prior"])
 def test_a_checkpoint_that_runs_code_is_refused_and_runs_nothing(tiny_demo, tmp_path, opener):
-    from engine.errors import CheckpointError
-    from engine.project import Project
+    from engine.core.errors import CheckpointError
+    from engine.core.project import Project
 
     project, marker = tmp_path / "sent-to-me", tmp_path / "pwned"
     Project(project).update_manifest(kind="scene", train_config=dataclasses.asdict(

@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from engine.cameras import project_points
-from engine.errors import UserInputError
-from engine.project import MANIFEST_BACKUP_NAME, MANIFEST_NAME, Project
+from engine.core.cameras import project_points
+from engine.core.errors import UserInputError
+from engine.core.imaging import colorize_depth
+from engine.core.project import MANIFEST_BACKUP_NAME, MANIFEST_NAME, Project
 from engine.scene.orbit import WORLD_UP, OrbitCamera
-from engine.scene.viewer import FieldView, LiveField, ViewFrame, colorize_depth, home_camera, scene_to_capture
+from engine.scene.picking import capture_to_scene, scene_to_capture
+from engine.scene.viewer import FieldView, LiveField, ViewFrame, home_camera
 
 
 def azimuth_deg(camera: OrbitCamera) -> float:
@@ -507,7 +509,6 @@ def demo_dataset(tiny_demo):
 
 
 def test_scene_to_capture_inverts_capture_to_scene(demo_dataset) -> None:
-    from engine.editing.regions import capture_to_scene
 
     rng = np.random.default_rng(7)
     for _ in range(5):

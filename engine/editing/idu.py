@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import hashlib
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,24 +25,25 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine.cameras import generate_rays
-from engine.devices import check_device
-from engine.editing.base import Guidance, ImageEditor, check_instruction
-from engine.editing.offline import OfflineEditor, apply_edit, resolve
+from engine.core.cameras import generate_rays
+from engine.core.devices import check_device
+from engine.core.errors import UserInputError
+from engine.core.imaging import to_uint8
+from engine.core.jobs import Artifact, Cancelled, CancelToken, Job, JobWarning, Metrics, Preview
+from engine.core.loop import Budget, BudgetedLoop
+from engine.core.metrics import LPIPS_BACKBONES, load_lpips, psnr
+from engine.core.project import Project, atomic_write, check_writable_folder, save_torch, write_json
+from engine.core.safe_pickle import load_torch
 from engine.editing.regions import Region, pixel_view, region_from_pixel, region_from_point
-from engine.editing.sources import check_model_source, check_run_options
 from engine.editing.store import EditStore
-from engine.errors import UserInputError
-from engine.jobs import (Artifact, CancelToken, Cancelled, Job, JobWarning, Metrics, Preview, Progress)
-from engine.metrics import LPIPS_BACKBONES, load_lpips, psnr
-from engine.project import Project, atomic_write, check_writable_folder, save_torch, write_json
-from engine.safe_pickle import load_torch
+from engine.editors import EDITORS, editor_entry
+from engine.editors.base import Guidance, ImageEditor, check_instruction
+from engine.editors.offline import apply_edit
 from engine.scene.datasets import SceneDataset
-from engine.scene.render import camera_dict, render_image, to_uint8
-from engine.scene.trainer import check_budget, fixed_background, load_checkpoint, make_optimizer, write_checkpoint
+from engine.scene.render import camera_dict, render_image
+from engine.scene.trainer import fixed_background, load_checkpoint, make_optimizer, write_checkpoint
 from engine.scene.viewer import LiveField
 
-EDITORS = ("offline", "ip2p")
 START_FROM = ("current", "original")
 """what a new edit of an already edited project starts from (EditConfig.start_from)"""
 LPIPS_MIN_PATCH = 31
@@ -59,7 +59,8 @@ class EditConfig:
     instruction: str
     """what the edit should do, e.g. 'make it look like a bronze statue'"""
     editor: str = "offline"
-    """offline (embedded vocabulary of global edits) | ip2p (InstructPix2Pix through diffusers)"""
+    """the 2D editor (engine.editors.EDITORS): offline (the embedded vocabulary of global edits) | ip2p
+    (InstructPix2Pix through diffusers)"""
     model: str | None = None
     """InstructPix2Pix source: a diffusers folder, a checkpoint file, or a hub id (online only)"""
     model_config: str | None = None
@@ -79,8 +80,8 @@ class EditConfig:
     """offline editor: per-call hue / strength jitter, so single-view edits disagree like diffusion edits"""
     steps: int | None = None
     """optimisation steps of the edit"""
-    minutes: float | None = None
-    """time budget of the edit (edits and training steps together)"""
+    minutes: float | None = 5.0
+    """time budget of the edit when no step count is given (edits and training steps together)"""
     seed: int = 0
     """seeds the view order, noise levels, patches and the editor"""
     edit_rate: int = 10
@@ -143,11 +144,9 @@ class EditConfig:
         start, end = (self.lr_local, self.lr_local_final) if self.local else (self.lr, self.lr_final)
         return start * (end / start) ** min(fraction, 1.0)
 
-    def budget_fraction(self, step: int, seconds: float) -> float:
-        """How much of the budget is spent (0..1)."""
-        if self.steps is not None:
-            return step / max(self.steps, 1)
-        return seconds / (60 * self.minutes)
+    @property
+    def budget(self) -> Budget:
+        return Budget(self.steps, self.minutes)
 
     def validate(self, dataset: SceneDataset | None = None) -> None:
         """Every check that needs neither a model nor a trained field, so bad values are user errors raised
@@ -155,19 +154,12 @@ class EditConfig:
         ``project`` '' is not checked (not chosen yet); with ``dataset`` (the capture to be trained and
         edited) a point's view and pixel are checked too."""
         self.instruction = check_instruction(self.instruction)
-        if self.editor not in EDITORS:
-            raise UserInputError(f"unknown editor {self.editor!r}; choose one of {', '.join(EDITORS)}")
+        entry = editor_entry(self.editor)
         if self.start_from not in START_FROM:
             raise UserInputError(f"start_from must be one of {', '.join(START_FROM)}, got {self.start_from!r}")
-        if self.editor == "offline":
-            resolve(self.instruction)
-            OfflineEditor(variation=self.variation)  # checks its range
-        else:
-            check_model_source(self.model, self.model_config)
         self.device = check_device(self.device)
-        if self.editor == "ip2p":
-            check_run_options(self.device, self.memory, self.precision)
-        check_budget(self.steps, self.minutes, "edit")
+        entry.check(self)
+        self.budget.validate("edit")
         if not 0 <= self.t_min <= self.t_max <= 1:
             raise UserInputError(f"the noise range must satisfy 0 <= t_min <= t_max <= 1 (got {self.t_min}, "
                                  f"{self.t_max})")
@@ -226,12 +218,7 @@ class EditConfig:
 
 def build_editor(cfg: EditConfig) -> ImageEditor:
     """The 2D editor of a validated config; a model that fails to load fails here."""
-    if cfg.editor == "offline":
-        return OfflineEditor(variation=cfg.variation)
-    from engine.editing.ip2p import load_ip2p
-
-    return load_ip2p(cfg.model, device=cfg.device, memory=cfg.memory, config_dir=cfg.model_config,
-                     precision=cfg.precision)
+    return editor_entry(cfg.editor).build(cfg)
 
 
 def file_digest(paths: list[Path]) -> str:
@@ -306,7 +293,7 @@ def edit_job(cfg: EditConfig, cancel: CancelToken | None = None, live: LiveField
              for name, frame in zip(names, dataset.train_indices)]
     chains = [_chain(store, name, session["base_versions"][name]) for name in names]
     base_chain = chains[0] if all(chain == chains[0] for chain in chains) else None
-    if cfg.editor == "offline" and base_chain is None:
+    if EDITORS[cfg.editor].deterministic and base_chain is None:
         yield JobWarning("edit fidelity will not be measured: the views' earlier edits differ or cannot be "
                          "repeated on held-out views (InstructPix2Pix or local edits)")
     # Training targets: this session's edits, else the bases.  Local edits anchor every pixel
@@ -347,9 +334,6 @@ def edit_job(cfg: EditConfig, cancel: CancelToken | None = None, live: LiveField
     train_cams = dataset.cameras.subset(dataset.train_indices)
     params = train_cams.torch_params()
     seed_base = cfg.seed * 1_000_003
-    last_ckpt = time.monotonic()
-    recent: dict[str, list[float]] = {}
-
     def save(done: bool) -> Path:
         session.update(done=done, generator=gen.get_state())
         total = session["start_step"] + session["step"]
@@ -374,7 +358,7 @@ def edit_job(cfg: EditConfig, cancel: CancelToken | None = None, live: LiveField
             edited = _blend(masks[names[row]], edited, anchors[names[row]])
         targets[row] = torch.from_numpy(to_uint8(edited))
         result = to_uint8(result)
-        repeatable = cfg.editor == "offline" and region is None and chains[row] is not None
+        repeatable = EDITORS[cfg.editor].deterministic and region is None and chains[row] is not None
         store.add(names[row], result, instruction=cfg.instruction, editor=cfg.editor, t=t,
                   step=session["step"], session_start=session["start_step"], start_from=cfg.start_from,
                   chain=[*chains[row], cfg.instruction] if repeatable else None)
@@ -387,40 +371,30 @@ def edit_job(cfg: EditConfig, cancel: CancelToken | None = None, live: LiveField
 
     if live is not None:
         live.publish(model, dataset, background)
-    loop_start = time.perf_counter() - session["seconds"]
+    loop = BudgetedLoop(cfg.budget, cancel, "edit", message=f"editing: {cfg.instruction}",
+                        save=lambda: save(loop.complete), optimizer=optimizer, learning_rate=cfg.learning_rate,
+                        checkpoint_every_s=cfg.checkpoint_every_seconds, metrics_every=cfg.metrics_every,
+                        step=session["step"], seconds=session["seconds"],
+                        extra_metrics=lambda means: {"psnr_train": -10 * math.log10(max(means["mse"], 1e-10)),
+                                                     "views_edited": len(session["edited_views"])})
     try:
-        while cfg.budget_fraction(session["step"], session["seconds"]) < 1 and not cancel.cancelled:
-            if session["step"] % cfg.edit_rate == 0:
+        for step in loop:
+            if step % cfg.edit_rate == 0:
                 for _ in range(cfg.edit_count):
                     yield edit_next_view()
                 model.train()
             with live.step() if live is not None else contextlib.nullcontext():
-                for group in optimizer.param_groups:
-                    group["lr"] = cfg.learning_rate(cfg.budget_fraction(session["step"], session["seconds"]))
-                model.before_step(session["start_step"] + session["step"], gen)
+                model.before_step(session["start_step"] + step, gen)
                 losses = _patch_step(cfg, model, optimizer, targets, dataset, params, train_cams.model, background,
                                      lpips_model, gen, focus)
-            session["step"] += 1
-            session["seconds"] = time.perf_counter() - loop_start
-            for k, v in losses.items():
-                recent.setdefault(k, []).append(v)
-            if session["step"] % cfg.metrics_every == 0:
-                means = {k: float(np.mean(v)) for k, v in recent.items()}
-                recent.clear()
-                yield Metrics(session["step"], means | {"psnr_train": -10 * math.log10(max(means["mse"], 1e-10)),
-                                                        "views_edited": len(session["edited_views"])})
-            yield Progress(session["step"], cfg.steps, f"editing: {cfg.instruction}",
-                           fraction=min(cfg.budget_fraction(session["step"], session["seconds"]), 1.0))
-            if time.monotonic() - last_ckpt >= cfg.checkpoint_every_seconds:
-                last_ckpt = time.monotonic()
-                yield Artifact(save(False), "checkpoint")
+            loop.done(**losses)
+            session["step"], session["seconds"] = loop.step, loop.seconds
+            yield from loop.events()
     except Cancelled:
         pass
+    yield from loop.finish()
     if cancel.cancelled:
-        yield Artifact(save(False), "checkpoint")
-        yield JobWarning(f"edit cancelled at step {session['step']}; run the same command again to resume")
         return
-    yield Artifact(save(True), "checkpoint")
 
     report = {"instruction": cfg.instruction, "editor": cfg.editor, "edit_seconds": session["seconds"],
               "steps": session["step"], "views_edited": len(session["edited_views"]), "edits_made": session["edits"],
@@ -566,7 +540,7 @@ def _measure(cfg: EditConfig, model, dataset: SceneDataset, region: Region | Non
              base_chain: list[str] | None, cancel: CancelToken) -> dict:
     """Edit fidelity against the offline editor's ground truth (the edits of ``base_chain`` then this one,
     applied to the held-out captures; not measured without a chain), and how much changed outside the region."""
-    chain = base_chain if cfg.editor == "offline" else None
+    chain = base_chain if EDITORS[cfg.editor].deterministic else None
     fidelity, outside, inside, names = [], [], [], []
     for frame in [int(f) for f in dataset.eval_indices]:
         if cancel.cancelled:

@@ -21,13 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from engine.cameras import Cameras, image_rays, project_points
-from engine.errors import UserInputError
+from engine.core.cameras import Cameras, image_rays, project_points
+from engine.core.errors import UserInputError
 from engine.scene.datasets import SceneDataset
-
-MIN_OPACITY = 0.5
-"""a picked pixel must be at least this opaque in the render to name a surface (where its median depth is)"""
-
+from engine.scene.picking import capture_to_scene, scene_to_capture, surface_at_pixel
 
 @dataclass(frozen=True)
 class Region:
@@ -67,8 +64,6 @@ class Region:
     def describe(self, dataset: SceneDataset) -> dict:
         """The region in the capture's coordinates and units (as the user gives them), and in the normalised
         scene the field lives in (``scene_centre``, ``scene_radius``)."""
-        from engine.scene.viewer import scene_to_capture
-
         centre, radius = scene_to_capture(dataset, np.asarray(self.centre), self.radius)
         return {"centre": centre.tolist(), "radius": radius, "scene_centre": list(self.centre),
                 "scene_radius": self.radius, "falloff": self.falloff, "empty_space": self.empty_space}
@@ -97,30 +92,16 @@ def pixel_view(dataset: SceneDataset, view: str, u: float, v: float) -> int:
     return frame
 
 
-def capture_to_scene(dataset: SceneDataset, point: tuple[float, float, float], radius: float) -> tuple[np.ndarray, float]:
-    """A point and a radius in capture coordinates → the normalised scene."""
-    p = dataset.world_from_capture @ np.append(np.asarray(point, dtype=np.float64), 1.0)
-    return p[:3], radius * dataset.scale
-
-
 def region_from_pixel(model, dataset: SceneDataset, view: str, u: float, v: float, radius: float,
                       background: torch.Tensor | None = None) -> Region:
     """The region around the surface seen at pixel (u, v) of ``view`` (radius in capture units)."""
     _check_radius(radius)
     frame = pixel_view(dataset, view, u, v)
-    w = int(dataset.cameras.width[frame])
-    single = dataset.cameras.subset(np.array([frame]))
-    origins, dirs = image_rays(single, 0)
-    k = int(v) * w + int(u)
-    with torch.inference_mode():
-        model.eval()
-        out = model.render_rays(origins[k:k + 1], dirs[k:k + 1], None, background)
-    opacity = float(out["accumulation"][0])
-    if opacity < MIN_OPACITY:
+    centre, opacity = surface_at_pixel(model, dataset.cameras.subset(np.array([frame])), 0, u, v, background)
+    if centre is None:
         raise UserInputError(f"pixel ({u:g}, {v:g}) of view {view} looks at empty space (opacity {opacity:.2f}); "
                              "point at the object to edit")
-    centre = (origins[k] + dirs[k] * out["median_depth"][0]).tolist()  # the first surface, not the mean depth
-    return Region(tuple(centre), radius * dataset.scale)
+    return Region(tuple(centre.tolist()), radius * dataset.scale)
 
 
 def region_from_point(dataset: SceneDataset, point: tuple[float, float, float], radius: float) -> Region:

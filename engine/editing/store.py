@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from engine.errors import UserInputError
-from engine.project import atomic_write, read_json, write_json
+from engine.core.errors import UserInputError
+from engine.core.project import atomic_write, read_json, write_json
 
 INDEX_SCHEMA = 1
 

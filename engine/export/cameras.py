@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.jobs import Artifact, CancelToken, Job, Progress
-from engine.project import write_json
+from engine.core.jobs import Artifact, CancelToken, Job, Progress
+from engine.core.project import write_json
 from engine.scene.datasets import _DISTORTION_KEYS, SceneDataset
 
 EXPORT_KEY = "retouch3d_export"

@@ -16,10 +16,10 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image
 
-from engine.errors import UserInputError
+from engine.core.errors import UserInputError
+from engine.core.jobs import Artifact, CancelToken, Job, JobWarning, Progress
+from engine.core.project import read_json, write_json
 from engine.export.cameras import EXPORT_KEY, source_file_paths, transforms_dict
-from engine.jobs import Artifact, CancelToken, Job, JobWarning, Progress
-from engine.project import read_json, write_json
 from engine.scene.datasets import SceneDataset, _natural_key
 
 

@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from engine.encodings import to_unit_cube
-from engine.errors import UserInputError
+from engine.core.config import INTERNAL
+from engine.core.errors import UserInputError
+from engine.core.imaging import to_uint8
+from engine.core.jobs import Artifact, CancelToken, Job, JobWarning, Progress
+from engine.core.project import atomic_write
 from engine.export.cameras import to_capture
 from engine.export.pointcloud import write_ply
-from engine.jobs import Artifact, CancelToken, Job, JobWarning, Progress
-from engine.project import atomic_write
 from engine.scene.datasets import SceneDataset
+from engine.scene.encodings import to_unit_cube
 
 MESH_SUFFIXES = (".glb", ".ply", ".obj")
 
@@ -40,7 +42,7 @@ class MeshConfig:
     """density (per normalised scene unit) at the surface. Low on purpose: fields trained briefly on a
     CPU peak at a few tens, and the occupancy mask already removes haze below density 1; raise it
     (20-50) for crisper surfaces of well-trained fields"""
-    chunk: int = 1 << 18
+    chunk: int = field(default=1 << 18, metadata=INTERNAL)
     """points per field evaluation"""
 
     def validate(self) -> None:
@@ -77,7 +79,7 @@ def _colours(model, vertices: torch.Tensor, normals: torch.Tensor, chunk: int) -
         _, geo = model.field.geometry(vertices[start:start + chunk])
         parts.append(model.field.colour(geo, -normals[start:start + chunk], None))
     rgb = torch.cat(parts) if parts else torch.zeros(0, 3)
-    return (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+    return to_uint8(rgb)
 
 
 def extract_mesh(model, dataset: SceneDataset, cfg: MeshConfig, cancel: CancelToken | None = None):

@@ -13,20 +13,22 @@ and coordinates are written in the capture frame.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from engine.cameras import image_rays
-from engine.errors import UserInputError
+from engine.core.cameras import image_rays
+from engine.core.config import INTERNAL
+from engine.core.errors import UserInputError
+from engine.core.imaging import to_uint8
+from engine.core.jobs import Artifact, CancelToken, Job, JobWarning, Progress
+from engine.core.project import atomic_write
 from engine.export.cameras import to_capture
-from engine.jobs import Artifact, CancelToken, Job, JobWarning, Progress
-from engine.project import atomic_write
-from engine.rendering import packed_exclusive_cumsum, ray_sum
+from engine.scene.compositing import packed_exclusive_cumsum, ray_sum
 from engine.scene.datasets import SceneDataset
-from engine.scene.render import preview_cameras, render_image, to_uint8
+from engine.scene.render import preview_cameras, render_image
 from engine.scene.sampling import Samples, box_intersect
 from engine.scene.trainer import fixed_background
 
@@ -49,9 +51,9 @@ class PointCloudConfig:
     """drop points whose mean distance to their k nearest neighbours exceeds mean + std_ratio·std"""
     seed: int = 0
     """seeds the subset drawn when there are more than max_points"""
-    step: float = 1 / 256
+    step: float = field(default=1 / 256, metadata=INTERNAL)
     """sample spacing inside the box for models without an occupancy grid (the fast model marches its own)"""
-    chunk: int = 1 << 13
+    chunk: int = field(default=1 << 13, metadata=INTERNAL)
     """rays per field evaluation batch"""
 
     def validate(self) -> None:

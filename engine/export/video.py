@@ -1,70 +1,19 @@
-"""Videos of a trained scene (turntable or nerfstudio camera path) and the frame writer behind them.
-
-MP4s are H.264 (the ffmpeg shipped with imageio-ffmpeg) at exactly the rendered frame size:
-no macro-block padding or rescaling. Frames with even sides use 4:2:0 chroma, which plays
-everywhere; 4:2:0 cannot represent an odd side, so frames with one use 4:4:4 chroma instead
-(ffmpeg, VLC and editors play it; some browsers and QuickTime do not).
-"""
+"""Videos of a trained scene: a turntable or a nerfstudio camera path (frames written by
+engine.core.imaging.write_frames)."""
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
-import numpy as np
-from PIL import Image
-
-from engine.cameras import Cameras
-from engine.errors import UserInputError
-from engine.jobs import CancelToken, Job, JobWarning
-from engine.project import atomic_write
+from engine.core.cameras import Cameras
+from engine.core.errors import UserInputError
+from engine.core.imaging import pixel_format
+from engine.core.jobs import CancelToken, Job, JobWarning
 from engine.scene.datasets import SceneDataset
 from engine.scene.paths import camera_path_cameras, orbit_cameras
 from engine.scene.render import render_video_job
 from engine.scene.trainer import fixed_background
-
-
-def pixel_format(width: int, height: int) -> str:
-    """H.264 chroma layout for a frame size: 4:2:0 when both sides are even, else 4:4:4."""
-    return "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-
-
-def write_frames(frames: Iterable[np.ndarray], out: str | Path, fps: float = 30.0) -> Path:
-    """Write HxWx3 uint8 frames (all one size) to ``out``: an .mp4 file of exactly that size, or a
-    folder of numbered PNGs otherwise."""
-    out = Path(out)
-    if out.suffix.lower() == ".mp4":
-        import imageio_ffmpeg
-
-        frames = iter(frames)
-        first = next(frames, None)
-        if first is None:
-            raise UserInputError(f"{out}: no frames to write")
-        height, width = first.shape[:2]
-
-        def write(tmp: Path) -> None:
-            writer = imageio_ffmpeg.write_frames(
-                str(tmp), (width, height), fps=fps, codec="libx264", quality=8,
-                pix_fmt_out=pixel_format(width, height), macro_block_size=1,  # 1: never rescale
-                output_params=["-movflags", "+faststart"])
-            writer.send(None)  # start ffmpeg
-            try:
-                for frame in itertools.chain([first], frames):
-                    if frame.shape != first.shape:
-                        raise ValueError(f"frame of shape {frame.shape} in a video of {first.shape} frames")
-                    writer.send(np.ascontiguousarray(frame))
-            finally:
-                writer.close()
-
-        return atomic_write(out, write)
-    if out.suffix:
-        raise UserInputError(f"{out}: write videos as .mp4, or give a folder for PNG frames")
-    out.mkdir(parents=True, exist_ok=True)
-    for i, frame in enumerate(frames):
-        atomic_write(out / f"frame_{i:05d}.png", lambda tmp, f=frame: Image.fromarray(f).save(tmp, format="PNG"))
-    return out
 
 
 @dataclass

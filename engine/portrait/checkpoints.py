@@ -12,10 +12,10 @@ three formats:
   defining the class and ``state`` the object's ``__dict__`` (``_parameters``, ``_buffers``,
   ``_non_persistent_buffers_set``, ``_modules`` and the recorded ``_init_args`` / ``_init_kwargs``).
   Unpickling it normally would execute ``module_src``.  The restricted unpickler here (built on
-  ``engine.safe_pickle``, with its limits and bounds-checked tensors) maps every network class to an
+  ``engine.core.safe_pickle``, with its limits and bounds-checked tensors) maps every network class to an
   inert record of its class name and state, rebuilds tensors and numpy values, and refuses every
   other global, so nothing from the file runs.
-* a PyTorch file (``.pth`` / ``.pt``), read by ``engine.safe_pickle.load_torch`` (tensors and plain
+* a PyTorch file (``.pth`` / ``.pt``), read by ``engine.core.safe_pickle.load_torch`` (tensors and plain
   data only).  Two layouts are public:
   the one Live3DPortrait (github.com/Dong142857/Live3DPortrait, ``models/triencoder.py``) and 3DPE
   (github.com/EzioBy/3dpe, ``models/triencoder.py``, file ``ffhqrebalanced512-128.pth``) read, with
@@ -51,9 +51,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from engine.errors import CheckpointError
-from engine.project import atomic_write
-from engine.safe_pickle import Limits, SafeUnpickler, check_nesting, load_torch, mapped, reading
+from engine.core.errors import CheckpointError
+from engine.core.project import atomic_write
+from engine.core.safe_pickle import Limits, SafeUnpickler, check_nesting, load_torch, mapped, reading
 
 __all__ = ["CheckpointError", "GENERATOR_FILE", "GeneratorCheckpoint", "META_FILE", "read_generator_checkpoint",
            "write_converted"]

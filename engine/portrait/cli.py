@@ -11,8 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
-from engine.errors import UserInputError
-from engine.jobs import CancelToken, run_in_terminal
+from engine.core.errors import UserInputError
+from engine.core.jobs import CancelToken, run_in_terminal
 
 
 def _add_import(sub) -> None:
@@ -108,7 +108,7 @@ def cmd_bench_prior(args) -> int:
           f"{report['mask_iou']:.3f}, depth error {100 * report['depth_error_rel']:.2f}% of the camera distance; "
           f"{report['fps_cached_64']:.1f} frames/s from cached triplanes")
     if args.report:
-        from engine.machine import machine_info
+        from engine.core.machine import machine_info
 
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps({**report, "machine": machine_info()}, indent=2) + "\n")

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.errors import CheckpointError
+from engine.core.errors import CheckpointError
 from engine.portrait.checkpoints import GeneratorCheckpoint, read_generator_checkpoint
 from engine.portrait.stylegan import NOISE_MODES, StyleGAN2Backbone
 from engine.portrait.superresolution import SuperResolution

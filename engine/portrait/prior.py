@@ -23,7 +23,6 @@ The foreground of a prior render is where its depth is nearer than MASK_DEPTH.
 from __future__ import annotations
 
 import dataclasses
-import math
 import statistics
 import time
 from collections.abc import Iterator
@@ -34,15 +33,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.errors import CheckpointError, UserInputError
-from engine.jobs import Artifact, CancelToken, Metrics, Preview, Progress
-from engine.metrics import psnr
+from engine.core.errors import CheckpointError
+from engine.core.imaging import to_uint8
+from engine.core.jobs import Artifact, CancelToken, Preview, Progress
+from engine.core.loop import Budget, BudgetedLoop
+from engine.core.metrics import psnr
+from engine.core.project import save_torch, write_json
+from engine.core.safe_pickle import load_torch
 from engine.portrait.cameras import RAY_END, camera_labels
 from engine.portrait.eg3d import TriPlaneGenerator, build_generator, load_generator
 from engine.portrait.heads import PARAM_COUNT, HeadParams, render_heads
 from engine.portrait.triplane import sample_rays
-from engine.project import save_torch, write_json
-from engine.safe_pickle import load_torch
 
 PRIOR_DIR = Path(__file__).resolve().parents[2] / "resources" / "portrait_prior"
 """where the shipped prior lives (generator.safetensors + meta.json + recipe.json)"""
@@ -67,6 +68,7 @@ class PriorConfig:
     """How the embedded prior is built and trained (defaults: the shipped prior's recipe)."""
 
     seed: int = 0
+    """seeds the initial weights, the heads drawn and their views"""
     minutes: float = 60.0
     """training time budget"""
     steps: int | None = None
@@ -74,6 +76,7 @@ class PriorConfig:
     batch: int = 4
     """views per step (each of a different head)"""
     lr: float = 0.002
+    """Adam learning rate (StyleGAN2's generator rate)"""
     betas: tuple[float, float] = (0.9, 0.99)
     """Adam's; momentum helps this regression (StyleGAN2's GAN training uses (0, 0.99))"""
     decay_fraction: float = 0.3
@@ -85,6 +88,7 @@ class PriorConfig:
     refresh_per_step: int = 2
     """pool views replaced by views of new heads after every step"""
     neural_resolution: int = 64
+    """side of the volume-rendered image before super-resolution"""
     rays_per_view: int = 1024
     """pixels of each 64² view rendered and compared per step (a random quarter of the image)"""
     sr_every: int = 4
@@ -94,7 +98,9 @@ class PriorConfig:
     depth_weight: float = 1.0
     """L1 weight of depth / camera distance"""
     checkpoint_every_s: float = 120.0
+    """seconds between checkpoints (a stopped run resumes from the last)"""
     preview_every: int = 50
+    """steps between metric and preview events"""
     generator_kwargs: dict = field(default_factory=lambda: {
         "z_dim": PARAM_COUNT, "c_dim": 25, "w_dim": 512, "img_resolution": 128, "img_channels": 3,
         "channel_base": 2048, "channel_max": 64, "num_fp16_res": 0, "conv_clamp": None,
@@ -218,8 +224,8 @@ def train_prior_job(cfg: PriorConfig, out_dir: str | Path, cancel: CancelToken) 
     generator.safetensors + meta.json + recipe.json there.  Yields job events."""
     from engine.portrait.checkpoints import write_converted
 
-    if cfg.minutes <= 0 or (cfg.steps is not None and cfg.steps < 1):
-        raise UserInputError(f"the training budget must be positive (got {cfg.minutes} minutes, {cfg.steps} steps)")
+    budget = Budget(cfg.steps, cfg.minutes)
+    budget.validate("prior training")
     out_dir = Path(out_dir)
     state_path = out_dir / "training_state.pt"
     torch.manual_seed(cfg.seed)
@@ -240,20 +246,27 @@ def train_prior_job(cfg: PriorConfig, out_dir: str | Path, cancel: CancelToken) 
     seeds = [next_seed + k // 2 for k in range(views)]
     pool = ViewBatch.render(seeds, random_views(rng, views), cfg.neural_resolution, generator.img_resolution)
     next_seed += cfg.pool_heads
-    budget = 60 * cfg.minutes
-    last_save = time.monotonic()
-    recent: dict[str, list[float]] = {}
+    shown = None  # the latest render of a training view, for metrics and the preview
 
     def save() -> Path:
         return save_torch(state_path, {"generator": generator.state_dict(), "optimizer": optimizer.state_dict(),
                                        "step": step, "seconds": seconds, "next_seed": next_seed,
                                        "config": dataclasses.asdict(cfg)})
 
-    started = time.perf_counter() - seconds
+    def measured(means: dict[str, float]) -> dict[str, float]:
+        nonlocal shown
+        generator.eval()
+        with torch.no_grad():
+            shown = render_prior(generator, truth.z[:1], truth.c[:1], cfg.neural_resolution)["rgb"][0].clamp(0, 1)
+        generator.train()
+        return {"psnr_train": psnr(shown, truth.rgb[0])}
+
+    loop = BudgetedLoop(budget, cancel, "prior training", message="training the portrait prior", save=save,
+                        optimizer=optimizer, learning_rate=lambda fraction: learning_rate(cfg, fraction),
+                        checkpoint_every_s=cfg.checkpoint_every_s, metrics_every=cfg.preview_every, step=step,
+                        seconds=seconds, extra_metrics=measured)
     generator_rng = torch.Generator().manual_seed(cfg.seed + step)
-    while seconds < budget and (cfg.steps is None or step < cfg.steps) and not cancel.cancelled:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(cfg, max(seconds / budget, step / (cfg.steps or math.inf)))
+    for step in loop:
         index = torch.from_numpy(rng.choice(views, cfg.batch, replace=False))
         truth = pool.take(index)
         losses = training_losses(generator, truth, cfg, step % cfg.sr_every == 0, generator_rng)
@@ -265,28 +278,13 @@ def train_prior_job(cfg: PriorConfig, out_dir: str | Path, cancel: CancelToken) 
         replace = torch.from_numpy(rng.choice(views, cfg.refresh_per_step, replace=False))
         pool.put(replace, ViewBatch.render(fresh, random_views(rng, cfg.refresh_per_step), cfg.neural_resolution,
                                            generator.img_resolution))
-        step += 1
-        seconds = time.perf_counter() - started
-        for key, value in losses.items():
-            recent.setdefault(key, []).append(float(value.detach()))
+        loop.done(**{f"loss_{key}": float(value.detach()) for key, value in losses.items()})
+        step, seconds = loop.step, loop.seconds  # what a checkpoint written now records
+        yield from loop.events()
         if step % cfg.preview_every == 0:
-            values = {f"loss_{k}": statistics.fmean(v) for k, v in recent.items()}
-            recent.clear()
-            generator.eval()
-            with torch.no_grad():
-                shown = render_prior(generator, truth.z[:1], truth.c[:1], cfg.neural_resolution)["rgb"][0]
-            generator.train()
-            values["psnr_train"] = psnr(shown.clamp(0, 1), truth.rgb[0])
-            yield Metrics(step, values)
-            side = torch.cat([truth.rgb[0], shown.clamp(0, 1)], dim=2)
-            yield Preview(step, (side.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8),
+            yield Preview(step, to_uint8(torch.cat([truth.rgb[0], shown], dim=2).permute(1, 2, 0)),
                           {"layout": "truth|prior"})
-        yield Progress(step, None, "training the portrait prior",
-                       fraction=min(max(seconds / budget, step / (cfg.steps or math.inf)), 1.0))
-        if time.monotonic() - last_save >= cfg.checkpoint_every_s:
-            last_save = time.monotonic()
-            yield Artifact(save(), "checkpoint")
-    yield Artifact(save(), "checkpoint")
+    yield from loop.finish()
     if cancel.cancelled:
         return
     weights = write_converted(out_dir, cfg.generator_kwargs, generator.state_dict(),

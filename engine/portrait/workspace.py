@@ -25,15 +25,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.errors import CheckpointError, UserInputError
-from engine.export.video import write_frames
-from engine.jobs import Artifact, CancelToken, Job, Progress
+from engine.core.errors import CheckpointError, UserInputError
+from engine.core.imaging import colorize_depth, frames_kind, to_uint8, write_frames
+from engine.core.jobs import Artifact, CancelToken, Job, Progress
 from engine.portrait.cameras import ORBIT_RADIUS, PIVOT, camera_label
 from engine.portrait.eg3d import TriPlaneGenerator, load_generator
 from engine.portrait.heads import GROUP_LABELS, PARAM_COUNT, HeadParams, render_heads
 from engine.portrait.prior import MASK_DEPTH, PRIOR_DIR, load_prior
-from engine.scene.render import to_uint8
-from engine.scene.viewer import colorize_depth
 
 MODES = ("rgb", "depth", "semantic")
 PRIOR, CHECKPOINT = "prior", "checkpoint"
@@ -218,4 +216,4 @@ def orbit_video_job(session: PortraitSession, out_path: str | Path, frames: int 
             return
         images.append(session.frame(float(yaw), pitch, mode, resolution))
         yield Progress(k + 1, frames, "rendering the orbit")
-    yield Artifact(write_frames(images, out_path, fps), "video" if str(out_path).lower().endswith(".mp4") else "frames")
+    yield Artifact(write_frames(images, out_path, fps), frames_kind(out_path))

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from engine.cameras import CAMERA_MODELS, Cameras
-from engine.errors import DatasetError, UserInputError
+from engine.core.cameras import CAMERA_MODELS, Cameras
+from engine.core.errors import DatasetError, UserInputError
 
 FORMATS = ("nerfstudio", "blender")
 EVAL_EVERY = 8  # without an explicit split, frame i is held out for evaluation when i % EVAL_EVERY == 0

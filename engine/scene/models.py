@@ -8,15 +8,14 @@ colours and exposes per-step hooks to the trainer (``before_step``, ``stats``,
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from engine.encodings import HashGrid, HashGridConfig, contract, sh_encode, to_unit_cube
-from engine.rendering import (composite_packed, distortion_loss_packed, packed_exclusive_cumsum, ray_distance_to_s,
-                              ray_sum, weights_packed)
+from engine.scene.compositing import (composite_packed, distortion_loss_packed, packed_exclusive_cumsum,
+                                      ray_distance_to_s, ray_sum, weights_packed)
+from engine.scene.encodings import HashGrid, HashGridConfig, contract, sh_encode, to_unit_cube
 from engine.scene.sampling import MarchingConfig, OccupancyGrid
 
 
@@ -132,11 +131,15 @@ class FastModelConfig:
     """
 
     name: str = "fast"
+    """the preset's name (``--model``)"""
     radiance: FieldConfig = field(default_factory=lambda: FieldConfig(
         grid=HashGridConfig(levels=16, features_per_level=2, log2_table_size=17, base_resolution=16,
                             max_resolution=512, init_scale=1e-4),
         appearance_dim=0))
+    """the field: 16 levels of 2 features, 2^17 table, finest level 512, no appearance codes (per-image colour
+    correction instead)"""
     marching: MarchingConfig = field(default_factory=MarchingConfig)
+    """ray marching and the occupancy grid"""
     occupancy_update_every: int = 16
     """steps between occupancy refreshes"""
     occupancy_warmup_steps: int = 256

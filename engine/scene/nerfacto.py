@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from engine.encodings import HashGrid, HashGridConfig, to_unit_cube
-from engine.rendering import distortion_loss_dense, weights_dense
+from engine.scene.compositing import distortion_loss_dense, weights_dense
+from engine.scene.encodings import HashGrid, HashGridConfig, to_unit_cube
 from engine.scene.models import FieldConfig, RadianceField, mlp, trunc_exp
 
 
@@ -24,9 +24,13 @@ class ProposalFieldConfig:
     """A proposal density field (nerfacto: hidden 16, 5 levels, 2^17 table)."""
 
     max_resolution: int = 128
+    """grid resolution of the finest level (nerfacto: 128 for the first proposal field, 256 for the second)"""
     levels: int = 5
+    """hash-grid levels"""
     log2_table_size: int = 17
+    """entries per level: 2**log2_table_size"""
     hidden: int = 16
+    """width of the density MLP's hidden layer"""
 
 
 @dataclass
@@ -34,20 +38,28 @@ class NerfactoModelConfig:
     """nerfacto's defaults (nerfstudio ``method_configs['nerfacto']``)."""
 
     name: str = "nerfacto"
+    """the preset's name (``--model``)"""
     radiance: FieldConfig = field(default_factory=lambda: FieldConfig(
         grid=HashGridConfig(levels=16, features_per_level=2, log2_table_size=19, base_resolution=16,
                             max_resolution=2048, init_scale=1e-4),
         appearance_dim=32))
+    """the main field: 16 levels of 2 features, 2^19 table, finest level 2048, 32-wide appearance codes"""
     proposal_fields: tuple[ProposalFieldConfig, ...] = (ProposalFieldConfig(128), ProposalFieldConfig(256))
+    """the proposal density fields, coarse to fine"""
     proposal_samples: tuple[int, ...] = (256, 96)
     """samples per ray drawn for each proposal level"""
     nerf_samples: int = 48
     """samples per ray evaluated by the main field"""
     near: float = 0.05
+    """start of every ray (normalised scene units)"""
     far: float = 1000.0
+    """end of every ray"""
     interlevel_weight: float = 1.0
+    """weight of the interlevel loss that makes the proposal weights bound the main field's (mip-NeRF 360)"""
     distortion_weight: float = 0.002
+    """weight of the mip-NeRF 360 distortion loss; discourages fog and floaters"""
     proposal_anneal_slope: float = 10.0
+    """slope of the anneal schedule (nerfstudio's ``proposal_weights_anneal_slope``)"""
     proposal_anneal_steps: int = 1000
     """proposal weights are annealed (w ** exponent) over these steps"""
 

@@ -94,7 +94,7 @@ class OrbitCamera:
 
     def cameras(self, width: int, height: int):
         """This view as a one-camera engine ``Cameras`` of ``width`` x ``height`` pixels."""
-        from engine.cameras import Cameras
+        from engine.core.cameras import Cameras
 
         f = height / 2 / math.tan(math.radians(self.fov_y_deg) / 2)
         return Cameras(c2w=self.c2w()[None], fx=np.array([f]), fy=np.array([f]), cx=np.array([width / 2]),

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.cameras import Cameras, orbit_poses
-from engine.errors import UserInputError
+from engine.core.cameras import Cameras, orbit_poses
+from engine.core.errors import UserInputError
 from engine.scene.datasets import SceneDataset
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from engine.errors import UserInputError
+from engine.core.errors import UserInputError
 from engine.scene.models import FastModel, FastModelConfig
 from engine.scene.nerfacto import NerfactoModel, NerfactoModelConfig
 

@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from engine.cameras import Cameras, look_at
-from engine.errors import UserInputError
+from engine.core.cameras import Cameras, look_at
+from engine.core.errors import UserInputError
+from engine.core.imaging import to_uint8
 
 DEMO_KEY = "retouch3d_demo"  # transforms.json entry marking a folder written by write_demo_dataset
 PART_NAMES = ("sphere", "box", "cylinder", "ground")  # part id = index
@@ -74,21 +75,19 @@ _BOX_R = _box_rotation()
 
 @dataclass(frozen=True)
 class DemoSceneConfig:
-    """How the demo dataset is made.
-
-    n_views: cameras on the upper hemisphere, golden-spiral azimuths with equal-area elevations
-        in ELEVATION_RANGE_DEG, all looking at the origin.
-    image_size: width = height of the square images, in pixels.
-    camera_radius: distance of every camera from the origin (world units; the scene fits in ~1.1).
-    fov_deg: field of view across the image width (and height).
-    seed: drives the camera jitter (global azimuth offset, elevation within its stratum).
-    """
+    """How the demo dataset is made."""
 
     n_views: int = 60
+    """cameras on the upper hemisphere, golden-spiral azimuths with equal-area elevations in
+    ELEVATION_RANGE_DEG, all looking at the origin"""
     image_size: int = 128
+    """width = height of the square images, in pixels"""
     camera_radius: float = 4.0
+    """distance of every camera from the origin (world units; the scene fits in ~1.1)"""
     fov_deg: float = 40.0
+    """field of view across the image width (and height)"""
     seed: int = 0
+    """drives the camera jitter (global azimuth offset, elevation within its stratum)"""
 
     def __post_init__(self) -> None:
         if self.n_views < 1:
@@ -334,7 +333,7 @@ def write_demo_dataset(out_dir: str | Path, config: DemoSceneConfig = DemoSceneC
                                  int(cams.width[i]), int(cams.height[i]))
         name = f"frame_{i + 1:05d}.png"
         buf = io.BytesIO()
-        Image.fromarray(np.round(gt["rgb"] * 255).astype(np.uint8), "RGB").save(buf, format="PNG")
+        Image.fromarray(to_uint8(gt["rgb"]), "RGB").save(buf, format="PNG")
         _write_atomic(images / name, buf.getvalue())
         frames.append({"file_path": f"images/{name}", "transform_matrix": cams.c2w[i].tolist()})
     if replacing:
@@ -375,7 +374,7 @@ def write_blender_dataset(out_dir: str | Path, n_train: int = 100, n_test: int =
                                      image_size, image_size)
             rgba = np.concatenate([gt["rgb_object"], gt["alpha"][..., None]], -1)
             buf = io.BytesIO()
-            Image.fromarray(np.round(np.clip(rgba, 0, 1) * 255).astype(np.uint8), "RGBA").save(buf, format="PNG")
+            Image.fromarray(to_uint8(rgba), "RGBA").save(buf, format="PNG")
             _write_atomic(folder / f"r_{i}.png", buf.getvalue())
             frames.append({"file_path": f"./{split}/r_{i}", "rotation": 0.0, "transform_matrix": cams.c2w[i].tolist()})
         meta = {"camera_angle_x": BLENDER_CAMERA_ANGLE_X, "frames": frames}

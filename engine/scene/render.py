@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 from typing import Callable, ContextManager
 
-import numpy as np
 import torch
 
-from engine.cameras import Cameras, image_rays
-
+from engine.core.cameras import Cameras, image_rays
+from engine.core.imaging import frames_kind, to_uint8, write_frames
+from engine.core.jobs import Artifact, Progress
 
 RENDER_CHUNK_RAYS = 1 << 15
 """rays rendered at once (bounds the memory of a large frame)"""
@@ -55,11 +55,6 @@ def preview_cameras(cameras: Cameras, max_side: int) -> Cameras:
     return cameras if longest <= max_side else cameras.scaled(max_side / longest)
 
 
-def to_uint8(rgb: torch.Tensor) -> np.ndarray:
-    """(H,W,3) float in [0,1] → a fresh uint8 array for the GUI / image files."""
-    return (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy().copy()
-
-
 def camera_dict(cameras: Cameras, index: int) -> dict:
     """JSON-friendly description of one camera (for preview events and exports)."""
     return {"c2w": cameras.c2w[index].tolist(), "fx": float(cameras.fx[index]), "fy": float(cameras.fy[index]),
@@ -70,13 +65,10 @@ def camera_dict(cameras: Cameras, index: int) -> dict:
 def render_video_job(model, cameras: Cameras, out, fps: float, background: torch.Tensor | None = None,
                      cancel=None):
     """Job: render every camera and write a video or PNG folder; yields progress and the artifact."""
-    from engine.export.video import write_frames
-    from engine.jobs import Artifact, Progress
-
     frames = []
     for i in range(len(cameras)):
         if cancel is not None and cancel.cancelled:
             return
         frames.append(to_uint8(render_image(model, cameras, i, background)["rgb"]))
         yield Progress(i + 1, len(cameras), "rendering")
-    yield Artifact(write_frames(frames, out, fps), "video" if str(out).lower().endswith(".mp4") else "frames")
+    yield Artifact(write_frames(frames, out, fps), frames_kind(out))

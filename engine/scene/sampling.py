@@ -14,8 +14,8 @@ from typing import Callable
 
 import torch
 
-from engine import native
-from engine.encodings import to_unit_cube
+from engine.scene import native
+from engine.scene.encodings import to_unit_cube
 
 
 @dataclass

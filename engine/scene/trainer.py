@@ -20,17 +20,19 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine import native
-from engine.cameras import generate_rays
-from engine.errors import UserInputError
-from engine.jobs import Artifact, CancelToken, Job, JobWarning, Metrics, Preview, Progress
-from engine.machine import machine_info
-from engine.metrics import psnr, ssim
-from engine.project import Project, save_torch, write_json
-from engine.safe_pickle import load_torch
+from engine.core.cameras import generate_rays
+from engine.core.errors import UserInputError
+from engine.core.imaging import to_uint8
+from engine.core.jobs import Artifact, CancelToken, Job, JobWarning, Metrics, Preview, Progress
+from engine.core.loop import Budget, BudgetedLoop, exponential_decay
+from engine.core.machine import machine_info
+from engine.core.metrics import psnr, ssim
+from engine.core.project import Project, save_torch, write_json
+from engine.core.safe_pickle import load_torch
+from engine.scene import native
 from engine.scene.datasets import SceneDataset, load_dataset
 from engine.scene.presets import build_model, model_config
-from engine.scene.render import PREVIEW_STEP_SCALE, camera_dict, preview_cameras, render_image, to_uint8
+from engine.scene.render import PREVIEW_STEP_SCALE, camera_dict, preview_cameras, render_image
 from engine.scene.viewer import LiveField
 
 
@@ -50,8 +52,8 @@ class TrainConfig:
     """model preset name (engine.scene.models.MODEL_PRESETS)"""
     steps: int | None = None
     """number of optimisation steps"""
-    minutes: float | None = None
-    """training time budget (excludes evaluation, previews and checkpoint writes)"""
+    minutes: float | None = 5.0
+    """training time budget when no step count is given (excludes evaluation, previews and checkpoint writes)"""
     seed: int = 0
     """seeds ray sampling, initialisation and occupancy updates"""
     lr: float = 1e-2
@@ -73,26 +75,14 @@ class TrainConfig:
     save_eval_renders: bool = True
     """write held-out renders next to their ground truth under renders/eval"""
 
-    def budget_fraction(self, step: int, seconds: float) -> float:
-        """How much of the budget is spent (0..1): drives the LR schedule and progress bars."""
-        if self.steps is not None:
-            return step / max(self.steps, 1)
-        return seconds / (60 * self.minutes)
+    @property
+    def budget(self) -> Budget:
+        return Budget(self.steps, self.minutes)
 
     def validate(self) -> None:
-        check_budget(self.steps, self.minutes, "training")
+        self.budget.validate("training")
         if self.downscale < 1:
             raise UserInputError(f"--downscale must be at least 1 (got {self.downscale})")
-
-
-def check_budget(steps: int | None, minutes: float | None, what: str) -> None:
-    """A job's step or time budget must be given and positive."""
-    if steps is None and minutes is None:
-        raise UserInputError(f"give a {what} budget: --steps S or --minutes M")
-    if steps is not None and steps < 1:
-        raise UserInputError(f"--steps must be at least 1 (got {steps})")
-    if minutes is not None and minutes <= 0:
-        raise UserInputError(f"--minutes must be positive (got {minutes})")
 
 
 class PixelBank:
@@ -234,17 +224,19 @@ def train_job(cfg: TrainConfig, cancel: CancelToken | None = None, live: LiveFie
     if native.needs_compiling():
         yield Progress(step, cfg.steps, "compiling the CPU kernels (once on this machine, before the clock starts)")
     native.load_kernels()
-    last_ckpt = last_preview = time.monotonic()
-    lr_ratio = cfg.lr_final / cfg.lr
-    recent_loss: list[float] = []
+    loop = BudgetedLoop(cfg.budget, cancel, "training", save=save_checkpoint, optimizer=optimizer,
+                        learning_rate=exponential_decay(cfg.lr, cfg.lr_final),
+                        checkpoint_every_s=cfg.checkpoint_every_seconds, metrics_every=cfg.metrics_every,
+                        step=step, seconds=train_seconds,
+                        extra_metrics=lambda means: {
+                            "psnr_train": -10 * math.log10(max(means["loss"], 1e-10)),
+                            "rays_per_second": rays_seen / max(loop.seconds, 1e-9), "samples_per_ray": samples_per_ray,
+                            **model.stats()})
+    last_preview = time.monotonic()
     samples_seen, rays_at_start = 0, rays_seen  # samples are counted by this run only
-
-    while cfg.budget_fraction(step, train_seconds) < 1 and not cancel.cancelled:
+    samples_per_ray = 0.0
+    for step in loop:
         with live.step() if live is not None else contextlib.nullcontext():
-            t0 = time.perf_counter()
-            frac = cfg.budget_fraction(step, train_seconds)
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * lr_ratio**frac
             model.before_step(step, gen)
             idx = torch.randint(0, len(bank), (n_rays,), generator=gen)
             row = bank.row[idx].long()
@@ -264,29 +256,16 @@ def train_job(cfg: TrainConfig, cancel: CancelToken | None = None, live: LiveFie
         target_samples = getattr(model.cfg, "target_samples_per_step", None)
         if target_samples:
             n_rays = int(min(cfg.max_rays, max(256, n_rays * target_samples / samples)))
-        step += 1
-        train_seconds += time.perf_counter() - t0
-        recent_loss.append(float(mse.detach()))
-
-        if step % cfg.metrics_every == 0:
-            mean_loss = sum(recent_loss) / len(recent_loss)
-            recent_loss.clear()
-            yield Metrics(step, {"loss": mean_loss, "psnr_train": -10 * math.log10(max(mean_loss, 1e-10)),
-                                 "rays_per_second": rays_seen / max(train_seconds, 1e-9),
-                                 "samples_per_ray": samples_per_ray, "lr": cfg.lr * lr_ratio**frac, **model.stats()})
-        yield Progress(step, cfg.steps, "training", fraction=min(cfg.budget_fraction(step, train_seconds), 1.0))
+        loop.done(loss=float(mse.detach()))
+        step, train_seconds = loop.step, loop.seconds  # what a checkpoint written now records
+        yield from loop.events()
         now = time.monotonic()
         if cfg.preview_every_seconds is not None and now - last_preview >= cfg.preview_every_seconds:
             last_preview = now
             pv = render_image(model, preview_cams, 0, background, step_scale=PREVIEW_STEP_SCALE)
             yield Preview(step, to_uint8(pv["rgb"]), camera_dict(preview_cams, 0))
-        if now - last_ckpt >= cfg.checkpoint_every_seconds:
-            last_ckpt = now
-            yield Artifact(save_checkpoint(), "checkpoint")
-
-    yield Artifact(save_checkpoint(), "checkpoint")
+    yield from loop.finish()
     if cancel.cancelled:
-        yield JobWarning(f"training cancelled at step {step}; run the same command again to resume")
         return
 
     report = {"model": cfg.model, "data": str(Path(cfg.data)), "downscale": cfg.downscale, "steps": step,
@@ -302,6 +281,24 @@ def train_job(cfg: TrainConfig, cancel: CancelToken | None = None, live: LiveFie
     write_json(project.root / "report.json", report)
     yield Metrics(step, {k: v for k, v in report.items() if isinstance(v, float)})
     yield Artifact(project.root / "report.json", "report")
+
+
+def trained_seconds(project_dir: str | Path) -> float:
+    """Training time already spent on a project's field (0 when untrained)."""
+    ckpt = Project(Path(project_dir)).latest_checkpoint()
+    return 0.0 if ckpt is None else float(load_torch(ckpt).get("train_seconds", 0.0))
+
+
+def train_more_job(project_dir: str | Path, minutes: float, cancel: CancelToken | None = None,
+                   live: LiveField | None = None) -> Job:
+    """Job: train a project's field for ``minutes`` more (its first run when untrained), with the settings
+    the project was created or last trained with."""
+    root = Path(project_dir)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    settings = {k: v for k, v in Project(root).read_manifest()["train_config"].items() if k in known}
+    cfg = TrainConfig(**(settings | {"out": str(root), "steps": None, "preview_every_seconds": None,
+                                     "minutes": minutes + trained_seconds(root) / 60}))
+    yield from train_job(cfg, cancel, live)
 
 
 def evaluate(model, dataset: SceneDataset, render_dir: Path | None, cancel: CancelToken):

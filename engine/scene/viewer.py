@@ -20,9 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from engine.cameras import Cameras, image_rays
+from engine.core.cameras import Cameras
+from engine.core.imaging import colorize_depth, to_uint8
 from engine.scene.datasets import SceneDataset
 from engine.scene.orbit import OrbitCamera
+from engine.scene.picking import surface_at_pixel
 from engine.scene.render import PREVIEW_STEP_SCALE, RENDER_CHUNK_RAYS, render_image
 
 RENDER_MODES = ("rgb", "depth", "accumulation")
@@ -56,24 +58,6 @@ class ViewFrame:
     camera: OrbitCamera
     mode: str
     seconds: float
-
-
-def colorize_depth(depth: np.ndarray, accumulation: np.ndarray) -> np.ndarray:
-    """Depth as an 8-bit image: near bright, far dark, robust to outliers; empty pixels black."""
-    solid = accumulation > 0.5
-    if not solid.any():
-        return np.zeros(depth.shape + (3,), np.uint8)
-    near, far = np.percentile(depth[solid], [2, 98])
-    x = 1 - np.clip((depth - near) / max(far - near, 1e-6), 0, 1)
-    # a perceptual ramp from dark blue through teal and yellow (viridis-like end points)
-    stops = np.array([[0.27, 0.00, 0.33], [0.23, 0.32, 0.55], [0.13, 0.57, 0.55], [0.37, 0.79, 0.38],
-                      [0.99, 0.91, 0.14]])
-    pos = x * (len(stops) - 1)
-    lo = np.clip(np.floor(pos).astype(int), 0, len(stops) - 2)
-    frac = (pos - lo)[..., None]
-    rgb = stops[lo] * (1 - frac) + stops[lo + 1] * frac
-    rgb[~solid] = 0
-    return (rgb * 255 + 0.5).astype(np.uint8)
 
 
 PACED_VIEW_SHARE = 0.1
@@ -239,31 +223,15 @@ class FieldView:
         depth = out["depth"].numpy().astype(np.float32)
         acc = out["accumulation"].numpy().astype(np.float32)
         if mode == "rgb":
-            image = (out["rgb"].numpy() * 255 + 0.5).astype(np.uint8)
+            image = to_uint8(out["rgb"])
         elif mode == "depth":
             image = colorize_depth(depth, acc)
         else:
-            image = np.repeat((np.clip(acc, 0, 1) * 255 + 0.5).astype(np.uint8)[..., None], 3, axis=2)
+            image = np.repeat(to_uint8(acc)[..., None], 3, axis=2)
         return ViewFrame(image, depth, acc, camera, mode, seconds)
 
     def pick(self, camera: OrbitCamera, width: int, height: int, x: float, y: float) -> np.ndarray | None:
         """The scene point seen at pixel (x, y) of a ``width`` x ``height`` view, or None for empty space."""
-        from engine.editing.regions import MIN_OPACITY
-
-        cams = camera.cameras(width, height)
-        origins, dirs = image_rays(cams, 0)
-        k = min(max(int(y), 0), height - 1) * width + min(max(int(x), 0), width - 1)
-        with self.live.viewing(), torch.inference_mode():
-            was_training = self.live.model.training
-            self.live.model.eval()
-            out = self.live.model.render_rays(origins[k:k + 1], dirs[k:k + 1], None, self.live.background)
-            self.live.model.train(was_training)
-        if float(out["accumulation"][0]) < MIN_OPACITY:
-            return None
-        return (origins[k] + dirs[k] * out["median_depth"][0]).numpy().astype(np.float64)
-
-
-def scene_to_capture(dataset: SceneDataset, point: np.ndarray, radius: float) -> tuple[np.ndarray, float]:
-    """A point and radius in the normalised scene → the capture's coordinates and units."""
-    p = np.linalg.inv(dataset.world_from_capture) @ np.append(np.asarray(point, np.float64), 1.0)
-    return p[:3], radius / dataset.scale
+        with self.live.viewing():
+            point, _ = surface_at_pixel(self.live.model, camera.cameras(width, height), 0, x, y, self.live.background)
+        return point

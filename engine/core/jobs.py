@@ -20,12 +20,14 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Progress:
-    """``step`` of ``total`` done (total None when open-ended); ``fraction`` overrides step/total for time budgets."""
+    """``step`` of ``total`` done (total None when open-ended); ``fraction`` overrides step/total for time budgets;
+    ``eta_seconds``: the job's own estimate of the time left (None: the consumer estimates from elapsed time)."""
 
     step: int
     total: int | None
     message: str = ""
     fraction: float | None = None
+    eta_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,7 @@ class TerminalProgress:
         if frac is not None and frac > 0:
             filled = int(self.width * min(frac, 1))
             bar = "#" * filled + "-" * (self.width - filled)
-            eta = _format_seconds(elapsed * (1 - frac) / frac)
+            eta = _format_seconds(event.eta_seconds if event.eta_seconds is not None else elapsed * (1 - frac) / frac)
             head = f"[{bar}] {100 * min(frac, 1):5.1f}% ETA {eta}"
         else:
             head = f"[{'?' * self.width}]"

@@ -13,8 +13,8 @@ from typing import Protocol
 
 import torch
 
-from engine.errors import UserInputError
-from engine.jobs import CancelToken
+from engine.core.errors import UserInputError
+from engine.core.jobs import CancelToken
 
 
 @dataclass
@@ -43,8 +43,8 @@ class ImageEditor(Protocol):
         ...
 
 
-def preview_edit(editor: ImageEditor, image: torch.Tensor, instruction: str, seed: int = 0,
-                 guidance: Guidance | None = None, cancel: CancelToken | None = None) -> torch.Tensor:
+def edit_image(editor: ImageEditor, image: torch.Tensor, instruction: str, seed: int = 0,
+               guidance: Guidance | None = None, cancel: CancelToken | None = None) -> torch.Tensor:
     """Edit one image outside any 3D job: start from full noise (t = 1), conditioned on the image."""
     return editor.edit(image, image, instruction, 1.0, seed, guidance, cancel)
 

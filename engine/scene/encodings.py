@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine import native
+from engine.scene import native
 
 _PRIMES = (1, 2654435761, 805459861)  # Instant-NGP's spatial hash
 _CORNERS = torch.tensor([[c & 1, (c >> 1) & 1, (c >> 2) & 1] for c in range(8)], dtype=torch.long)

@@ -22,8 +22,8 @@ data that contains itself or nests deeper than the code walking it can follow.  
 
 from __future__ import annotations
 
-import contextlib
 import collections
+import contextlib
 import io
 import mmap
 import pickle
@@ -36,7 +36,7 @@ from typing import Any, BinaryIO, NamedTuple
 
 import torch
 
-from engine.errors import CheckpointError
+from engine.core.errors import CheckpointError
 
 MAX_OPCODES = 5_000_000
 """pickle instructions in one file (an official-style FFHQ snapshot with G, G_ema and D takes 25 000)"""

@@ -7,7 +7,7 @@ costs seconds.
 
 from __future__ import annotations
 
-from engine.errors import UserInputError
+from engine.core.errors import UserInputError
 
 DEVICES = ("auto", "cpu", "cuda")
 """the choices the GUI and the CLI offer: "auto" is the GPU when torch sees one, else the CPU

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from engine.errors import CheckpointError
+from engine.core.errors import CheckpointError
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import torch
 
-from engine.errors import UserInputError
+from engine.core.errors import UserInputError
 
 MANIFEST_NAME = "retouch3d.json"
 MANIFEST_BACKUP_NAME = "retouch3d.json.bak"

@@ -4,8 +4,8 @@ import math
 
 import torch
 
-from engine.rendering import (composite_packed, distortion_loss_dense, distortion_loss_packed, weights_dense,
-                              weights_packed)
+from engine.scene.compositing import (composite_packed, distortion_loss_dense, distortion_loss_packed, weights_dense,
+                                      weights_packed)
 
 
 def slab(sigma: float, start: float, end: float, n: int = 4000):

@@ -11,7 +11,7 @@ touching any scheduler's config.
 ``load_ip2p`` resolves a model source (a diffusers folder, a single checkpoint file with a
 config folder, or a hub id) and never downloads when offline: it fails with a message that
 says what to download and how to point Retouch3D at it.  It checks the device, memory preset and
-precision first (engine.devices, engine.editing.sources), so a machine that cannot run them gets
+precision first (engine.core.devices, engine.editors.sources), so a machine that cannot run them gets
 one sentence before anything loads.
 """
 
@@ -29,12 +29,11 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, StableDiffusionInstructPix2PixPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
-from engine.devices import check_device
-from engine.editing.base import Guidance, check_edit_inputs, check_instruction
-from engine.editing.sources import (CHECKPOINT_SUFFIXES, DEFAULT_HUB_ID, OFFLOAD_MISSING, check_run_options,
-                                    is_hub_id)
-from engine.errors import CheckpointError, UserInputError
-from engine.jobs import CancelToken
+from engine.core.devices import check_device
+from engine.core.errors import CheckpointError, UserInputError
+from engine.core.jobs import CancelToken
+from engine.editors.base import Guidance, check_edit_inputs, check_instruction
+from engine.editors.sources import CHECKPOINT_SUFFIXES, DEFAULT_HUB_ID, OFFLOAD_MISSING, check_run_options, is_hub_id
 
 """the InstructPix2Pix weights Instruct-NeRF2NeRF uses"""
 MAX_SIDE = 512
@@ -271,7 +270,7 @@ def load_ip2p(source: str | Path, device: torch.device | str = "cpu", memory: st
               config_dir: str | Path | None = None, precision: str = "full") -> InstructPix2PixEditor:
     """An InstructPix2Pix editor from a diffusers folder, a .safetensors/.ckpt file (with ``config_dir``, the
     diffusers folder of the same model for its configs), or a hub id (the local cache first; a download only
-    when online).  ``memory`` and ``precision``: see engine.editing.sources (precision "full" is float32,
+    when online).  ``memory`` and ``precision``: see engine.editors.sources (precision "full" is float32,
     "half" float16 on CUDA only); the safety checker is not loaded; the scheduler is replaced by DDIM with
     Instruct-NeRF2NeRF's options (IN2N_DDIM).  Raises UserInputError for a device, preset or precision this
     machine cannot run, CheckpointError saying what is missing and what to do.

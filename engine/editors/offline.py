@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from engine.editing.base import Guidance, check_edit_inputs, check_instruction
-from engine.errors import UserInputError
-from engine.jobs import CancelToken
+from engine.core.errors import UserInputError
+from engine.core.jobs import CancelToken
+from engine.editors.base import Guidance, check_edit_inputs, check_instruction
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 Stops = Sequence[tuple[float, tuple[float, float, float]]]

@@ -17,7 +17,7 @@ import importlib.util
 import re
 from pathlib import Path
 
-from engine.errors import UserInputError
+from engine.core.errors import UserInputError
 
 DEFAULT_HUB_ID = "timbrooks/instruct-pix2pix"
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")

@@ -1,0 +1,35 @@
+"""The command line is made from the registries: every command in --help, every export kind and its documented
+settings in ``export --help``; and --help stays fast (no torch)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from engine.cli import COMMANDS
+from engine.core.config import field_docs, settable_fields
+from engine.export import EXPORTS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _main(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_help_lists_every_command_without_loading_torch():
+    proc = _main("-X", "importtime", "main.py", "--help")
+    assert proc.returncode == 0
+    assert all(name in proc.stdout for name in [*COMMANDS, "portrait"])
+    assert not [line for line in proc.stderr.splitlines() if line.rstrip().endswith("| torch")]
+
+
+def test_export_help_offers_every_kind_and_its_settings_with_their_docs():
+    proc = _main("main.py", "export", "--help")
+    text = " ".join(proc.stdout.split())
+    for kind in EXPORTS.values():
+        assert kind.name in text
+        if kind.options is not None:
+            docs = field_docs(kind.options)
+            for field, _ in settable_fields(kind.options):
+                assert f"--{field.name.replace('_', '-')}" in text
+                assert " ".join(docs[field.name].split()[:4]) in text
