@@ -102,11 +102,6 @@ class SettingsDialog(QDialog):
         eg3d_browse.clicked.connect(lambda: self._browse_file(self.eg3d_edit, "EG3D checkpoint", "All files (*)"))
         form.addRow("EG3D checkpoint:", row(self.eg3d_edit, eg3d_browse))
 
-        self.threedpe_edit = QLineEdit(settings.threedpe_checkpoint)
-        threedpe_browse = QPushButton("Browse…")
-        threedpe_browse.clicked.connect(lambda: self._browse_file(self.threedpe_edit, "3DPE checkpoint",
-                                                                  "All files (*)"))
-        form.addRow("3DPE checkpoint:", row(self.threedpe_edit, threedpe_browse))
 
         self.device_combo = QComboBox()
         for value, label in zip(DEVICES, ("Automatic (GPU when available)", "CPU", "GPU (CUDA)")):
@@ -214,10 +209,9 @@ class SettingsDialog(QDialog):
         configs = self.model_config_edit.text().strip()
         if configs and not Path(configs).expanduser().is_dir():
             problems.append(f"Configs folder: {configs} is not a folder.")
-        for label, edit in (("EG3D checkpoint", self.eg3d_edit), ("3DPE checkpoint", self.threedpe_edit)):
-            text = edit.text().strip()
-            if text and looks_like_path(text) and not Path(text).expanduser().exists():
-                problems.append(f"{label}: {text} does not exist.")
+        eg3d = self.eg3d_edit.text().strip()
+        if eg3d and looks_like_path(eg3d) and not Path(eg3d).expanduser().exists():
+            problems.append(f"EG3D checkpoint: {eg3d} does not exist.")
         if self.lpips_combo.currentData() == "file":
             weights = self.lpips_edit.text().strip()
             if not weights:
@@ -238,7 +232,6 @@ class SettingsDialog(QDialog):
         settings.ip2p_model = self.model_edit.text().strip()
         settings.ip2p_config_dir = self.model_config_edit.text().strip()
         settings.eg3d_checkpoint = self.eg3d_edit.text().strip()
-        settings.threedpe_checkpoint = self.threedpe_edit.text().strip()
         settings.device = self.device_combo.currentData()
         settings.memory_preset = self.memory_combo.currentData()
         settings.precision = self.precision_combo.currentData()

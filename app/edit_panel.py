@@ -3,7 +3,7 @@
 ``EditPanel`` collects everything an instruction edit needs (the instruction, the 2D editor and
 its model, guidance, noise range, budget, what a second edit starts from and the edit region picked
 in the viewport), checks it with the engine's own rules (``EditConfig.validate``) before anything
-starts, and hands an ``EditOptions`` to the main window, which runs the preview or the Iterative
+starts, and hands an ``EditConfig`` to the main window, which runs the preview or the Iterative
 Dataset Update job.  The panel itself does no engine work: validation only parses the instruction
 and checks paths.
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +33,6 @@ from engine.editors.offline import SUGGESTED_VARIATION, vocabulary
 
 START_LABELS = {"current": "Current edits", "original": "Original captures"}
 """what an edit of an edited project may start from (EditConfig.start_from values) and how the combo names them"""
-DEFAULT_MINUTES = 2.0
-"""time budget of an edit until the user picks another"""
 DEFAULT_RADIUS = 0.2
 """edit radius (capture units) until the main window sets one from the scene's size"""
 RADIUS_SPAN = 10.0
@@ -44,41 +41,6 @@ SLIDER_STEPS = 1000
 NO_REGION = "Click the scene to place the edit region"
 PREVIEW_SIDE = 480
 """largest side (pixels) of each image in the preview dialog"""
-
-
-@dataclass
-class EditOptions:
-    """What the panel says the next edit should be; ``edit_config`` turns it into the engine's config."""
-
-    instruction: str
-    editor: str
-    """offline | ip2p"""
-    model: str | None
-    """InstructPix2Pix folder, checkpoint file or hub id; None for the offline editor"""
-    model_config: str | None = None
-    """InstructPix2Pix given as a checkpoint file: the diffusers folder of its configs (from Settings)"""
-    start_from: str = EditConfig.start_from
-    """current | original: see EditConfig.start_from"""
-    guidance: Guidance = field(default_factory=Guidance)
-    t_min: float = EditConfig.t_min
-    t_max: float = EditConfig.t_max
-    variation: float = 0.0
-    """offline editor only (0 for InstructPix2Pix, so the setting cannot split resumable sessions)"""
-    seed: int = 0
-    minutes: float = DEFAULT_MINUTES
-    point_3d: tuple[float, float, float] | None = None
-    """centre of a local edit in capture coordinates; None edits the whole scene"""
-    radius: float | None = None
-    """radius of a local edit in capture units; None for a global edit"""
-
-    def edit_config(self, project: str, device: str, memory: str, precision: str, lpips_backbone: str) -> EditConfig:
-        """The engine config of this edit on ``project``, with the machine settings of the window."""
-        return EditConfig(project=project, instruction=self.instruction, editor=self.editor, model=self.model,
-                          model_config=self.model_config, start_from=self.start_from, device=device, memory=memory,
-                          precision=precision, variation=self.variation, minutes=self.minutes, seed=self.seed,
-                          t_min=self.t_min, t_max=self.t_max,
-                          guidance=dataclasses.replace(self.guidance), point_3d=self.point_3d,
-                          radius=self.radius, lpips_backbone=lpips_backbone)
 
 
 def suggestions() -> list[str]:
@@ -111,8 +73,8 @@ def _saved_point(value: object) -> tuple[float, float, float] | None:
 class EditPanel(QWidget):
     """Instruction bar, editor choice, guidance, edit region and the Preview / Apply buttons."""
 
-    preview_requested = Signal(object)  # EditOptions, already validated
-    apply_requested = Signal(object)  # EditOptions, already validated
+    preview_requested = Signal(object)  # EditConfig (project and machine settings not set), validated
+    apply_requested = Signal(object)  # EditConfig (project and machine settings not set), validated
     region_changed = Signal(object, float)  # point in capture coordinates or None, radius
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -187,7 +149,7 @@ class EditPanel(QWidget):
                                   f"the way diffusion edits do ({SUGGESTED_VARIATION} makes them clearly differ)")
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
-        self.minutes = self._double_spin(0.1, 24 * 60.0, 0.5, 1, DEFAULT_MINUTES)
+        self.minutes = self._double_spin(0.1, 24 * 60.0, 0.5, 1, EditConfig.minutes)
         self.minutes.setSuffix(" min")
         self.minutes.setToolTip("Time budget of the whole edit")
         self.start_from = QComboBox()
@@ -319,12 +281,13 @@ class EditPanel(QWidget):
         """The inline error shown under the settings ('' when there is none)."""
         return self.error_label.text()
 
-    def options(self) -> EditOptions:
+    def options(self) -> EditConfig:
         """The edit as set now (not validated: Preview and Apply validate before they emit)."""
         entry = EDITORS[self.editor()]
         model = self.model_edit.text().strip()
         local = self._point is not None
-        return EditOptions(
+        return EditConfig(
+            project="",
             instruction=self.instruction_edit.text().strip(), editor=self.editor(),
             model=model if entry.needs_model and model else None,
             model_config=self._model_config if entry.needs_model and self._model_config else None,
@@ -444,11 +407,10 @@ class EditPanel(QWidget):
         current = Path(text).expanduser()
         return str(current if current.is_dir() else current.parent)
 
-    def _problem(self, options: EditOptions) -> str | None:
+    def _problem(self, options: EditConfig) -> str | None:
         """Why the edit cannot start, as a sentence for the user; None when it can."""
         try:  # the engine's own checks (the machine settings are checked when the job starts)
-            options.edit_config(project="", device="cpu", memory="default", precision="full",
-                                lpips_backbone="auto").validate()
+            dataclasses.replace(options).validate()
         except UserInputError as exc:
             return _sentence(str(exc))
         return None

@@ -10,6 +10,7 @@ fields) are imported when first needed, after the window is on screen.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -26,7 +27,7 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDockWidget
 
 from app.dataset_strip import DatasetStrip
 from app.dialogs import ExportDialog, SettingsDialog, show_error
-from app.edit_panel import EditOptions, EditPanel, PreviewDialog
+from app.edit_panel import EditPanel, PreviewDialog
 from app.jobs_panel import JobsPanel
 from app.log_dock import LogDock, QtLogHandler
 from app.portrait_workspace import PortraitWorkspace
@@ -701,10 +702,11 @@ class MainWindow(QMainWindow):
         centre, scene_radius = capture_to_scene(self.session.dataset, tuple(point), radius)
         self.viewport.set_region(centre, scene_radius)
 
-    def _edit_config(self, options: EditOptions) -> "EditConfig":
-        """The panel's edit options for this project, with the devices and presets from Settings."""
-        return options.edit_config(str(self.session.root), self.settings.resolved_device(),
-                                   self.settings.memory_preset, self.settings.precision, self.settings.lpips_backbone)
+    def _edit_config(self, options: "EditConfig") -> "EditConfig":
+        """The panel's edit on this project, with the devices and presets from Settings."""
+        return dataclasses.replace(options, project=str(self.session.root), device=self.settings.resolved_device(),
+                                   memory=self.settings.memory_preset, precision=self.settings.precision,
+                                   lpips_backbone=self.settings.lpips_backbone)
 
     def apply_edit(self, options) -> None:
         """Start Instruct-NeRF2NeRF's Iterative Dataset Update with the panel's instruction and region."""

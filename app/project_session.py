@@ -90,7 +90,7 @@ def open_job(root: str | Path, result: dict) -> Job:
     """Job: load a project's dataset and, when trained, its field; the session lands in ``result['session']``."""
     from engine.core.project import Project
     from engine.scene.datasets import load_dataset
-    from engine.scene.trainer import fixed_background, load_checkpoint
+    from engine.scene.trainer import fixed_background, load_trained
     from engine.scene.viewer import LiveField
 
     project = Project(Path(root))
@@ -100,7 +100,7 @@ def open_job(root: str | Path, result: dict) -> Job:
     live = LiveField()
     yield Progress(0, 2, "loading the capture")
     if project.latest_checkpoint() is not None:
-        model, dataset, manifest, _ = load_checkpoint(project.root)
+        model, dataset, manifest, _ = load_trained(project.root)
         yield Progress(1, 2, "loading the field")
         live.publish(model, dataset, fixed_background(dataset))
         trained = True

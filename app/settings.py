@@ -75,7 +75,6 @@ class AppSettings:
     ip2p_config_dir = _Text("models/ip2p_config", "The diffusers folder holding the configs of a single-file "
                             'InstructPix2Pix checkpoint ("" = not set).')
     eg3d_checkpoint = _Text("models/eg3d", 'EG3D generator checkpoint file ("" = not set).')
-    threedpe_checkpoint = _Text("models/3dpe", '3DPE encoder checkpoint file ("" = not set).')
     lpips_backbone = _Text("models/lpips", 'What engine.core.metrics.load_lpips gets: "auto" (the torch cache), "off", '
                            "or the AlexNet weights file.", default="auto")
     device = _Choice("compute/device", "device", DEVICES, "One of DEVICES.")

@@ -50,7 +50,7 @@ def preview_seconds(project: Path, repeats: int = 10) -> dict:
     from engine.scene.render import PREVIEW_STEP_SCALE, render_image
     from engine.scene.trainer import fixed_background, load_trained
 
-    model, dataset, _ = load_trained(project)
+    model, dataset, _, _ = load_trained(project)
     cams = orbit_cameras(dataset, repeats + 2, size=256)
     background = fixed_background(dataset)
     result = {}

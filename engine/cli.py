@@ -14,8 +14,6 @@ from pathlib import Path
 
 from engine.core.errors import UserInputError
 from engine.core.jobs import CancelToken, run_in_terminal
-from engine.editors import EDITORS
-from engine.editors.sources import MEMORY_PRESETS, PRECISIONS
 from engine.portrait.cli import add_portrait_parser, cmd_portrait
 
 DEMO_TRAIN_STEPS = 1000
@@ -26,16 +24,12 @@ DEMO_EDIT_STEPS = 2500
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="dataset folder (nerfstudio transforms.json or Blender synthetic)")
-    p.add_argument("--format", default="auto", choices=["auto", "nerfstudio", "blender"])
-    p.add_argument("--downscale", type=float, default=1.0, help="resample images by this factor on load")
-    budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--minutes", type=float, help="training time budget")
-    budget.add_argument("--steps", type=int, help="number of training steps")
-    p.add_argument("--model", default="fast", help="model preset: fast (default) or nerfacto")
+    from engine.core.config import add_config_arguments
+    from engine.scene.trainer import TrainConfig
+
+    add_config_arguments(p, TrainConfig, skip=("out", "preview_every_s"))
     p.add_argument("--out", default=None, help="project folder (default: projects/<dataset name>)")
     p.add_argument("--report", default=None, help="also write the evaluation report JSON here")
-    p.add_argument("--seed", type=int, default=0)
 
 
 def _add_render(p: argparse.ArgumentParser) -> None:
@@ -66,38 +60,16 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
 
 
 def _add_edit(p: argparse.ArgumentParser) -> None:
+    from engine.core.config import add_config_arguments
+    from engine.editing.idu import EditConfig
+
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--project", help="trained project folder")
     src.add_argument("--data", help="capture folder: train a field first (as 'train' does), then edit it")
-    p.add_argument("--instruction", required=True, help="what to do, e.g. 'make it look like a bronze statue'")
-    p.add_argument("--editor", choices=tuple(EDITORS), default=next(iter(EDITORS)),
-                   help="; ".join(f"{e.name}: {e.summary}" for e in EDITORS.values()))
-    p.add_argument("--model", help="InstructPix2Pix: diffusers folder, checkpoint file, or hub id (online only)")
-    p.add_argument("--model-config", help="InstructPix2Pix given as one checkpoint file: the diffusers folder of "
-                   "the same model, for its configs")
-    p.add_argument("--start-from", choices=("current", "original"), default="current",
-                   help="on a project edited before: current (default) applies this instruction on top of the "
-                   "current edits; original starts again from the captures (earlier edits stay in the history)")
-    p.add_argument("--device", default="cpu", help="where the 2D editor runs: auto (the GPU when torch sees one), "
-                   "cpu, cuda or cuda:N")
-    p.add_argument("--memory", choices=tuple(MEMORY_PRESETS), default="default",
-                   help="InstructPix2Pix GPU memory: " + "; ".join(f"{k} ({v})" for k, v in MEMORY_PRESETS.items()))
-    p.add_argument("--precision", choices=tuple(PRECISIONS), default="full",
-                   help="InstructPix2Pix weights: " + "; ".join(f"{k} ({v})" for k, v in PRECISIONS.items()))
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--point", help="local edit around the surface seen at pixel u,v of a view: VIEW:u,v")
-    where.add_argument("--point-3d", help="local edit around a point in capture coordinates: x,y,z")
-    p.add_argument("--radius", type=float, help="radius of the local edit, in the capture's units")
-    budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--minutes", type=float, help="edit time budget (default 5)")
-    budget.add_argument("--steps", type=int, help="edit this many optimisation steps")
-    p.add_argument("--patches-per-step", type=int, default=None,
-                   help="32x32 patches per optimisation step (default 1 on this CPU engine; IN2N's GPU run uses 16)")
+    add_config_arguments(p, EditConfig, skip=("project",))
+    p.add_argument("--point-3d", help="local edit around a point in capture coordinates: x,y,z")
     p.add_argument("--train-minutes", type=float, default=3.0, help="with --data: training time budget")
     p.add_argument("--downscale", type=float, default=1.0, help="with --data: resample images by this factor")
-    p.add_argument("--variation", type=float, default=0.0,
-                   help="offline editor: per-edit random variation (like diffusion edits disagreeing)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="project folder (with --data; default projects/<capture name>)")
     p.add_argument("--report", help="also copy the edit report JSON here")
 
@@ -151,11 +123,10 @@ def _run_for_report(job, copy_to: str | None = None) -> Path | None:
 
 
 def cmd_train(args) -> int:
+    from engine.core.config import config_from_args
     from engine.scene.trainer import TrainConfig, report_summary, train_job
 
-    out = args.out or str(Path("projects") / Path(args.data).resolve().name)
-    cfg = TrainConfig(data=args.data, out=out, format=args.format, downscale=args.downscale, model=args.model,
-                      seed=args.seed, **_given(steps=args.steps, minutes=args.minutes))
+    cfg = config_from_args(TrainConfig, args, out=args.out or str(Path("projects") / Path(args.data).resolve().name))
     report = _run_for_report(train_job(cfg, CancelToken()), args.report)
     if report is None:
         return 1
@@ -167,7 +138,7 @@ def cmd_render(args) -> int:
     from engine.export.video import VideoConfig, video_job
     from engine.scene.trainer import load_trained
 
-    model, dataset, _ = load_trained(args.project)
+    model, dataset, _, _ = load_trained(args.project)
     video = VideoConfig(orbit=args.orbit, camera_path=args.camera_path, fps=args.fps, size=args.size)
     run_in_terminal(video_job(model, dataset, args.out, video, CancelToken()))
     print(f"wrote {args.out}")
@@ -213,11 +184,6 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def _given(**options):
-    """The options given on the command line (the config's defaults stand for the others)."""
-    return {k: v for k, v in options.items() if v is not None}
-
-
 def _floats(text: str, n: int, flag: str) -> tuple[float, ...]:
     try:
         values = tuple(float(x) for x in text.split(","))
@@ -229,17 +195,12 @@ def _floats(text: str, n: int, flag: str) -> tuple[float, ...]:
 
 
 def cmd_edit(args) -> int:
+    from engine.core.config import config_from_args
     from engine.editing.idu import EditConfig, edit_job
 
     project = args.project or args.out or str(Path("projects") / Path(args.data).resolve().name)
-    cfg = EditConfig(project=project, instruction=args.instruction, editor=args.editor, model=args.model,
-                     model_config=args.model_config, start_from=args.start_from,
-                     device=args.device, memory=args.memory, precision=args.precision,
-                     variation=args.variation, seed=args.seed, point=args.point,
-                     point_3d=_floats(args.point_3d, 3, "--point-3d") if args.point_3d else None,
-                     radius=args.radius, **_given(steps=args.steps, minutes=args.minutes))
-    if args.patches_per_step is not None:
-        cfg.patches_per_step = args.patches_per_step
+    cfg = config_from_args(EditConfig, args, project=project,
+                           point_3d=_floats(args.point_3d, 3, "--point-3d") if args.point_3d else None)
     if args.data and cfg.point:  # the point's view and pixel, in the capture about to be trained
         from engine.scene.datasets import load_dataset
 

@@ -36,7 +36,7 @@ def settings(ini) -> AppSettings:
 
 def test_defaults_of_fresh_settings(settings):
     assert settings.ip2p_model == "" and settings.ip2p_config_dir == ""
-    assert settings.eg3d_checkpoint == "" and settings.threedpe_checkpoint == ""
+    assert settings.eg3d_checkpoint == ""
     assert (settings.device, settings.memory_preset, settings.lpips_backbone) == ("auto", "default", "auto")
     assert settings.precision == "full"  # Instruct-NeRF2NeRF's default, on every device
     assert settings.autosave_minutes == 2
@@ -51,7 +51,6 @@ def test_every_setting_survives_a_round_trip_through_the_file(ini, tmp_path):
     written.ip2p_model = "timbrooks/instruct-pix2pix"
     written.ip2p_config_dir = "/models/ip2p-configs"
     written.eg3d_checkpoint = "/models/eg3d.pkl"
-    written.threedpe_checkpoint = "/models/3dpe.pt"
     written.device = "cuda"
     written.memory_preset = "low"
     written.precision = "half"
@@ -65,7 +64,7 @@ def test_every_setting_survives_a_round_trip_through_the_file(ini, tmp_path):
     read = ini_settings(ini)
     assert read.ip2p_model == "timbrooks/instruct-pix2pix"
     assert read.ip2p_config_dir == "/models/ip2p-configs"
-    assert (read.eg3d_checkpoint, read.threedpe_checkpoint) == ("/models/eg3d.pkl", "/models/3dpe.pt")
+    assert read.eg3d_checkpoint == "/models/eg3d.pkl"
     assert (read.device, read.memory_preset, read.lpips_backbone) == ("cuda", "low", "/weights/alexnet.pth")
     assert read.precision == "half"
     assert read.autosave_minutes == 0
@@ -160,7 +159,6 @@ def test_valid_values_are_written_to_the_settings(qtbot, ini, settings, tmp_path
     dialog = settings_dialog(qtbot, settings)
     dialog.model_edit.setText(str(model))
     dialog.eg3d_edit.setText(str(eg3d))
-    dialog.threedpe_edit.setText("")
     dialog.device_combo.setCurrentIndex(dialog.device_combo.findData("cpu"))
     dialog.memory_combo.setCurrentIndex(dialog.memory_combo.findData("low"))
     assert dialog.precision_combo.currentData() == "full" and "GB" in dialog.precision_combo.currentText()

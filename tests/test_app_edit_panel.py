@@ -3,6 +3,7 @@ to the engine, region and settings round-trips, and the side-by-side preview (py
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -11,7 +12,8 @@ import pytest
 pytest.importorskip("PySide6")
 from PySide6.QtCore import QPoint, Qt  # noqa: E402
 
-from app.edit_panel import EditOptions, EditPanel, PreviewDialog, suggestions  # noqa: E402
+from app.edit_panel import EditPanel, PreviewDialog, suggestions  # noqa: E402
+from engine.editing.idu import EditConfig  # noqa: E402
 from engine.editors.base import Guidance  # noqa: E402
 from engine.editors.offline import resolve, vocabulary  # noqa: E402
 
@@ -133,9 +135,8 @@ def test_valid_offline_instruction_applies_with_an_engine_config_that_validates(
     with qtbot.waitSignal(panel.apply_requested, timeout=1000) as signal:
         qtbot.mouseClick(panel.apply_button, Qt.MouseButton.LeftButton)
     options = signal.args[0]
-    assert isinstance(options, EditOptions)
-    config = options.edit_config(project=str(tmp_path), device="cpu", memory="default", precision="full",
-                                 lpips_backbone="off")
+    assert isinstance(options, EditConfig)
+    config = dataclasses.replace(options, project=str(tmp_path), lpips_backbone="off")
     config.validate()
     assert (config.editor, config.instruction, config.model) == ("offline", "make it look like a bronze statue",
                                                                  None)
@@ -149,8 +150,9 @@ def test_valid_offline_instruction_applies_with_an_engine_config_that_validates(
 def test_defaults_follow_the_engine(panel):
     options = panel.options()
     assert options.guidance == Guidance() and (options.t_min, options.t_max) == (0.02, 0.98)
-    assert (options.variation, options.minutes, options.point_3d) == (0.0, 2.0, None)
-    assert options.start_from == options.edit_config("p", "cpu", "default", "full", "off").start_from == "current"
+    default = EditConfig(project="", instruction="")
+    assert (options.variation, options.minutes, options.point_3d) == (0.0, default.minutes, None)
+    assert options.start_from == default.start_from == "current" and options.steps is None
     assert not panel.advanced.isVisible()
     panel.advanced_button.setChecked(True)
     assert panel.advanced.isVisible()
@@ -179,14 +181,14 @@ def test_region_point_and_radius_make_a_local_edit_and_clear_makes_it_global(pan
     panel.instruction_edit.setText("make it blue")
     with qtbot.waitSignal(panel.apply_requested, timeout=1000) as signal:
         qtbot.mouseClick(panel.apply_button, Qt.MouseButton.LeftButton)
-    config = signal.args[0].edit_config("p", "cpu", "default", "full", "off")
+    config = dataclasses.replace(signal.args[0], project="p", lpips_backbone="off")
     config.validate()
     assert config.local and config.point_3d == (0.1, -0.25, 1.0) and config.radius == 0.75
     with qtbot.waitSignal(panel.region_changed, timeout=1000) as cleared:
         qtbot.mouseClick(panel.clear_region_button, Qt.MouseButton.LeftButton)
     assert cleared.args == [None, 0.75]
     assert panel.region_label.text().startswith("Click the scene") and not panel.clear_region_button.isEnabled()
-    config = panel.options().edit_config("p", "cpu", "default", "full", "off")
+    config = dataclasses.replace(panel.options(), project="p", lpips_backbone="off")
     config.validate()
     assert not config.local and config.point_3d is None and config.radius is None
 

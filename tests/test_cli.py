@@ -1,9 +1,13 @@
-"""The command line is made from the registries: every command in --help, every export kind and its documented
-settings in ``export --help``; and --help stays fast (no torch)."""
+"""The command line is made from the configs and registries: every command in --help, every documented setting of
+training and editing as a flag with its docstring, every export kind and its settings in ``export --help``; and
+--help stays fast (no torch)."""
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from engine.cli import COMMANDS
 from engine.core.config import field_docs, settable_fields
@@ -33,3 +37,17 @@ def test_export_help_offers_every_kind_and_its_settings_with_their_docs():
             for field, _ in settable_fields(kind.options):
                 assert f"--{field.name.replace('_', '-')}" in text
                 assert " ".join(docs[field.name].split()[:4]) in text
+
+
+@pytest.mark.parametrize("command, config, skipped", [
+    ("train", "engine.scene.trainer:TrainConfig", {"out", "preview_every_s"}),
+    ("edit", "engine.editing.idu:EditConfig", {"project"}),
+])
+def test_training_and_editing_offer_every_setting_of_their_config(command, config, skipped):
+    module, name = config.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    text = " ".join(_main("main.py", command, "--help").stdout.split())
+    docs = field_docs(cls)
+    for field, _ in settable_fields(cls):
+        if field.name not in skipped:
+            assert f"--{field.name.replace('_', '-')}" in text and " ".join(docs[field.name].split()[:3]) in text

@@ -58,7 +58,7 @@ def test_a_global_edit_that_changes_nothing_leaves_the_field_as_it_was(project):
     from engine.scene.trainer import load_trained
 
     _edit(project, steps=60, t_min=0.0, t_max=0.0, lpips_weight=0.0)
-    model, dataset, _ = load_trained(project)
+    model, dataset, _, _ = load_trained(project)
     changes = []
     for frame in dataset.eval_indices:
         name = dataset.image_paths[frame].stem
@@ -231,10 +231,10 @@ def test_a_local_edit_grows_matter_in_the_empty_space_of_its_region(project, mon
     from engine.editing import idu
     from engine.scene.picking import capture_to_scene
     from engine.scene.render import render_image
-    from engine.scene.trainer import load_checkpoint
+    from engine.scene.trainer import load_trained
 
     point, radius = tuple((BOX_CENTER + [0, 0, 0.7]).tolist()), 0.35  # the box's top is at z = 0.5: the sphere is empty
-    ds = load_checkpoint(project)[1]
+    ds = load_trained(project).dataset
     centre, r = capture_to_scene(ds, point, radius)
     centre = torch.tensor(centre, dtype=torch.float32)
     magenta = torch.tensor([1.0, 0.0, 1.0])
@@ -242,7 +242,7 @@ def test_a_local_edit_grows_matter_in_the_empty_space_of_its_region(project, mon
 
     def probe() -> tuple[float, float]:
         """Density at the centre; mean distance to magenta of the ball's core in the held-out views."""
-        model = load_checkpoint(project)[0]
+        model = load_trained(project).model
         with torch.no_grad():
             density = float(model.field.density(centre[None])[0])
         core = [render_image(model, ds.cameras, int(f))["rgb"][_silhouette(ds, int(f), centre, 0.5 * r)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 from pathlib import Path
@@ -219,6 +220,33 @@ def test_16_by_9_footage_keeps_its_aspect_ratio(editor):
                                                       ((1080, 1920), 64, (256, 512))])
 def test_working_size(size, multiple, expected):
     assert working_size(*size, multiple) == expected
+
+
+def test_each_denoising_step_is_reported_with_where_the_edit_heads(editor):
+    """diffusers' callback_on_step_end habit: a slow edit reports its steps; the preview is decoded on demand."""
+    steps = []
+    out = editor.edit(image(40, 48, 0), image(40, 48, 1), INSTRUCTION, 0.7, seed=3, guidance=Guidance(steps=4),
+                      on_step=steps.append)
+    assert [(s.step, s.total) for s in steps] == [(1, 4), (2, 4), (3, 4), (4, 4)]  # IN2N: all steps over [0, t]
+    heading = steps[1].preview()
+    assert heading.shape == (40, 48, 3) and 0 <= heading.min() and heading.max() <= 1
+    assert torch.equal(out, editor.edit(image(40, 48, 0), image(40, 48, 1), INSTRUCTION, 0.7, seed=3,
+                                        guidance=Guidance(steps=4)))  # listening changes nothing
+
+
+def test_a_session_loads_the_model_once_per_settings(tiny_folder):
+    from engine.editors import EDITORS, forget_loaded_editors
+
+    settings = SimpleNamespace(model=str(tiny_folder), model_config=None, device="cpu", memory="default",
+                               precision="full")
+    try:
+        first = EDITORS["ip2p"].build(settings)
+        assert EDITORS["ip2p"].build(settings) is first  # previews and edits reuse the loaded pipeline
+        stat = tiny_folder.stat()
+        os.utime(tiny_folder, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+        assert EDITORS["ip2p"].build(settings) is not first  # weights replaced on disk are read again
+    finally:
+        forget_loaded_editors()
 
 
 def test_same_seed_same_edit_other_seed_other_edit(editor):

@@ -165,6 +165,9 @@ def test_t0_keeps_the_render_and_t1_is_the_edit_of_the_original(views):
     assert torch.equal(edited, apply_edit("bronze", original))
     assert psnr(edited, apply_edit("bronze", render)) < 20  # the original is what gets edited
     assert torch.equal(edit_image(editor, original, "bronze"), apply_edit("bronze", original))
+    steps = []
+    edit_image(editor, original, "bronze", on_step=steps.append)
+    assert [(s.step, s.total) for s in steps] == [(1, 1)] and torch.equal(steps[0].preview(), edited)
 
 
 @pytest.mark.parametrize("instruction", ["bronze", "night", "cartoon"])

@@ -60,7 +60,7 @@ def test_a_blender_scene_is_learned_in_colour_not_as_a_dark_silhouette(tmp_path)
     _train(data, tmp_path / "p", 150, save_eval_renders=False)
     report = json.loads((tmp_path / "p" / "report.json").read_text())
     assert report["psnr_mean"] > 19.5, report["psnr_mean"]  # 17.4 before, 20.9 now
-    model, dataset, _ = load_trained(tmp_path / "p")
+    model, dataset, _, _ = load_trained(tmp_path / "p")
     from engine.scene.render import render_image
 
     with torch.no_grad():
@@ -165,7 +165,7 @@ def test_training_needs_a_budget(tiny_demo, tmp_path):
 def test_training_streams_previews_as_fresh_uint8_images(tiny_demo, tmp_path):
     from engine.core.jobs import Preview
 
-    events = _train(tiny_demo, tmp_path / "p", 6, preview_every_seconds=0.0, save_eval_renders=False)
+    events = _train(tiny_demo, tmp_path / "p", 6, preview_every_s=0.0, save_eval_renders=False)
     previews = [e for e in events if isinstance(e, Preview)]
     assert len(previews) >= 5
     first = previews[0]

@@ -84,8 +84,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple
         else:
             options["type"] = kind
             options["metavar"] = f.name.upper()
-        if "choices" in f.metadata:
-            options["choices"] = tuple(f.metadata["choices"])
+        choices = f.metadata.get("choices")
+        if choices is not None:
+            options["choices"] = tuple(choices)
+            if isinstance(choices, dict) and all(isinstance(v, str) for v in choices.values()):  # what each means
+                options["help"] += "; " + "; ".join(f"{k}: {v}" for k, v in choices.items()).replace("%", "%%")
         if default is dataclasses.MISSING:
             options["required"] = True
         parser.add_argument("--" + f.name.replace("_", "-"), **options)

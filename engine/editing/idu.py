@@ -39,9 +39,10 @@ from engine.editing.store import EditStore
 from engine.editors import EDITORS, editor_entry
 from engine.editors.base import Guidance, ImageEditor, check_instruction
 from engine.editors.offline import apply_edit
+from engine.editors.sources import MEMORY_PRESETS, PRECISIONS
 from engine.scene.datasets import SceneDataset
 from engine.scene.render import camera_dict, render_image
-from engine.scene.trainer import fixed_background, load_checkpoint, make_optimizer, write_checkpoint
+from engine.scene.trainer import fixed_background, load_trained, make_optimizer, write_checkpoint
 from engine.scene.viewer import LiveField
 
 START_FROM = ("current", "original")
@@ -58,24 +59,24 @@ class EditConfig:
     """trained project folder"""
     instruction: str
     """what the edit should do, e.g. 'make it look like a bronze statue'"""
-    editor: str = "offline"
+    editor: str = field(default="offline", metadata={"choices": EDITORS})
     """the 2D editor (engine.editors.EDITORS): offline (the embedded vocabulary of global edits) | ip2p
     (InstructPix2Pix through diffusers)"""
     model: str | None = None
     """InstructPix2Pix source: a diffusers folder, a checkpoint file, or a hub id (online only)"""
     model_config: str | None = None
     """InstructPix2Pix given as one checkpoint file: the diffusers folder of the same model, for its configs"""
-    start_from: str = "current"
+    start_from: str = field(default="current", metadata={"choices": START_FROM})
     """on a project edited before: current (the editor is conditioned on each view's current edited image and
     training starts from those images, so this instruction applies on top of the earlier ones) | original
     (conditioning and targets from the original captures, the field from before the first edit; earlier edits
     stay in each view's history, unused)"""
     device: str = "cpu"
     """where the 2D editor runs: auto (the GPU when torch sees one) | cpu | cuda | cuda:N"""
-    memory: str = "default"
-    """InstructPix2Pix memory preset on CUDA: default | low (CPU offload; needs accelerate)"""
-    precision: str = "full"
-    """InstructPix2Pix weights: full (float32, Instruct-NeRF2NeRF's default) | half (float16, CUDA only)"""
+    memory: str = field(default="default", metadata={"choices": MEMORY_PRESETS})
+    """InstructPix2Pix GPU memory preset"""
+    precision: str = field(default="full", metadata={"choices": PRECISIONS})
+    """InstructPix2Pix weight precision"""
     variation: float = 0.0
     """offline editor: per-call hue / strength jitter, so single-view edits disagree like diffusion edits"""
     steps: int | None = None
@@ -132,7 +133,7 @@ class EditConfig:
     small region gets enough updates"""
     metrics_every: int = 25
     """steps between metric events"""
-    checkpoint_every_seconds: float = 60.0
+    checkpoint_every_s: float = 60.0
     """write a checkpoint this often (and always at the end or on cancel)"""
 
     @property
@@ -188,8 +189,8 @@ class EditConfig:
                 raise UserInputError(f"point_3d must be three finite numbers, got {self.point_3d!r}")
         if not (0 <= self.falloff <= 1 and 0 <= self.local_focus <= 1):
             raise UserInputError(f"falloff and local_focus must lie in [0, 1] (got {self.falloff}, {self.local_focus})")
-        if min(self.lr, self.lr_final, self.lr_local, self.lr_local_final, self.checkpoint_every_seconds) <= 0:
-            raise UserInputError("learning rates and checkpoint_every_seconds must be positive")
+        if min(self.lr, self.lr_final, self.lr_local, self.lr_local_final, self.checkpoint_every_s) <= 0:
+            raise UserInputError("learning rates and checkpoint_every_s must be positive")
         if min(self.l1_weight, self.lpips_weight) < 0:
             raise UserInputError("loss weights cannot be negative")
         if self.lpips_backbone not in LPIPS_BACKBONES and not Path(self.lpips_backbone).is_file():
@@ -247,7 +248,7 @@ def edit_job(cfg: EditConfig, cancel: CancelToken | None = None, live: LiveField
     cfg.validate()
     cancel = cancel or CancelToken()
     project = Project(Path(cfg.project))
-    model, dataset, manifest, state = load_checkpoint(project.root)
+    model, dataset, manifest, state = load_trained(project.root)
     background = fixed_background(dataset)
     editor = build_editor(cfg)
     for note in getattr(editor, "notes", ()):
@@ -373,7 +374,7 @@ def edit_job(cfg: EditConfig, cancel: CancelToken | None = None, live: LiveField
         live.publish(model, dataset, background)
     loop = BudgetedLoop(cfg.budget, cancel, "edit", message=f"editing: {cfg.instruction}",
                         save=lambda: save(loop.complete), optimizer=optimizer, learning_rate=cfg.learning_rate,
-                        checkpoint_every_s=cfg.checkpoint_every_seconds, metrics_every=cfg.metrics_every,
+                        checkpoint_every_s=cfg.checkpoint_every_s, metrics_every=cfg.metrics_every,
                         step=session["step"], seconds=session["seconds"],
                         extra_metrics=lambda means: {"psnr_train": -10 * math.log10(max(means["mse"], 1e-10)),
                                                      "views_edited": len(session["edited_views"])})

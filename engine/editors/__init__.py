@@ -9,7 +9,9 @@ labels before the engine loads.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from engine.core.errors import UserInputError
@@ -36,7 +38,7 @@ class EditorEntry:
     check: Callable[[Any], None]
     """raises UserInputError for settings it cannot run with, before any model is loaded"""
     build: Callable[[Any], "ImageEditor"]
-    """the editor for validated settings (loads its model)"""
+    """the editor for validated settings (loads its model once per session and settings)"""
 
 
 def _check_offline(settings: Any) -> None:
@@ -59,11 +61,30 @@ def _check_ip2p(settings: Any) -> None:
     check_run_options(settings.device, settings.memory, settings.precision)
 
 
+_loaded: dict[tuple, "ImageEditor"] = {}
+"""the InstructPix2Pix editor last built, by the settings it was built with: previews and edits of one session
+reuse it instead of reading gigabytes of weights each time (one at a time: each holds a whole pipeline)"""
+_loading = threading.Lock()
+
+
 def _build_ip2p(settings: Any) -> "ImageEditor":
     from engine.editors.ip2p import load_ip2p
 
-    return load_ip2p(settings.model, device=settings.device, memory=settings.memory, config_dir=settings.model_config,
-                     precision=settings.precision)
+    source = Path(str(settings.model)).expanduser()
+    changed = source.stat().st_mtime_ns if source.exists() else None  # weights replaced on disk load again
+    key = (settings.model, changed, settings.model_config, str(settings.device), settings.memory, settings.precision)
+    with _loading:
+        if key not in _loaded:
+            _loaded.clear()  # free the previous pipeline before loading another
+            _loaded[key] = load_ip2p(settings.model, device=settings.device, memory=settings.memory,
+                                     config_dir=settings.model_config, precision=settings.precision)
+        return _loaded[key]
+
+
+def forget_loaded_editors() -> None:
+    """Drop the cached editor models (their memory is freed once no job holds them)."""
+    with _loading:
+        _loaded.clear()
 
 
 EDITORS: dict[str, EditorEntry] = {entry.name: entry for entry in (

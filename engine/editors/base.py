@@ -9,7 +9,7 @@ of them.  Images are (H, W, 3) float tensors in [0, 1].
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 
@@ -29,6 +29,23 @@ class Guidance:
     """DDIM denoising steps, spread over the noise levels from t down to 0 (IN2N)"""
 
 
+@dataclass(frozen=True)
+class EditStep:
+    """One denoising step of a 2D edit, as an editor's ``on_step`` callback receives it (diffusers'
+    ``callback_on_step_end`` habit): a slow edit reports its steps and can show where it is heading."""
+
+    step: int
+    """steps done"""
+    total: int
+    """steps of the whole edit"""
+    preview: Callable[[], torch.Tensor]
+    """the image the edit heads for after this step (HxWx3 in [0, 1], the render's size); computed only when
+    called (a decode of the predicted clean latents)"""
+
+
+StepCallback = Callable[[EditStep], None]
+
+
 class ImageEditor(Protocol):
     """Edits one view: ``render`` (current field) noised to ``t`` in [0, 1], conditioned on ``original``."""
 
@@ -38,15 +55,17 @@ class ImageEditor(Protocol):
     of what is there: a local edit then also covers the region's empty space, where the new thing appears"""
 
     def edit(self, render: torch.Tensor, original: torch.Tensor, instruction: str, t: float, seed: int,
-             guidance: Guidance | None = None, cancel: CancelToken | None = None) -> torch.Tensor:
-        """The edited image, same size as ``render``, values in [0, 1]."""
+             guidance: Guidance | None = None, cancel: CancelToken | None = None,
+             on_step: StepCallback | None = None) -> torch.Tensor:
+        """The edited image, same size as ``render``, values in [0, 1]; ``on_step`` hears of every step."""
         ...
 
 
 def edit_image(editor: ImageEditor, image: torch.Tensor, instruction: str, seed: int = 0,
-               guidance: Guidance | None = None, cancel: CancelToken | None = None) -> torch.Tensor:
+               guidance: Guidance | None = None, cancel: CancelToken | None = None,
+               on_step: StepCallback | None = None) -> torch.Tensor:
     """Edit one image outside any 3D job: start from full noise (t = 1), conditioned on the image."""
-    return editor.edit(image, image, instruction, 1.0, seed, guidance, cancel)
+    return editor.edit(image, image, instruction, 1.0, seed, guidance, cancel, on_step)
 
 
 def check_instruction(instruction: str) -> str:

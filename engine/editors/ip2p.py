@@ -32,7 +32,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from engine.core.devices import check_device
 from engine.core.errors import CheckpointError, UserInputError
 from engine.core.jobs import CancelToken
-from engine.editors.base import Guidance, check_edit_inputs, check_instruction
+from engine.editors.base import EditStep, Guidance, StepCallback, check_edit_inputs, check_instruction
 from engine.editors.sources import CHECKPOINT_SUFFIXES, DEFAULT_HUB_ID, OFFLOAD_MISSING, check_run_options, is_hub_id
 
 """the InstructPix2Pix weights Instruct-NeRF2NeRF uses"""
@@ -127,16 +127,18 @@ class InstructPix2PixEditor:
         self._text_cache: dict[str, torch.Tensor] = {}
 
     def edit(self, render: torch.Tensor, original: torch.Tensor, instruction: str, t: float, seed: int,
-             guidance: Guidance | None = None, cancel: CancelToken | None = None) -> torch.Tensor:
-        """The edited image, same size and device as ``render``, values in [0, 1]; raises Cancelled between steps.
-        Afterwards (also on errors) offloaded models go back to the CPU, so the GPU is free for training."""
+             guidance: Guidance | None = None, cancel: CancelToken | None = None,
+             on_step: StepCallback | None = None) -> torch.Tensor:
+        """The edited image, same size and device as ``render``, values in [0, 1]; raises Cancelled between steps,
+        tells ``on_step`` of each.  Afterwards (also on errors) offloaded models go back to the CPU, so the GPU is
+        free for training."""
         try:
-            return self._edit(render, original, instruction, t, seed, guidance, cancel)
+            return self._edit(render, original, instruction, t, seed, guidance, cancel, on_step)
         finally:
             self.pipe.maybe_free_model_hooks()
 
     def _edit(self, render: torch.Tensor, original: torch.Tensor, instruction: str, t: float, seed: int,
-              guidance: Guidance | None, cancel: CancelToken | None) -> torch.Tensor:
+              guidance: Guidance | None, cancel: CancelToken | None, on_step: StepCallback | None) -> torch.Tensor:
         """``edit`` itself."""
         text = check_instruction(instruction)
         check_edit_inputs(render, original, t)
@@ -155,7 +157,7 @@ class InstructPix2PixEditor:
             noise = randn_tensor(latents.shape, generator=generator, device=self.device, dtype=torch.float32)
             alpha = self.alphas_cumprod[timesteps[0]]
             latents = alpha.sqrt() * latents + (1 - alpha).sqrt() * noise
-            for step in timesteps:
+            for k, step in enumerate(timesteps):
                 if cancel is not None:
                     cancel.raise_if_cancelled()
                 model_in = torch.cat([latents.repeat(3, 1, 1, 1).to(self.dtype), conditioning], dim=1)
@@ -163,13 +165,20 @@ class InstructPix2PixEditor:
                     model_in, step, encoder_hidden_states=embeds).sample.float().chunk(3)
                 pred = (pred_uncond + guidance.text * (pred_text - pred_image)
                         + guidance.image * (pred_image - pred_uncond))
-                latents = self._ddim_step(pred, step, step - stride, latents)
-            decoded = self.vae.decode((latents / sf).to(self.dtype)).sample.float()
-            image = (decoded / 2 + 0.5).clamp(0, 1)
-            if tuple(image.shape[-2:]) != tuple(render.shape[:2]):
-                image = F.interpolate(image, size=tuple(render.shape[:2]), mode="bilinear", antialias=True,
-                                      align_corners=False).clamp(0, 1)
-        return image[0].permute(1, 2, 0).to(render.device)
+                latents, clean = self._ddim_step(pred, step, step - stride, latents)
+                if on_step is not None:
+                    on_step(EditStep(k + 1, len(timesteps), lambda clean=clean: self._decode(clean, render)))
+            return self._decode(latents, render)
+
+    def _decode(self, latents: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Latents as an HxWx3 image in [0, 1] of ``like``'s size and device."""
+        with torch.no_grad():
+            decoded = self.vae.decode((latents / self.vae.config.scaling_factor).to(self.dtype)).sample.float()
+        image = (decoded / 2 + 0.5).clamp(0, 1)
+        if tuple(image.shape[-2:]) != tuple(like.shape[:2]):
+            image = F.interpolate(image, size=tuple(like.shape[:2]), mode="bilinear", antialias=True,
+                                  align_corners=False).clamp(0, 1)
+        return image[0].permute(1, 2, 0).to(like.device)
 
     def _embed(self, text: str) -> torch.Tensor:
         """CLIP embedding (1, tokens, width) of ``text``, cached: the instruction and "" recur every edit."""
@@ -181,8 +190,10 @@ class InstructPix2PixEditor:
                 self._text_cache.pop(next(iter(self._text_cache)))
         return self._text_cache[text]
 
-    def _ddim_step(self, model_output: torch.Tensor, step: int, prev_step: int, sample: torch.Tensor) -> torch.Tensor:
-        """One deterministic DDIM update (eta 0) from ``step`` to ``prev_step`` on the full-schedule alphas."""
+    def _ddim_step(self, model_output: torch.Tensor, step: int, prev_step: int,
+                   sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One deterministic DDIM update (eta 0) from ``step`` to ``prev_step`` on the full-schedule alphas: the
+        next latents and the clean latents predicted at this step."""
         alpha = self.alphas_cumprod[step]
         alpha_prev = self.alphas_cumprod[prev_step] if prev_step >= 0 else self.final_alpha_cumprod
         if self.v_prediction:
@@ -193,7 +204,7 @@ class InstructPix2PixEditor:
             pred_eps = model_output
         if self.clip_range is not None:
             pred_x0 = pred_x0.clamp(-self.clip_range, self.clip_range)
-        return alpha_prev.sqrt() * pred_x0 + (1 - alpha_prev).sqrt() * pred_eps
+        return alpha_prev.sqrt() * pred_x0 + (1 - alpha_prev).sqrt() * pred_eps, pred_x0
 
 
 def check_pipeline_folder(folder: Path) -> None:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from engine.core.errors import UserInputError
 from engine.core.jobs import CancelToken
-from engine.editors.base import Guidance, check_edit_inputs, check_instruction
+from engine.editors.base import EditStep, Guidance, StepCallback, check_edit_inputs, check_instruction
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 Stops = Sequence[tuple[float, tuple[float, float, float]]]
@@ -456,7 +456,7 @@ class OfflineEditor:
     least (silver 27 dB, black and white 29 dB): hue rotation leaves grey unchanged, so only their
     strength varies.
     ``guidance`` is accepted and ignored (the vocabulary edits have fixed strength); the edit is
-    instant, so ``cancel`` is never checked.
+    instant, so ``cancel`` is never checked and ``on_step`` hears of its one step.
     """
 
     name = "offline"
@@ -468,7 +468,8 @@ class OfflineEditor:
         self.variation = variation
 
     def edit(self, render: torch.Tensor, original: torch.Tensor, instruction: str, t: float, seed: int,
-             guidance: Guidance | None = None, cancel: CancelToken | None = None) -> torch.Tensor:
+             guidance: Guidance | None = None, cancel: CancelToken | None = None,
+             on_step: StepCallback | None = None) -> torch.Tensor:
         """The edited view, same shape as ``render``, float32 in [0, 1]."""
         check_edit_inputs(render, original, t)
         original = original.float()
@@ -478,4 +479,7 @@ class OfflineEditor:
             hue, strength = (torch.rand(2, generator=g) * 2 - 1).tolist()
             target = torch.lerp(original, target, 1 + self.variation * MAX_STRENGTH_JITTER * strength)
             target = (target @ _hue_rotation(self.variation * MAX_HUE_ROTATION * hue).T).clamp(0, 1)
-        return torch.lerp(render.float(), target, edit_weight(t)).clamp(0, 1)
+        edited = torch.lerp(render.float(), target, edit_weight(t)).clamp(0, 1)
+        if on_step is not None:
+            on_step(EditStep(1, 1, lambda: edited))
+        return edited

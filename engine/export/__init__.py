@@ -61,7 +61,7 @@ def _cameras_job(project: str, out: str, _options: Any, cancel: CancelToken, _im
 def _field_job(job: Callable) -> Callable:
     """An export of the trained field: ``job(model, dataset, out, settings, cancel)``."""
     def run(project: str, out: str, options: Any, cancel: CancelToken, _images) -> Job:
-        model, dataset, _ = load_trained(project)
+        model, dataset, _, _ = load_trained(project)
         yield from job(model, dataset, out, options, cancel)
     return run
 

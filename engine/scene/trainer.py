@@ -13,8 +13,9 @@ import json
 import math
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -30,8 +31,8 @@ from engine.core.metrics import psnr, ssim
 from engine.core.project import Project, save_torch, write_json
 from engine.core.safe_pickle import load_torch
 from engine.scene import native
-from engine.scene.datasets import SceneDataset, load_dataset
-from engine.scene.presets import build_model, model_config
+from engine.scene.datasets import FORMATS, SceneDataset, load_dataset
+from engine.scene.presets import MODEL_PRESETS, build_model, model_config
 from engine.scene.render import PREVIEW_STEP_SCALE, camera_dict, preview_cameras, render_image
 from engine.scene.viewer import LiveField
 
@@ -44,12 +45,13 @@ class TrainConfig:
     """dataset folder (nerfstudio transforms.json or Blender synthetic)"""
     out: str
     """project folder: checkpoints, renders, report"""
-    format: str = "auto"
-    """auto | nerfstudio | blender"""
+    format: str = field(default="auto", metadata={"choices": ("auto", *FORMATS)})
+    """the capture's format: auto (detected) | nerfstudio | blender"""
     downscale: float = 1.0
     """resample images by this factor on load"""
-    model: str = "fast"
-    """model preset name (engine.scene.models.MODEL_PRESETS)"""
+    model: str = field(default="fast", metadata={"choices": MODEL_PRESETS})
+    """model preset (engine.scene.presets.MODEL_PRESETS): fast (hash grid, occupancy-guided marching, C kernels)
+    | nerfacto (nerfstudio's defaults)"""
     steps: int | None = None
     """number of optimisation steps"""
     minutes: float | None = 5.0
@@ -64,13 +66,13 @@ class TrainConfig:
     """rays in the first step (later steps adapt to the model's sample budget)"""
     max_rays: int = 16384
     """upper bound on rays per step"""
-    preview_every_seconds: float | None = None
+    preview_every_s: float | None = None
     """emit a preview render this often (None: no previews, as on the CLI)"""
     preview_max_side: int = 256
     """preview resolution (longer side)"""
     metrics_every: int = 25
     """steps between metric events"""
-    checkpoint_every_seconds: float = 60.0
+    checkpoint_every_s: float = 60.0
     """write a checkpoint this often (and always at the end or on cancel)"""
     save_eval_renders: bool = True
     """write held-out renders next to their ground truth under renders/eval"""
@@ -226,7 +228,7 @@ def train_job(cfg: TrainConfig, cancel: CancelToken | None = None, live: LiveFie
     native.load_kernels()
     loop = BudgetedLoop(cfg.budget, cancel, "training", save=save_checkpoint, optimizer=optimizer,
                         learning_rate=exponential_decay(cfg.lr, cfg.lr_final),
-                        checkpoint_every_s=cfg.checkpoint_every_seconds, metrics_every=cfg.metrics_every,
+                        checkpoint_every_s=cfg.checkpoint_every_s, metrics_every=cfg.metrics_every,
                         step=step, seconds=train_seconds,
                         extra_metrics=lambda means: {
                             "psnr_train": -10 * math.log10(max(means["loss"], 1e-10)),
@@ -260,7 +262,7 @@ def train_job(cfg: TrainConfig, cancel: CancelToken | None = None, live: LiveFie
         step, train_seconds = loop.step, loop.seconds  # what a checkpoint written now records
         yield from loop.events()
         now = time.monotonic()
-        if cfg.preview_every_seconds is not None and now - last_preview >= cfg.preview_every_seconds:
+        if cfg.preview_every_s is not None and now - last_preview >= cfg.preview_every_s:
             last_preview = now
             pv = render_image(model, preview_cams, 0, background, step_scale=PREVIEW_STEP_SCALE)
             yield Preview(step, to_uint8(pv["rgb"]), camera_dict(preview_cams, 0))
@@ -296,7 +298,7 @@ def train_more_job(project_dir: str | Path, minutes: float, cancel: CancelToken 
     root = Path(project_dir)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     settings = {k: v for k, v in Project(root).read_manifest()["train_config"].items() if k in known}
-    cfg = TrainConfig(**(settings | {"out": str(root), "steps": None, "preview_every_seconds": None,
+    cfg = TrainConfig(**(settings | {"out": str(root), "steps": None, "preview_every_s": None,
                                      "minutes": minutes + trained_seconds(root) / 60}))
     yield from train_job(cfg, cancel, live)
 
@@ -344,8 +346,18 @@ def write_checkpoint(project: Project, step: int, state: dict) -> Path:
     return path
 
 
-def load_checkpoint(project_dir: str | Path):
-    """Model, dataset, manifest and the raw checkpoint dict (optimizer, step, ...) of a trained project."""
+class TrainedField(NamedTuple):
+    """A trained project as loaded: its field (in eval mode), the dataset it was trained on, its manifest and
+    the raw checkpoint (optimizer, step, ...) a resumed job continues from."""
+
+    model: torch.nn.Module
+    dataset: SceneDataset
+    manifest: dict
+    checkpoint: dict
+
+
+def load_trained(project_dir: str | Path) -> TrainedField:
+    """The trained field of a project (for rendering, exports and edits); a user error when it was never trained."""
     project = Project(Path(project_dir))
     manifest = project.read_manifest()
     ckpt = project.latest_checkpoint()
@@ -360,13 +372,7 @@ def load_checkpoint(project_dir: str | Path):
     model.load_state_dict(state["model"])
     model.load_extra_state(state["extra"])
     model.eval()
-    return model, dataset, manifest, state
-
-
-def load_trained(project_dir: str | Path):
-    """The model of a trained project with its dataset (for rendering and export)."""
-    model, dataset, manifest, _ = load_checkpoint(project_dir)
-    return model, dataset, manifest
+    return TrainedField(model, dataset, manifest, state)
 
 
 def report_summary(report_path: Path) -> str:
