@@ -11,7 +11,9 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
+from engine.core.config import add_config_arguments, config_from_args
 from engine.core.errors import UserInputError
 from engine.core.jobs import CancelToken, run_in_terminal
 from engine.portrait.cli import add_portrait_parser, cmd_portrait
@@ -24,7 +26,6 @@ DEMO_EDIT_STEPS = 2500
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
-    from engine.core.config import add_config_arguments
     from engine.scene.trainer import TrainConfig
 
     add_config_arguments(p, TrainConfig, skip=("out", "preview_every_s"))
@@ -60,7 +61,6 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
 
 
 def _add_edit(p: argparse.ArgumentParser) -> None:
-    from engine.core.config import add_config_arguments
     from engine.editing.idu import EditConfig
 
     src = p.add_mutually_exclusive_group(required=True)
@@ -75,7 +75,6 @@ def _add_edit(p: argparse.ArgumentParser) -> None:
 
 
 def _add_export(p: argparse.ArgumentParser) -> None:
-    from engine.core.config import add_config_arguments
     from engine.export import EXPORTS
 
     p.add_argument("--project", required=True, help="project folder written by 'train'")
@@ -86,15 +85,25 @@ def _add_export(p: argparse.ArgumentParser) -> None:
             add_config_arguments(p.add_argument_group(f"{kind.name} settings"), kind.options)
 
 
-COMMANDS = {
-    "train": ("train a radiance field on a capture and evaluate it on held-out frames", lambda p: _add_train(p)),
+TOOLS = {
     "render": ("render a trained project along a camera path or an orbit", lambda p: _add_render(p)),
     "demo": ("build the procedural demo scene, train on it, edit it, render turntables", lambda p: _add_demo(p)),
-    "edit": ("edit a trained scene from an instruction (Instruct-NeRF2NeRF)", lambda p: _add_edit(p)),
     "export": ("export a project: edited dataset, point cloud, mesh, video or cameras (in the capture's frame)",
                lambda p: _add_export(p)),
 }
-"""each command's one-line summary and the function that adds its flags"""
+"""the commands that are not methods: each one's summary and the function that adds its flags"""
+METHOD_FLAGS = {"train": lambda p: _add_train(p), "edit": lambda p: _add_edit(p)}
+"""methods whose command takes flags beyond their config's (train: --out's default and --report; edit: --data
+trains a field first); every other method's flags are its config's fields"""
+
+
+def commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]]:
+    """Every command: the registered methods, then the tools; each one's summary and the function adding its flags."""
+    from engine.methods import METHODS
+
+    found = {name: (m.summary, METHOD_FLAGS.get(name, lambda p, m=m: add_config_arguments(p, m.config_class())))
+             for name, m in METHODS.items()}
+    return found | TOOLS
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -103,7 +112,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="main.py", description="Retouch3D: instruction-driven 3D scene and "
                                      "portrait editing. Without a command it opens the editor.")
     sub = parser.add_subparsers(dest="command")
-    for name, (summary, add) in COMMANDS.items():
+    for name, (summary, add) in commands().items():
         p = sub.add_parser(name, help=summary)
         if command in (None, name):
             add(p)
@@ -123,7 +132,6 @@ def _run_for_report(job, copy_to: str | None = None) -> Path | None:
 
 
 def cmd_train(args) -> int:
-    from engine.core.config import config_from_args
     from engine.scene.trainer import TrainConfig, report_summary, train_job
 
     cfg = config_from_args(TrainConfig, args, out=args.out or str(Path("projects") / Path(args.data).resolve().name))
@@ -195,7 +203,6 @@ def _floats(text: str, n: int, flag: str) -> tuple[float, ...]:
 
 
 def cmd_edit(args) -> int:
-    from engine.core.config import config_from_args
     from engine.editing.idu import EditConfig, edit_job
 
     project = args.project or args.out or str(Path("projects") / Path(args.data).resolve().name)
@@ -224,7 +231,6 @@ def cmd_edit(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from engine.core.config import config_from_args
     from engine.export import EXPORTS, ExportConfig, export_job
 
     kind = EXPORTS.get(args.what)
@@ -236,6 +242,18 @@ def cmd_export(args) -> int:
     for artifact in artifacts:
         print(f"wrote {artifact.kind}: {artifact.path}")
     return 0
+
+
+def cmd_method(args) -> int:
+    """A registered method without a command of its own: its config from the flags, its job in the terminal."""
+    from engine.methods import METHODS
+
+    method = METHODS[args.command]
+    cfg = config_from_args(method.config_class(), args)
+    artifacts = run_in_terminal(method.job_function()(cfg, CancelToken()))
+    for artifact in artifacts:
+        print(f"wrote {artifact.kind}: {artifact.path}")
+    return 0 if artifacts else 1
 
 
 def edit_summary(report_path: Path) -> str:
@@ -261,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nRun 'python main.py' without a command to open the editor window.", file=sys.stderr)
         return 0
     handler = {"train": cmd_train, "render": cmd_render, "demo": cmd_demo, "edit": cmd_edit,
-               "export": cmd_export, "portrait": cmd_portrait}[args.command]
+               "export": cmd_export, "portrait": cmd_portrait}.get(args.command, cmd_method)
     try:
         return handler(args)
     except UserInputError as exc:

@@ -1,0 +1,64 @@
+"""The registry of methods (nerfstudio's ``method_configs`` habit): each is an engine job with a documented config,
+offered by the command line as a command whose flags are the config's fields, and by the window as a form in its
+workspace.  Adding a method is a module holding its ``XxxConfig`` (a docstring per field, the paper's defaults)
+and its job ``job(config, cancel) -> Job``, and one ``register`` call below.
+
+This module stays light (no torch): ``--help`` lists the methods without importing them; a method's module loads
+when it is run or its flags are asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+WORKSPACES = ("scene", "portrait")
+"""where the window offers a method"""
+
+
+@dataclass(frozen=True)
+class Method:
+    """One registered method."""
+
+    name: str
+    """its command (``python main.py NAME``) and its name in the window"""
+    summary: str
+    """one line for ``--help`` and the window"""
+    config: str
+    """"module:Class" of its documented config"""
+    job: str
+    """"module:function": ``job(config, cancel)`` yields the job's events"""
+    workspace: str
+    """the window's workspace that offers it (one of WORKSPACES)"""
+
+    def config_class(self) -> type:
+        return _load(self.config)
+
+    def job_function(self) -> Callable[..., Any]:
+        return _load(self.job)
+
+
+def _load(target: str) -> Any:
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+METHODS: dict[str, Method] = {}
+"""every method, by name, in the order they were registered"""
+
+
+def register(method: Method) -> Method:
+    """Add ``method`` to the registry (a name already taken is a programming error)."""
+    if method.name in METHODS:
+        raise ValueError(f"a method named {method.name!r} is registered already")
+    if method.workspace not in WORKSPACES:
+        raise ValueError(f"{method.name}: workspace must be one of {WORKSPACES}, not {method.workspace!r}")
+    METHODS[method.name] = method
+    return method
+
+
+register(Method("train", "train a radiance field on a capture and evaluate it on held-out frames",
+                "engine.scene.trainer:TrainConfig", "engine.scene.trainer:train_job", "scene"))
+register(Method("edit", "edit a trained scene from an instruction (Instruct-NeRF2NeRF)",
+                "engine.editing.idu:EditConfig", "engine.editing.idu:edit_job", "scene"))
