@@ -16,7 +16,7 @@ from typing import Callable
 from engine.core.config import add_config_arguments, config_from_args
 from engine.core.errors import UserInputError
 from engine.core.jobs import CancelToken, run_in_terminal
-from engine.portrait.cli import add_portrait_parser, cmd_portrait
+from engine.portrait.cli import add_portrait_parser
 
 DEMO_TRAIN_STEPS = 1000
 """the demo's training steps: 28.9 dB held-out; 2.7-4 minutes on this 2-core CPU (2026-12-03)"""
@@ -83,41 +83,6 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     for kind in EXPORTS.values():
         if kind.options is not None:
             add_config_arguments(p.add_argument_group(f"{kind.name} settings"), kind.options)
-
-
-TOOLS = {
-    "render": ("render a trained project along a camera path or an orbit", lambda p: _add_render(p)),
-    "demo": ("build the procedural demo scene, train on it, edit it, render turntables", lambda p: _add_demo(p)),
-    "export": ("export a project: edited dataset, point cloud, mesh, video or cameras (in the capture's frame)",
-               lambda p: _add_export(p)),
-}
-"""the commands that are not methods: each one's summary and the function that adds its flags"""
-METHOD_FLAGS = {"train": lambda p: _add_train(p), "edit": lambda p: _add_edit(p)}
-"""methods whose command takes flags beyond their config's (train: --out's default and --report; edit: --data
-trains a field first); every other method's flags are its config's fields"""
-
-
-def commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]]:
-    """Every command: the registered methods, then the tools; each one's summary and the function adding its flags."""
-    from engine.methods import METHODS
-
-    found = {name: (m.summary, METHOD_FLAGS.get(name, lambda p, m=m: add_config_arguments(p, m.config_class())))
-             for name, m in METHODS.items()}
-    return found | TOOLS
-
-
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The whole parser, or (``command`` given, "" for none) one whose other commands carry only their summary:
-    flags that come from the engine's registries import the engine, and ``--help`` must stay fast."""
-    parser = argparse.ArgumentParser(prog="main.py", description="Retouch3D: instruction-driven 3D scene and "
-                                     "portrait editing. Without a command it opens the editor.")
-    sub = parser.add_subparsers(dest="command")
-    for name, (summary, add) in commands().items():
-        p = sub.add_parser(name, help=summary)
-        if command in (None, name):
-            add(p)
-    add_portrait_parser(sub)
-    return parser
 
 
 def _run_for_report(job, copy_to: str | None = None) -> Path | None:
@@ -236,12 +201,7 @@ def cmd_export(args) -> int:
     kind = EXPORTS.get(args.what)
     options = config_from_args(kind.options, args) if kind is not None and kind.options is not None else None
     cfg = ExportConfig(project=args.project, what=args.what, out=args.out, options=options)
-    artifacts = run_in_terminal(export_job(cfg, CancelToken()))
-    if not artifacts:
-        return 1
-    for artifact in artifacts:
-        print(f"wrote {artifact.kind}: {artifact.path}")
-    return 0
+    return _run_and_list(export_job(cfg, CancelToken()))
 
 
 def cmd_method(args) -> int:
@@ -250,7 +210,12 @@ def cmd_method(args) -> int:
 
     method = METHODS[args.command]
     cfg = config_from_args(method.config_class(), args)
-    artifacts = run_in_terminal(method.job_function()(cfg, CancelToken()))
+    return _run_and_list(method.job_function()(cfg, CancelToken()))
+
+
+def _run_and_list(job) -> int:
+    """Run a job in the terminal and list the files it wrote on stdout; 1 when it wrote none (cancelled)."""
+    artifacts = run_in_terminal(job)
     for artifact in artifacts:
         print(f"wrote {artifact.kind}: {artifact.path}")
     return 0 if artifacts else 1
@@ -269,6 +234,47 @@ def edit_summary(report_path: Path) -> str:
     return "; ".join(parts)
 
 
+TOOLS = {
+    "render": ("render a trained project along a camera path or an orbit", _add_render, cmd_render),
+    "demo": ("build the procedural demo scene, train on it, edit it, render turntables", _add_demo, cmd_demo),
+    "export": ("export a project: edited dataset, point cloud, mesh, video or cameras (in the capture's frame)",
+               _add_export, cmd_export),
+}
+"""the commands that are not methods: each one's summary, the function adding its flags and the one running it"""
+METHOD_COMMANDS = {"train": (_add_train, cmd_train), "edit": (_add_edit, cmd_edit)}
+"""methods whose command takes flags beyond their config's (train: --out's default and --report; edit: --data
+trains a field first); every other method's flags are its config's fields and ``cmd_method`` runs it"""
+
+
+def commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[..., int]]]:
+    """Every command: the registered methods, then the tools; each one's summary, the function adding its flags
+    and the one running it."""
+    from engine.methods import METHODS
+
+    def config_flags(method):
+        return lambda p: add_config_arguments(p, method.config_class())
+
+    found = {name: (m.summary, *METHOD_COMMANDS.get(name, (config_flags(m), cmd_method)))
+             for name, m in METHODS.items()}
+    return found | TOOLS
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or (``command`` given, "" for none) one whose other commands carry only their summary:
+    flags that come from the engine's registries import the engine, and ``--help`` must stay fast.  Each
+    command's parser names the function that runs it (``handler``)."""
+    parser = argparse.ArgumentParser(prog="main.py", description="Retouch3D: instruction-driven 3D scene and "
+                                     "portrait editing. Without a command it opens the editor.")
+    sub = parser.add_subparsers(dest="command")
+    for name, (summary, add, run) in commands().items():
+        p = sub.add_parser(name, help=summary)
+        p.set_defaults(handler=run)
+        if command in (None, name):
+            add(p)
+    add_portrait_parser(sub)  # its subcommands name their own handlers
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit status."""
     argv = sys.argv[1:] if argv is None else argv
@@ -278,10 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         print("\nRun 'python main.py' without a command to open the editor window.", file=sys.stderr)
         return 0
-    handler = {"train": cmd_train, "render": cmd_render, "demo": cmd_demo, "edit": cmd_edit,
-               "export": cmd_export, "portrait": cmd_portrait}.get(args.command, cmd_method)
     try:
-        return handler(args)
+        return args.handler(args)
     except UserInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -113,8 +113,3 @@ def cmd_bench_prior(args) -> int:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps({**report, "machine": machine_info()}, indent=2) + "\n")
     return 0
-
-
-def cmd_portrait(args: argparse.Namespace) -> int:
-    """Run the chosen ``portrait`` subcommand."""
-    return args.handler(args)
