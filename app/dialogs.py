@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDia
 from app.config_form import ConfigForm
 from app.settings import DEVICES, MEMORY_PRESETS, PRECISIONS, AppSettings
 from app.widgets import error_label, row
+from app.core.project_session import check_dataset_folder, unique_folder
 from engine.core.config import field_docs
 from engine.core.errors import UserInputError
 from engine.editors.sources import CHECKPOINT_SUFFIXES, DEFAULT_HUB_ID, is_hub_id
@@ -519,3 +520,55 @@ class ExportDialog(QDialog):
         """Open the output folder in the desktop's file manager; False when there is none or it cannot be opened."""
         folder = self.output_folder()
         return folder is not None and QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+
+
+class NewProjectDialog(QDialog):
+    """Chooses the capture, the project folder and how to load the images."""
+
+    def __init__(self, data: str, projects_root: Path, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("New project")
+        self.data_edit = QLineEdit(data)
+        self.root_edit = QLineEdit()
+        self.downscale = QDoubleSpinBox()
+        self.downscale.setRange(1, 16)
+        self.downscale.setValue(1)
+        self.downscale.setToolTip("resample the images by this factor on load (large photos train faster at 2-4)")
+        browse_data, browse_root = QPushButton("Browse…"), QPushButton("Browse…")
+        browse_data.clicked.connect(self._browse_data)
+        browse_root.clicked.connect(self._browse_root)
+        self._projects_root = projects_root
+        self.error_label = error_label()
+        form = QFormLayout(self)
+        form.addRow("Capture folder:", row(self.data_edit, browse_data))
+        form.addRow("Project folder:", row(self.root_edit, browse_root))
+        form.addRow("Downscale images:", self.downscale)
+        form.addRow(self.error_label)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+        self.data_edit.textChanged.connect(self._suggest_root)
+        self._suggest_root()
+
+    def _suggest_root(self) -> None:
+        name = Path(self.data_edit.text().strip() or "project").name or "project"
+        self.root_edit.setText(str(unique_folder(self._projects_root, name)))
+
+    def _browse_data(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Capture folder (transforms.json)", self.data_edit.text())
+        if folder:
+            self.data_edit.setText(folder)
+
+    def _browse_root(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder for the project", str(self._projects_root))
+        if folder:
+            self.root_edit.setText(str(unique_folder(Path(folder), Path(self.data_edit.text()).name or "project")))
+
+    def accept(self) -> None:
+        try:
+            check_dataset_folder(self.data_edit.text().strip())
+        except UserInputError as exc:
+            self.error_label.setText(str(exc))
+            return
+        super().accept()

@@ -1,8 +1,10 @@
-"""The jobs panel: progress with ETA, pause / resume / cancel, and live loss and PSNR plots of
-the job a ``JobRunner`` (app/worker.py) is running.
+"""The jobs panel: a row per job the window runs (several may run at once: a training beside an export, a
+portrait video beside a scene training), each with progress and ETA, pause / resume / cancel, and live loss and
+PSNR plots of what a ``JobRunner`` (app/worker.py) reports.  The newest job is on top; the last few finished
+ones stay below it with how they ended.
 
-pyqtgraph is imported when the first job is attached, not at window start-up: it costs about
-0.15-0.2 s on top of Qt and numpy, and no plot is needed before a job runs.
+pyqtgraph is imported when a job first reports metrics, not at window start-up: it costs about 0.15-0.2 s on
+top of Qt and numpy, and no plot is needed before a job trains something.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 import math
 import time
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QScrollArea, QVBoxLayout,
+                               QWidget)
 
+from app.core.formatting import format_duration, log_ticks
 from app.worker import JobRunner
 from engine.core.jobs import Metrics, Progress
 
@@ -27,31 +31,12 @@ _PROGRESS_REFRESH_S = 0.5  # progress text at most twice a second: each change r
 _LOSS_KEYS = ("loss", "l1", "mse")  # the training loss under the first name the job reports
 
 
-def log_ticks(low: float, high: float) -> list[list[tuple[float, str]]]:
-    """Labelled ticks for a log-scale axis over [low, high] (positive), in log10 units as pyqtgraph
-    places them: decades, plus 2x and 5x marks when the range spans less than two decades
-    (pyqtgraph's own log ticks label every minor mark and the labels run into each other)."""
-    low, high = max(low, 1e-30), max(high, low)
-    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
-    factors = (1, 2, 5) if math.log10(high / low) < 2 else (1,)
-    marks = [(math.log10(f) + d, f"{f * 10.0 ** d:.3g}") for d in range(first, last + 1) for f in factors]
-    return [marks, []]
+MAX_FINISHED_ROWS = 3
+"""finished jobs kept in the panel below the running ones"""
 
 
-def format_duration(seconds: float) -> str:
-    """A duration the way people say it: "45 s", "1 min 20 s", "2 h 05 min"."""
-    seconds = max(0, int(round(seconds)))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    if minutes:
-        return f"{minutes} min {secs} s"
-    return f"{secs} s"
-
-
-class JobsPanel(QWidget):
-    """Shows the job of one ``JobRunner`` at a time; ``attach`` before ``runner.start()``.
+class JobRow(QFrame):
+    """One job: follows ``runner`` from construction (before ``runner.start()``) until it ends.
 
     Loss points take ``values["loss"]``, else ``values["l1"]``, else ``values["mse"]`` (trainer
     and IDU report "loss"; a job without it still gets a curve); PSNR points take
@@ -59,8 +44,11 @@ class JobsPanel(QWidget):
     ``psnr_points``.  Elapsed time and ETA leave out time spent paused.
     """
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    ended = Signal()  # the job ended and the row shows how
+
+    def __init__(self, runner: JobRunner, title: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.setFrameShape(QFrame.Shape.StyledPanel)
         self.loss_points: list[tuple[int, float]] = []
         self.psnr_points: list[tuple[int, float]] = []
         self._runner: JobRunner | None = None
@@ -71,7 +59,7 @@ class JobsPanel(QWidget):
         self._failure: str | None = None
         self._plots_dirty = False
 
-        self.title_label = QLabel("No job running")
+        self.title_label = QLabel(title)
         font = self.title_label.font()
         font.setBold(True)
         self.title_label.setFont(font)
@@ -121,37 +109,19 @@ class JobsPanel(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.status_label)
         layout.addLayout(self._plots_row, 1)
-        self._set_buttons_enabled(False)
+        self._follow(runner)
 
-    def attach(self, runner: JobRunner, title: str) -> None:
-        """Follow ``runner``'s job from now on (the previous job's display and plots are cleared)."""
-        self.detach()
-        self._ensure_plots()
+    def _follow(self, runner: JobRunner) -> None:
         self._runner = runner
         self._started = time.monotonic()
-        self._paused_since = None
-        self._paused_total = 0.0
-        self._failure = None
-        self.loss_points.clear()
-        self.psnr_points.clear()
-        self._redraw_plots()
-        self.title_label.setText(title)
-        self.progress_bar.setRange(0, _BAR_RESOLUTION)
-        self.progress_bar.setValue(0)
         self.progress_bar.setFormat("starting")
-        self.eta_label.setText("ETA —")
         self.elapsed_label.setText("elapsed 0 s")
         self.status_label.setText("running")
-        self.pause_button.blockSignals(True)
-        self.pause_button.setChecked(False)
-        self.pause_button.setText("Pause")
-        self.pause_button.blockSignals(False)
         for signal, slot in ((runner.progress, self._on_progress), (runner.metrics, self._on_metrics),
                              (runner.warning, self._on_warning), (runner.failed, self._on_failed),
                              (runner.finished, self._on_finished)):
             signal.connect(slot)
             self._connections.append((signal, slot))
-        self._set_buttons_enabled(True)
         self._clock.start()
 
     def detach(self) -> None:
@@ -168,8 +138,12 @@ class JobsPanel(QWidget):
 
     @property
     def runner(self) -> JobRunner | None:
-        """The runner being followed, None between jobs."""
+        """The runner being followed, None once its job ended."""
         return self._runner
+
+    @property
+    def running(self) -> bool:
+        return self._runner is not None
 
     def _active_seconds(self) -> float:
         paused = self._paused_total + (time.monotonic() - self._paused_since if self._paused_since else 0.0)
@@ -219,6 +193,7 @@ class JobsPanel(QWidget):
         if psnr is not None and math.isfinite(psnr):
             self.psnr_points.append((event.step, float(psnr)))
         self._plots_dirty = True
+        self._ensure_plots()
         if not self._plot_timer.isActive():
             self._plot_timer.start()
 
@@ -244,6 +219,7 @@ class JobsPanel(QWidget):
             self.status_label.setText("cancelled")
         self._update_elapsed()
         self.detach()
+        self.ended.emit()
 
     def _on_pause_toggled(self, paused: bool) -> None:
         if self._runner is None:
@@ -316,3 +292,39 @@ class JobsPanel(QWidget):
                     self.loss_plot.getAxis("left").setTicks(log_ticks(min(values), max(values)))
             else:
                 curve.clear()
+
+
+class JobsPanel(QScrollArea):
+    """A row per job: running ones on top (newest first), then the last MAX_FINISHED_ROWS finished ones."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.rows: list[JobRow] = []
+        """newest first"""
+        self.idle_label = QLabel("No job running")
+        holder = QWidget()
+        self._column = QVBoxLayout(holder)
+        self._column.addWidget(self.idle_label)
+        self._column.addStretch(1)
+        self.setWidget(holder)
+
+    def attach(self, runner: JobRunner, title: str) -> JobRow:
+        """A new row following ``runner`` (call before ``runner.start()``)."""
+        row = JobRow(runner, title)
+        row.ended.connect(self._trim)
+        self.rows.insert(0, row)
+        self._column.insertWidget(0, row)
+        self.idle_label.hide()
+        self._trim()
+        return row
+
+    def row_of(self, runner: JobRunner) -> JobRow | None:
+        return next((row for row in self.rows if row.runner is runner), None)
+
+    def _trim(self) -> None:
+        finished = [row for row in self.rows if not row.running]
+        for row in finished[MAX_FINISHED_ROWS:]:
+            self.rows.remove(row)
+            row.deleteLater()
+        self.idle_label.setVisible(not self.rows)

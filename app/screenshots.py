@@ -83,7 +83,7 @@ class ScreenshotRun:
         self.written: list[Path] = []
         self._last_frame = None
         self._edit_started = 0.0
-        window.service.frame_ready.connect(self._remember_frame)
+        window.scene.service.frame_ready.connect(self._remember_frame)
 
     # ----------------------------------------------------------------------------- the story
     def run(self, data_root: Path) -> list[Path]:
@@ -96,7 +96,7 @@ class ScreenshotRun:
         self.wait_for_edited_views()
         self.shoot("02-point-and-type.png")
         self.finish_edit()
-        self.window.set_render_mode("depth")
+        self.window.scene.set_render_mode("depth")
         self.shoot("03-depth.png")
         return self.written
 
@@ -112,7 +112,7 @@ class ScreenshotRun:
             raise ScreenshotError(f"could not create the demo project: {self._error()}")
         wait_until(lambda: window.session is not None and window.idle, 120, "the project to open")
         self._check_no_error("opening the project")
-        window.viewport.set_camera(self.three_quarter_view())
+        window.scene.viewport.set_camera(self.three_quarter_view())
 
     def three_quarter_view(self):
         """An orbit camera looking at the scene from above one corner, far enough out to show frustums."""
@@ -132,14 +132,14 @@ class ScreenshotRun:
     def train(self) -> None:
         """Train for the chosen minutes from the toolbar, the viewport following the field."""
         window = self.window
-        window.train_minutes.setValue(self.train_minutes)
-        window.train()
-        if window.job_kind != "train":
+        window.scene.train_minutes.setValue(self.train_minutes)
+        window.scene.train()
+        if window.holding("scene") != "train":
             raise ScreenshotError(f"training did not start: {self._error()}")
         ok = self._wait_for_job("training", self.train_minutes * 60 + 300)
         if not ok or not window.session.trained:
             raise ScreenshotError(f"training did not finish: {self._error()}")
-        window.strip.select_view(window.session.view_names[0])  # the compare pane shows a capture
+        window.scene.strip.select_view(window.session.view_names[0])  # the compare pane shows a capture
 
     def place_region_on_sphere(self) -> None:
         """Click the viewport where it shows the striped sphere (the first candidate pixel whose picked
@@ -151,21 +151,21 @@ class ScreenshotRun:
         centre = (dataset.world_from_capture @ np.append(SPHERE_CENTER, 1.0))[:3]
         radius = SPHERE_RADIUS * dataset.scale
         picked: list = []
-        window.service.picked.connect(picked.append)
+        window.scene.service.picked.connect(picked.append)
         try:
             for x, y in self._sphere_pixels(centre, radius):
                 count = len(picked)
-                QTest.mouseClick(window.viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
+                QTest.mouseClick(window.scene.viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
                                  QPoint(round(x), round(y)))
                 wait_until(lambda: len(picked) > count, 60, "the clicked point")
                 point = picked[-1]
                 # a briefly trained field's depth can lie inside the sphere: anywhere in it is on the object
                 if point is not None and np.linalg.norm(point - centre) < 1.2 * radius:
-                    wait_until(lambda: window.edit_panel.region_point() is not None, 10, "the edit region")
-                    window.edit_panel.radius_spin.setValue(REGION_RADIUS_FACTOR * SPHERE_RADIUS)
+                    wait_until(lambda: window.scene.edit_panel.region_point() is not None, 10, "the edit region")
+                    window.scene.edit_panel.radius_spin.setValue(REGION_RADIUS_FACTOR * SPHERE_RADIUS)
                     return
         finally:
-            window.service.picked.disconnect(picked.append)
+            window.scene.service.picked.disconnect(picked.append)
         raise ScreenshotError("no click in the viewport landed on the sphere (is the field trained enough?)")
 
     def _sphere_pixels(self, centre: np.ndarray, radius: float) -> list[tuple[float, float]]:
@@ -174,7 +174,7 @@ class ScreenshotRun:
 
         from engine.core.cameras import project_points
 
-        viewport = self.window.viewport
+        viewport = self.window.scene.viewport
         width, height = viewport.width(), viewport.height()
         cams = viewport.camera.cameras(width, height)
         # the side of the sphere towards the viewer and a little up: its stripes, not its shaded underside
@@ -189,21 +189,21 @@ class ScreenshotRun:
     def start_edit(self) -> None:
         """Type the instruction, set the edit's time budget and press Apply (an IDU job starts)."""
         window = self.window
-        panel = window.edit_panel
+        panel = window.scene.edit_panel
         panel.instruction_edit.setFocus()
         panel.instruction_edit.setText(INSTRUCTION)
         panel.minutes.setValue(EDIT_MINUTES)
         panel.apply_button.click()
         if panel.error_text():
             raise ScreenshotError(f"the edit panel refused the edit: {panel.error_text()}")
-        if window.job_kind != "edit":
+        if window.holding("scene") != "edit":
             raise ScreenshotError(f"the edit did not start: {self._error()}")
         self._edit_started = time.monotonic()
 
     def wait_for_edited_views(self) -> None:
         """Let the edit run until the shot time, then show an edited view in the compare pane."""
         window = self.window
-        strip = window.strip
+        strip = window.scene.strip
         names = window.session.view_names
         wait_until(lambda: time.monotonic() - self._edit_started >= EDIT_SHOT_AFTER_S or not window.busy,
                    EDIT_SHOT_AFTER_S + 60, "the edit to run a while")
@@ -259,13 +259,13 @@ class ScreenshotRun:
         if entry is None:
             return False
         frame, interactive = entry
-        camera = self.window.viewport.camera
-        return (not interactive and frame.mode == self.window.render_mode
+        camera = self.window.scene.viewport.camera
+        return (not interactive and frame.mode == self.window.scene.render_mode
                 and np.allclose(frame.camera.c2w(), camera.c2w()) and frame.camera.fov_y_deg == camera.fov_y_deg)
 
     def _grab_settled(self) -> QImage:
         window = self.window
-        viewport = window.viewport
+        viewport = window.scene.viewport
         wait_for(0.5)  # the viewport's own settle request goes first
         deadline = time.monotonic() + FRAME_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -285,7 +285,7 @@ class ScreenshotRun:
     def _grab_window(self) -> QImage:
         """The window as it looks.  QWidget.grab leaves out the viewport (a native OpenGL window), so
         the viewport's own framebuffer is drawn in where it sits."""
-        window, viewport = self.window, self.window.viewport
+        window, viewport = self.window, self.window.scene.viewport
         image = window.grab().toImage().convertToFormat(QImage.Format.Format_RGB32)
         framebuffer = viewport.grab_image()
         if looks_empty(framebuffer):
@@ -299,7 +299,7 @@ class ScreenshotRun:
     # ------------------------------------------------------------------------------- helpers
     def _wait_for_job(self, what: str, timeout_s: float) -> bool:
         """Wait for the running job; True when it finished without failing or being cancelled."""
-        runner = self.window.runner
+        runner = self.window.lanes.holding("scene").runner
         results: list[bool] = []
         runner.finished.connect(results.append)
         started = time.monotonic()
@@ -385,18 +385,18 @@ def main(argv: list[str] | None = None) -> int:
         window.resize(*WINDOW_SIZE)
         window.show()
         try:
-            wait_until(lambda: window.isVisible() and window.viewport.isValid(), 30, "the window to show")
+            wait_until(lambda: window.isVisible() and window.scene.viewport.isValid(), 30, "the window to show")
             written = ScreenshotRun(window, args.out, args.train_minutes).run(tmp_dir)
         except ScreenshotError as exc:
             print(f"screenshots: error: {exc}", file=sys.stderr)
             return 1
         finally:
             if window.busy:
-                window.runner.cancel()
+                window.cancel_all_jobs()
                 window.wait_for_job(120)
             window.save_project()
             window.close()
-            window.service.stop()
+            window.scene.service.stop()
     for path in written:
         print(path)
     print(f"done in {time.monotonic() - started:.0f} s", flush=True)

@@ -135,8 +135,8 @@ def training_window(train_seconds: float):
     data = write_demo_dataset(tmp / "data", DemoSceneConfig())
     window.new_project(data, tmp / "projects" / "demo")
     assert wait(qapp, lambda: window.session is not None and window.idle, 120), "the project did not open"
-    window.train_minutes.setValue(train_seconds / 60)
-    window.train()
+    window.scene.train_minutes.setValue(train_seconds / 60)
+    window.scene.train()
     assert wait(qapp, lambda: window.session.live.ready, 120), "training did not start"
     assert wait(qapp, lambda: steps_done(window) >= WARM_STEPS, 300), "training made no progress"
     return qapp, window
@@ -164,8 +164,8 @@ def run_window(seconds: float) -> dict:
     from PySide6.QtCore import Qt, QTimer
 
     qapp, window = training_window(seconds + WATCH_SECONDS + 60)
-    drag = Drag(window.viewport)
-    window.service.frame_ready.connect(drag.on_frame)
+    drag = Drag(window.scene.viewport)
+    window.scene.service.frame_ready.connect(drag.on_frame)
     first_step, last_step, watched = watch_training(window, WATCH_SECONDS)
 
     beats: list[float] = []
@@ -201,7 +201,7 @@ def run_window(seconds: float) -> dict:
     wait(qapp, lambda: False, DRAG_SECONDS)
     drag.stop()
     idle_fps = drag.frames / (time.perf_counter() - began)
-    window.service.stop()
+    window.scene.service.stop()
 
     late_ms = np.maximum(np.diff(np.array(beats)) * 1000 - HEARTBEAT_MS, 0)
     return {"heartbeat_ms": HEARTBEAT_MS, "heartbeats": len(beats), "seconds": seconds,
@@ -246,7 +246,7 @@ def main() -> None:
         first, last, watched = watch_training(window, args.window_training)
         window.cancel_job()
         assert window.wait_for_job(120), "training did not stop"
-        window.service.stop()
+        window.scene.service.stop()
         print(json.dumps({"rate": (last - first) / watched, "steps": [first, last]}))
         return
     startup = startup_seconds()

@@ -6,6 +6,7 @@ Bad input ends with a one-line ``error: ...`` on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import sys
@@ -16,7 +17,7 @@ from typing import Callable
 from engine.core.config import add_config_arguments, config_from_args
 from engine.core.errors import UserInputError
 from engine.core.jobs import CancelToken, run_in_terminal
-from engine.portrait.cli import add_portrait_parser
+from engine.portrait import cli as portrait_cli
 
 DEMO_TRAIN_STEPS = 1000
 """the demo's training steps: 28.9 dB held-out; 2.7-4 minutes on this 2-core CPU (2026-12-03)"""
@@ -173,22 +174,22 @@ def cmd_edit(args) -> int:
     project = args.project or args.out or str(Path("projects") / Path(args.data).resolve().name)
     cfg = config_from_args(EditConfig, args, project=project,
                            point_3d=_floats(args.point_3d, 3, "--point-3d") if args.point_3d else None)
-    if args.data and cfg.point:  # the point's view and pixel, in the capture about to be trained
-        from engine.scene.datasets import load_dataset
-
-        cfg.validate(load_dataset(args.data, downscale=args.downscale))
-    else:
-        cfg.validate()  # before any training, so a typo costs nothing
+    job = edit_job(cfg, CancelToken())  # checks the edit now, before any training, so a typo costs nothing
     if args.data:
         from engine.scene.trainer import TrainConfig, report_summary, train_job
 
+        if cfg.point:  # the point's view and pixel, in the capture about to be trained
+            from engine.editing.regions import pixel_view
+            from engine.scene.datasets import load_dataset
+
+            pixel_view(load_dataset(args.data, downscale=args.downscale), *cfg.parse_point())
         tcfg = TrainConfig(data=args.data, out=project, downscale=args.downscale, minutes=args.train_minutes,
                            seed=args.seed)
         trained = _run_for_report(train_job(tcfg, CancelToken()))
         if trained is None:
             return 1
         print(report_summary(trained))
-    report = _run_for_report(edit_job(cfg, CancelToken()), args.report)
+    report = _run_for_report(job, args.report)
     if report is None:
         return 1
     print(edit_summary(report))
@@ -204,19 +205,21 @@ def cmd_export(args) -> int:
     return _run_and_list(export_job(cfg, CancelToken()))
 
 
-def cmd_method(args) -> int:
-    """A registered method without a command of its own: its config from the flags, its job in the terminal."""
+def cmd_method(name: str, args) -> int:
+    """Registered method ``name`` without a command of its own: its config from the flags, its job in the
+    terminal."""
     from engine.methods import METHODS
 
-    method = METHODS[args.command]
+    method = METHODS[name]
     cfg = config_from_args(method.config_class(), args)
     return _run_and_list(method.job_function()(cfg, CancelToken()))
 
 
 def _run_and_list(job) -> int:
-    """Run a job in the terminal and list the files it wrote on stdout; 1 when it wrote none (cancelled)."""
+    """Run a job in the terminal and list the files it wrote on stdout (each once: a training's checkpoint is
+    written again and again); 1 when it wrote none (cancelled)."""
     artifacts = run_in_terminal(job)
-    for artifact in artifacts:
+    for artifact in {a.path: a for a in artifacts}.values():
         print(f"wrote {artifact.kind}: {artifact.path}")
     return 0 if artifacts else 1
 
@@ -246,39 +249,50 @@ METHOD_COMMANDS = {"train": (_add_train, cmd_train), "edit": (_add_edit, cmd_edi
 trains a field first); every other method's flags are its config's fields and ``cmd_method`` runs it"""
 
 
-def commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[..., int]]]:
-    """Every command: the registered methods, then the tools; each one's summary, the function adding its flags
-    and the one running it."""
+def commands(workspace: str = "scene") -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
+                                                             Callable[..., int]]]:
+    """Every command of ``workspace``: its registered methods, then its tools; each one's summary, the function
+    adding its flags and the one running it.  The scene's are the top-level commands (beside ``portrait``), the
+    portrait's are ``portrait``'s subcommands."""
     from engine.methods import METHODS
 
     def config_flags(method):
         return lambda p: add_config_arguments(p, method.config_class())
 
-    found = {name: (m.summary, *METHOD_COMMANDS.get(name, (config_flags(m), cmd_method)))
-             for name, m in METHODS.items()}
-    return found | TOOLS
+    found = {name: (m.summary, *METHOD_COMMANDS.get(name, (config_flags(m), functools.partial(cmd_method, name))))
+             for name, m in METHODS.items() if m.workspace == workspace}
+    return found | {"scene": TOOLS, "portrait": portrait_cli.TOOLS}[workspace]
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The whole parser, or (``command`` given, "" for none) one whose other commands carry only their summary:
-    flags that come from the engine's registries import the engine, and ``--help`` must stay fast.  Each
-    command's parser names the function that runs it (``handler``)."""
-    parser = argparse.ArgumentParser(prog="main.py", description="Retouch3D: instruction-driven 3D scene and "
-                                     "portrait editing. Without a command it opens the editor.")
-    sub = parser.add_subparsers(dest="command")
-    for name, (summary, add, run) in commands().items():
+def _add_commands(sub, found: dict, command: str | None) -> None:
+    """A parser for each of ``found`` (as ``commands`` gives them) naming the function that runs it
+    (``handler``); flags only for ``command``, for all when it is None."""
+    for name, (summary, add, run) in found.items():
         p = sub.add_parser(name, help=summary)
         p.set_defaults(handler=run)
         if command in (None, name):
             add(p)
-    add_portrait_parser(sub)  # its subcommands name their own handlers
+
+
+def build_parser(command: str | None = None, subcommand: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or (``command`` given, "" for none; for ``portrait``, ``subcommand`` too) one whose
+    other commands carry only their summary: flags that come from the engine's registries import the engine,
+    and ``--help`` must stay fast.  Each command's parser names the function that runs it (``handler``)."""
+    parser = argparse.ArgumentParser(prog="main.py", description="Retouch3D: instruction-driven 3D scene and "
+                                     "portrait editing. Without a command it opens the editor.")
+    sub = parser.add_subparsers(dest="command")
+    _add_commands(sub, commands(), command)
+    portrait = sub.add_parser("portrait", help=portrait_cli.SUMMARY)
+    _add_commands(portrait.add_subparsers(dest="portrait_command", required=True), commands("portrait"),
+                  None if command is None else subcommand if command == "portrait" else "")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit status."""
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(next((a for a in argv if not a.startswith("-")), ""))  # "": summaries only
+    words = [a for a in argv if not a.startswith("-")]  # the command, and portrait's subcommand
+    parser = build_parser(*(words + ["", ""])[:2])  # "": summaries only
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

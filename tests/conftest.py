@@ -61,7 +61,7 @@ def window(qtbot, tmp_path):
     qtbot.waitExposed(win)
     yield win
     if win.busy:
-        win.runner.cancel()
+        win.cancel_all_jobs()
         win.wait_for_job(60)
-    win.service.stop()
-    win.portrait.stop()
+    for workspace in win.workspaces:
+        workspace.stop()

@@ -12,7 +12,8 @@ import pytest
 pytest.importorskip("PySide6")
 from PySide6.QtCore import QPoint, Qt  # noqa: E402
 
-from app.edit_panel import EditPanel, PreviewDialog, suggestions  # noqa: E402
+from app.scene.edit_panel import EditPanel, PreviewDialog, suggestions  # noqa: E402
+from engine.core.errors import UserInputError  # noqa: E402
 from engine.editing.idu import EditConfig  # noqa: E402
 from engine.editors.base import Guidance  # noqa: E402
 from engine.editors.offline import resolve, vocabulary  # noqa: E402
@@ -191,6 +192,36 @@ def test_region_point_and_radius_make_a_local_edit_and_clear_makes_it_global(pan
     config = dataclasses.replace(panel.options(), project="p", lpips_backbone="off")
     config.validate()
     assert not config.local and config.point_3d is None and config.radius is None
+
+
+def test_the_panel_checks_an_edit_only_with_the_engines_one_check(panel, qtbot, monkeypatch):
+    """Each click checks the edit once, with ``EditConfig.validate`` (the check the job makes too); the panel has
+    no rule of its own, and shows the engine's one message."""
+    checked = []
+    validate = EditConfig.validate
+
+    def counted(config):
+        checked.append(config.instruction)
+        validate(config)
+
+    monkeypatch.setattr(EditConfig, "validate", counted)
+    panel.instruction_edit.setText("give him a hat")
+    with qtbot.assertNotEmitted(panel.apply_requested):
+        qtbot.mouseClick(panel.apply_button, Qt.MouseButton.LeftButton)
+    assert checked == ["give him a hat"]
+    with pytest.raises(UserInputError) as engine:
+        validate(EditConfig(project="", instruction="give him a hat"))
+    assert panel.error_text() == str(engine.value)[0].upper() + str(engine.value)[1:]
+    panel.instruction_edit.setText("  make it gold ")
+    with qtbot.waitSignal(panel.apply_requested, timeout=1000) as signal:
+        qtbot.mouseClick(panel.apply_button, Qt.MouseButton.LeftButton)
+    assert checked == ["give him a hat", "  make it gold "]
+    assert signal.args[0].instruction == "make it gold"  # the checked config, as the engine normalised it
+    monkeypatch.setattr(EditConfig, "validate", lambda config: checked.append(config.instruction))
+    panel.instruction_edit.setText("")
+    with qtbot.waitSignal(panel.preview_requested, timeout=1000):  # with the engine's check gone, nothing stops it
+        qtbot.mouseClick(panel.preview_button, Qt.MouseButton.LeftButton)
+    assert checked[-1] == ""
 
 
 def test_busy_disables_preview_and_apply(panel):

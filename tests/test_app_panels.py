@@ -13,8 +13,9 @@ pytest.importorskip("pyqtgraph")
 from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtGui import QColor  # noqa: E402
 
-from app.dataset_strip import DatasetStrip  # noqa: E402
-from app.jobs_panel import JobsPanel, format_duration, log_ticks  # noqa: E402
+from app.scene.dataset_strip import DatasetStrip  # noqa: E402
+from app.core.formatting import format_duration, log_ticks  # noqa
+from app.jobs_panel import JobsPanel  # noqa: E402
 from app.worker import JobRunner  # noqa: E402
 from engine.core.jobs import JobWarning, Metrics, Progress  # noqa: E402
 from engine.editing.store import EditStore  # noqa: E402
@@ -193,38 +194,56 @@ def panel(qtbot) -> JobsPanel:
 
 
 def test_jobs_panel_follows_a_job_through_pause_and_resume_to_the_end(qtbot, panel):
-    assert not panel.pause_button.isEnabled() and not panel.cancel_button.isEnabled()
+    assert panel.rows == [] and panel.idle_label.isVisible()
     runner = JobRunner(fake_job(steps=150))  # long enough to pause it after the ETA shows
-    panel.attach(runner, "Training")
-    assert panel.title_label.text() == "Training" and panel.cancel_button.isEnabled()
+    row = panel.attach(runner, "Training")
+    assert row.title_label.text() == "Training" and row.cancel_button.isEnabled() and not panel.idle_label.isVisible()
     runner.start()
-    qtbot.waitUntil(lambda: panel.eta_label.text() != "ETA —", timeout=5000)
-    assert panel.eta_label.text().startswith("ETA ") and panel.eta_label.text().endswith(" s")
+    qtbot.waitUntil(lambda: row.eta_label.text() != "ETA —", timeout=5000)
+    assert row.eta_label.text().startswith("ETA ") and row.eta_label.text().endswith(" s")
 
-    qtbot.mouseClick(panel.pause_button, Qt.MouseButton.LeftButton)
-    assert runner.paused and panel.pause_button.text() == "Resume"
+    qtbot.mouseClick(row.pause_button, Qt.MouseButton.LeftButton)
+    assert runner.paused and row.pause_button.text() == "Resume"
     qtbot.wait(100)
     with qtbot.waitSignal(runner.finished, timeout=10_000) as done:
-        qtbot.mouseClick(panel.pause_button, Qt.MouseButton.LeftButton)
-    assert done.args == [True] and panel.pause_button.text() == "Pause"
+        qtbot.mouseClick(row.pause_button, Qt.MouseButton.LeftButton)
+    assert done.args == [True] and row.pause_button.text() == "Pause"
 
-    assert panel.progress_bar.value() == panel.progress_bar.maximum()
-    assert panel.progress_bar.format() == "done"  # not the last step's message (e.g. "evaluating")
-    assert panel.status_label.text() == "finished"
-    assert panel.loss_points == [(s, 1.0 / s) for s in range(2, 151, 2)]
-    assert panel.psnr_points == [(s, 10.0 + s) for s in range(2, 151, 2)]
-    x, _y = panel.psnr_plot.listDataItems()[0].getData()  # the plot drew what the panel received
+    assert row.progress_bar.value() == row.progress_bar.maximum()
+    assert row.progress_bar.format() == "done"  # not the last step's message (e.g. "evaluating")
+    assert row.status_label.text() == "finished"
+    assert row.loss_points == [(s, 1.0 / s) for s in range(2, 151, 2)]
+    assert row.psnr_points == [(s, 10.0 + s) for s in range(2, 151, 2)]
+    x, _y = row.psnr_plot.listDataItems()[0].getData()  # the plot drew what the row received
     assert list(x) == list(range(2, 151, 2))
-    assert not panel.pause_button.isEnabled() and not panel.cancel_button.isEnabled()
+    assert not row.pause_button.isEnabled() and not row.cancel_button.isEnabled()
 
-    panel.attach(JobRunner(fake_job()), "Editing")  # a new job starts with empty plots
-    assert panel.loss_points == [] and panel.psnr_points == [] and panel.title_label.text() == "Editing"
-    panel.detach()
+
+def test_jobs_run_side_by_side_each_in_its_row_and_finished_rows_are_trimmed(qtbot, panel):
+    from app.jobs_panel import MAX_FINISHED_ROWS
+
+    slow, quick = JobRunner(fake_job(steps=400, delay=0.005)), JobRunner(fake_job(steps=20))
+    slow_row, quick_row = panel.attach(slow, "Training"), panel.attach(quick, "Export video")
+    assert panel.rows == [quick_row, slow_row]  # the newest on top
+    slow.start()
+    with qtbot.waitSignal(quick.finished, timeout=10_000):
+        quick.start()
+    assert quick_row.status_label.text() == "finished" and slow_row.running
+    assert quick_row.loss_plot is not None and slow_row.loss_points != quick_row.loss_points  # each its own plots
+    with qtbot.waitSignal(slow.finished, timeout=10_000):
+        slow.cancel()
+    assert slow_row.status_label.text() == "cancelled" and quick_row.status_label.text() == "finished"
+    for k in range(MAX_FINISHED_ROWS + 1):
+        runner = JobRunner(fake_job(steps=2))
+        panel.attach(runner, f"job {k}")
+        with qtbot.waitSignal(runner.finished, timeout=5000):
+            runner.start()
+    assert len(panel.rows) == MAX_FINISHED_ROWS and panel.rows[0].title_label.text() == f"job {MAX_FINISHED_ROWS}"
 
 
 def test_cancel_mid_job_says_cancelled_and_disables_the_buttons(qtbot, panel):
     runner = JobRunner(fake_job(steps=500, delay=0.005))
-    panel.attach(runner, "Editing")
+    panel = panel.attach(runner, "Editing")
     runner.start()
     qtbot.waitUntil(lambda: panel.progress_bar.value() > 0, timeout=5000)
     with qtbot.waitSignal(runner.finished, timeout=10_000) as done:
@@ -243,7 +262,7 @@ def test_a_failed_job_and_warnings_reach_the_status_line(qtbot, panel):
         raise RuntimeError("out of memory")
 
     runner = JobRunner(make)
-    panel.attach(runner, "Editing")
+    panel = panel.attach(runner, "Editing")
     warnings = []
     runner.warning.connect(lambda message: warnings.append(panel.status_label.text()))
     with qtbot.waitSignal(runner.finished, timeout=5000):

@@ -13,7 +13,8 @@ from PySide6.QtGui import QMouseEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 from tiny_portrait import write_tiny_generator  # noqa: E402
 
-import app.portrait_workspace as portrait_workspace  # noqa: E402
+import app.portrait.renderer as portrait_renderer  # noqa: E402
+import app.portrait.workspace as portrait_workspace  # noqa: E402
 from engine.portrait.cameras import camera_label  # noqa: E402
 
 TIMEOUT_MS = 60_000
@@ -28,8 +29,8 @@ def tiny_generator(tmp_path_factory):
 def window(window, tiny_generator, monkeypatch):
     """The editor window (conftest's) with its portrait workspace reading the tiny generator as its
     prior; the workspace is not shown yet, so nothing is loaded."""
-    monkeypatch.setattr(portrait_workspace, "SEMANTIC_RESOLUTION", 24)  # ground truth is slow to trace on a CPU
-    monkeypatch.setattr(portrait_workspace, "SEMANTIC_DRAG_RESOLUTION", 16)
+    monkeypatch.setattr(portrait_renderer, "SEMANTIC_RESOLUTION", 24)  # ground truth is slow to trace on a CPU
+    monkeypatch.setattr(portrait_renderer, "SEMANTIC_DRAG_RESOLUTION", 16)
     window.portrait.prior_path = str(tiny_generator)
     return window
 
@@ -55,8 +56,8 @@ def _mouse(widget, kind: QEvent.Type, x: float, y: float) -> None:
 
 def test_sample_orbit_and_switch_views(qtbot, window):
     workspace = window.portrait
-    window.portrait_action.trigger()  # View → Portrait workspace: the prior loads on first show
-    assert window.workspaces.currentWidget() is workspace
+    window.workspace_actions[1].trigger()  # View → Portrait workspace: the prior loads on first show
+    assert window.tabs.currentWidget() is workspace
     first = _next_frame(qtbot, workspace, seed=0, yaw=0.0)
     assert first.image.shape == (128, 128, 3) and np.array_equal(first.camera, camera_label(0, 0))
     assert workspace.session.kind == "prior" and str(workspace.session.path) == workspace.prior_path
@@ -102,7 +103,7 @@ def test_sample_orbit_and_switch_views(qtbot, window):
 def test_a_missing_prior_is_explained_and_a_checkpoint_can_be_loaded(qtbot, window, tiny_generator, tmp_path):
     workspace = window.portrait
     workspace.prior_path = str(tmp_path / "no-prior")
-    window.show_portrait()
+    window.tabs.setCurrentWidget(window.portrait)
     qtbot.waitUntil(lambda: "generator.safetensors" in workspace.source_label.text(), timeout=TIMEOUT_MS)
     assert "Load checkpoint" in workspace.source_label.text() and not window.errors  # said here, no dialog
     assert workspace.session is None and not workspace.video_button.isEnabled()
@@ -129,15 +130,50 @@ def test_orbit_video_runs_as_a_job_and_announces_the_file(qtbot, window, tmp_pat
     import imageio
 
     workspace = window.portrait
-    window.show_portrait()
+    window.tabs.setCurrentWidget(window.portrait)
     _next_frame(qtbot, workspace, seed=0)
     workspace.frames_spin.setValue(6)
     out = tmp_path / "orbit.mp4"
     runner = workspace.render_video(out)
-    assert runner is not None and window.busy and window.job_kind == "portrait-video"
-    assert window.jobs_panel.title_label.text() == "Orbit video of seed 0"  # progress in the Jobs panel
+    assert runner is not None and window.busy and window.holding("portrait") == "portrait-video"
+    assert window.jobs_panel.rows[0].title_label.text() == "Orbit video of seed 0"  # progress in the Jobs panel
     qtbot.waitUntil(lambda: window.idle, timeout=TIMEOUT_MS)
     assert not window.errors
     frames = imageio.mimread(out)
     assert len(frames) == 6 and frames[0].shape == (128, 128, 3)
     assert "orbit.mp4" in workspace.status_label.text() and "<a href" in workspace.status_label.text()
+
+
+def test_each_workspace_shows_its_own_docks_toolbar_and_menu(qtbot, window):
+    scene_docks = [window.docks[title] for title in ("Point and type", "Dataset")]
+    engines = window.docks["Portrait engines"]
+    assert all(dock.isVisible() for dock in scene_docks) and not engines.isVisible()
+    assert window.scene.toolbar.isVisible() and window.scene.menus[0].menuAction().isVisible()
+    window.docks["Dataset"].close()  # the user closes a dock: it stays closed across switches
+    window.tabs.setCurrentWidget(window.portrait)
+    assert not any(dock.isVisible() for dock in scene_docks) and engines.isVisible()
+    assert not window.scene.toolbar.isVisible() and not window.scene.menus[0].menuAction().isVisible()
+    assert window.docks["Jobs"].isVisible()  # shared by every workspace
+    assert window.portrait.engines.tabText(0) == "Heads"
+    window.tabs.setCurrentWidget(window.scene)
+    assert window.docks["Point and type"].isVisible() and not window.docks["Dataset"].isVisible()
+    assert not engines.isVisible() and window.scene.toolbar.isVisible()
+
+
+def test_a_method_registered_for_portraits_gets_a_page_and_runs_as_a_job(qtbot, window, monkeypatch, tmp_path):
+    import json
+
+    from engine.methods import METHODS, Method
+
+    method = Method("count-heads", "count heads and write them down", "tests.test_methods:CountConfig",
+                    "tests.test_methods:count_job", "portrait")
+    monkeypatch.setitem(METHODS, method.name, method)
+    window.tabs.setCurrentWidget(window.portrait)
+    qtbot.waitUntil(lambda: "count-heads" in window.portrait.panels, timeout=TIMEOUT_MS)
+    panel = window.portrait.panels["count-heads"]
+    panel.form.editors["out"].setText(str(tmp_path / "heads.json"))
+    panel.form.editors["count"].setValue(2)
+    panel.run_button.click()
+    assert window.jobs_panel.rows[0].title_label.text().startswith("count-heads")
+    qtbot.waitUntil(lambda: window.idle, timeout=TIMEOUT_MS)
+    assert json.loads((tmp_path / "heads.json").read_text()) == ["number 1", "number 2"] and not window.errors

@@ -12,13 +12,13 @@ from PySide6.QtCore import QEvent, QObject, QPoint, QPointF, Qt, Signal  # noqa:
 from PySide6.QtGui import QImage, QMouseEvent, QWheelEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from app.render_service import RenderService  # noqa: E402
-from app.viewport import SETTLE_MS, Viewport  # noqa: E402
+from app.scene.render_service import RenderService  # noqa: E402
+from app.scene.viewport import SETTLE_MS, Viewport  # noqa: E402
 from engine.scene.orbit import OrbitCamera  # noqa: E402
 from engine.scene.viewer import ViewFrame  # noqa: E402
 
 WIDTH, HEIGHT = 200, 150
-BACKGROUND_RGB = (28, 28, 31)  # app.viewport.BACKGROUND in 8 bits
+BACKGROUND_RGB = (28, 28, 31)  # app.scene.viewport.BACKGROUND in 8 bits
 
 
 @pytest.fixture

@@ -321,6 +321,51 @@ def test_cli_edit_checks_the_project_folder_before_training(tiny_demo, tmp_path,
     assert "cannot be a folder" in capsys.readouterr().err
 
 
+def _counting(monkeypatch, module, name: str, calls: list) -> None:
+    """Replace ``module.name`` with a wrapper that appends its first argument to ``calls``."""
+    original = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(args[0] if args else None)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+
+
+@pytest.mark.parametrize("instruction, message", [("  ", "instruction is empty"),
+                                                  ("give him a hat", "beyond its vocabulary: give, hat")])
+def test_a_bad_instruction_is_one_error_when_the_job_is_made(project, monkeypatch, capsys, instruction, message):
+    """The edit is checked where it enters the engine, when ``edit_job`` is called, before anything loads:
+    from a config and from the command line alike, one message."""
+    from engine.editing import idu
+
+    monkeypatch.setattr(idu, "load_trained", lambda *a: pytest.fail("the project was loaded"))
+    monkeypatch.setattr(idu, "build_editor", lambda *a: pytest.fail("an editor was built"))
+    with pytest.raises(UserInputError, match=message):
+        edit_job(EditConfig(project=str(project), instruction=instruction, steps=5))  # not iterated: made
+    assert cli_main(["edit", "--project", str(project), "--instruction", instruction, "--steps", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and message in err and "Traceback" not in err
+
+
+def test_the_instruction_is_checked_once_from_the_command_line_to_the_last_edited_view(project, monkeypatch):
+    """``EditConfig.validate`` checks the instruction (not empty) and the offline editor's vocabulary reads it
+    (``resolve``) once; the editor's edits of every view, and the fidelity's ground truth, check nothing again."""
+    from engine.editing import idu
+    from engine.editors import offline
+
+    offline.resolve.cache_clear()
+    emptiness, readings = [], []
+    for module in (idu, offline):
+        _counting(monkeypatch, module, "check_instruction", emptiness)
+    _counting(monkeypatch, offline, "_parse", readings)
+    assert cli_main(["edit", "--project", str(project), "--instruction", " make it a bronze statue ", "--steps", "4",
+                     "--edit-rate", "1", "--lpips-backbone", "random"]) == 0
+    report = _report(project)
+    assert report["edits_made"] == 4 and "edit_fidelity_psnr" in report
+    assert emptiness == [" make it a bronze statue "] and readings == ["make it a bronze statue"]
+
+
 def test_validate_refuses_models_it_could_not_load(tmp_path):
     checkpoint = tmp_path / "ip2p.safetensors"
     checkpoint.write_bytes(b"")

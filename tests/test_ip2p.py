@@ -347,6 +347,21 @@ def test_missing_local_path(tmp_path):
     assert str(tmp_path / "nowhere" / "ip2p") in str(err.value)
 
 
+def test_loading_and_the_edit_check_read_a_model_source_with_one_rule(tmp_path):
+    """``load_ip2p`` and ``EditConfig.validate`` (through the editor registry) say the same about a source that
+    names no model, a file that is no checkpoint and a checkpoint without its configs (``sources.model_kind``)."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("")
+    checkpoint = tmp_path / "ip2p.safetensors"
+    checkpoint.write_bytes(b"")
+    for source in (tmp_path / "nowhere" / "ip2p", notes, checkpoint):
+        with pytest.raises(CheckpointError) as loading:
+            load_ip2p(source)
+        with pytest.raises(CheckpointError) as checking:
+            EditConfig(project="", instruction=INSTRUCTION, editor="ip2p", model=str(source), steps=1).validate()
+        assert str(loading.value) == str(checking.value) and str(source) in str(loading.value)
+
+
 @pytest.fixture
 def no_cache(monkeypatch) -> SimpleNamespace:
     """The hub id is not in the local cache; a download (not local_files_only) returns ``state.folder`` when set.

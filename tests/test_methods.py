@@ -10,7 +10,7 @@ import pytest
 
 from engine.cli import main as cli_main
 from engine.core.jobs import Artifact, CancelToken, Job, Progress
-from engine.methods import METHODS, Method
+from engine.methods import METHODS, Method, register
 
 
 @dataclass
@@ -54,6 +54,31 @@ def test_a_registered_method_is_a_command_with_flags_from_its_config(counting, c
     assert "--count COUNT how far to count (default 3)" in text and "--loud, --no-loud" in text
     assert cli_main(["count", "--out", str(tmp_path / "n.json"), "--count", "2", "--loud"]) == 0
     assert json.loads((tmp_path / "n.json").read_text()) == ["NUMBER 1", "NUMBER 2"]
+
+
+@pytest.fixture
+def counting_heads():
+    method = register(Method("count-heads", "count heads and write them down", f"{__name__}:CountConfig",
+                             f"{__name__}:count_job", "portrait"))
+    yield method
+    del METHODS[method.name]
+
+
+def test_a_portrait_method_is_a_portrait_subcommand(counting_heads, capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        cli_main(["--help"])
+    assert "count-heads" not in capsys.readouterr().out  # the top level lists the scene's methods only
+    with pytest.raises(SystemExit):
+        cli_main(["portrait", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "{train-prior,count-heads,import-eg3d,bench-prior}" in text  # the methods, then the tools
+    assert "count-heads count heads and write them down" in text
+    with pytest.raises(SystemExit):
+        cli_main(["portrait", "count-heads", "--help"])
+    assert "--count COUNT how far to count (default 3)" in " ".join(capsys.readouterr().out.split())
+    assert cli_main(["portrait", "count-heads", "--out", str(tmp_path / "n.json"), "--count", "2"]) == 0
+    assert json.loads((tmp_path / "n.json").read_text()) == ["number 1", "number 2"]
+    assert capsys.readouterr().out == f"wrote count: {tmp_path / 'n.json'}\n"
 
 
 def test_a_registered_method_gets_a_form_in_the_window(counting, qtbot, tmp_path):

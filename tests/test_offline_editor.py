@@ -214,9 +214,31 @@ def test_variation_averages_out_across_seeds(views):
 
 
 def test_variation_outside_its_range_is_refused():
+    from engine.editing.idu import EditConfig
+
     for bad in (-0.1, 1.5):
-        with pytest.raises(UserInputError, match="variation"):
+        with pytest.raises(UserInputError, match="variation") as direct:
             OfflineEditor(bad)
+        with pytest.raises(UserInputError) as configured:  # the editor registry's check: the same one
+            EditConfig(project="", instruction="make it red", steps=1, variation=bad).validate()
+        assert str(configured.value) == str(direct.value)
+
+
+def test_an_instruction_is_read_once_however_many_views_are_edited(views, monkeypatch):
+    import engine.editors.offline as offline
+
+    resolve.cache_clear()
+    readings = []
+    parse = offline._parse
+    monkeypatch.setattr(offline, "_parse", lambda text: readings.append(text) or parse(text))
+    editor = OfflineEditor(SUGGESTED_VARIATION)
+    for seed, view in enumerate(views * 3):
+        editor.edit(view, view, "make it a gold statue", 0.5, seed)
+    assert readings == ["make it a gold statue"]
+    for _ in range(2):  # errors are not remembered: each says what is wrong
+        with pytest.raises(UserInputError, match="beyond its vocabulary: hat"):
+            editor.edit(views[0], views[0], "make it a gold hat", 0.5, 0)
+    assert readings == ["make it a gold statue"] + ["make it a gold hat"] * 2
 
 
 # --- what the edits look like ---

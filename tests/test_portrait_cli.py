@@ -1,4 +1,6 @@
-"""``python main.py portrait import-eg3d``: converts a checkpoint once, refuses unsafe or unfitting ones."""
+"""``python main.py portrait``: its methods come from the registry (``train-prior`` trains a prior from its flags
+and says where it wrote it, and its recipe's command gives the same settings back); ``import-eg3d`` converts a
+checkpoint once, refuses unsafe or unfitting ones."""
 
 from __future__ import annotations
 
@@ -11,9 +13,71 @@ import torch
 from eg3d_pickles import write_live3d_pth, write_official_pickle
 from tiny_portrait import frontal_label, tiny_kwargs
 
-from engine.cli import main
+from engine.cli import build_parser, main
+from engine.core.config import config_from_args, field_docs, settable_fields
+from engine.methods import METHODS
 from engine.portrait.checkpoints import GENERATOR_FILE, META_FILE
 from engine.portrait.eg3d import build_generator, load_generator
+from engine.portrait.prior import PriorConfig, load_prior, recipe_command
+
+
+def _help(*argv: str, capsys) -> str:
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_portrait_lists_its_registered_methods_then_its_tools_and_the_top_level_only_the_scene(capsys):
+    portraits = [name for name, m in METHODS.items() if m.workspace == "portrait"]
+    assert "train-prior" in portraits
+    text = _help("portrait", capsys=capsys)
+    assert f"{{{','.join(portraits)},import-eg3d,bench-prior}}" in text
+    assert f"train-prior {METHODS['train-prior'].summary}" in text
+    top = _help(capsys=capsys)
+    assert "portrait" in top and not any(name in top for name in portraits)
+
+
+def test_train_prior_offers_its_config_settings_with_their_docs_but_not_the_internal_ones(capsys):
+    text = _help("portrait", "train-prior", capsys=capsys)
+    docs = field_docs(PriorConfig)
+    for field, _ in settable_fields(PriorConfig):
+        assert f"--{field.name.replace('_', '-')}" in text and " ".join(docs[field.name].split()[:4]) in text
+    assert "--out OUT folder for the prior (generator.safetensors, meta.json, recipe.json)" in text
+    assert "--minutes MINUTES training time budget (default 60.0)" in text and "--seed SEED seeds" in text
+    assert "--generator-kwargs" not in text and "--betas" not in text
+    with pytest.raises(SystemExit):
+        main(["portrait", "train-prior", "--minutes", "1"])  # --out is required
+    assert "the following arguments are required: --out" in capsys.readouterr().err
+
+
+def _settings(command: str, out) -> PriorConfig:
+    """The config a recipe's command line gives, its folder ``out``."""
+    argv = command.removeprefix("python main.py ").replace("DIR", str(out)).split()
+    return config_from_args(PriorConfig, build_parser("portrait", "train-prior").parse_args(argv))
+
+
+def test_train_prior_trains_from_its_flags_and_says_where(tmp_path, capsys):
+    flags = ["--steps", "2", "--batch", "1", "--pool-heads", "1", "--refresh-per-step", "1", "--rays-per-view", "16",
+             "--neural-resolution", "16", "--sr-every", "2", "--seed", "3"]
+    assert main(["portrait", "train-prior", "--out", str(tmp_path / "prior"), *flags]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert f"wrote weights: {tmp_path / 'prior' / GENERATOR_FILE}" in printed
+    assert len(printed) == len(set(printed))  # each file once, however often a checkpoint was written
+    assert load_prior(tmp_path / "prior").neural_rendering_resolution == 16
+    recipe = json.loads((tmp_path / "prior" / "recipe.json").read_text())
+    assert recipe["steps"] == 2 and recipe["seed"] == 3
+    assert sorted(recipe["command"].split()[6:]) == sorted(flags)
+    assert _settings(recipe["command"], tmp_path / "prior") == PriorConfig(str(tmp_path / "prior"), **{
+        name: int(value) for name, value in zip((f[2:].replace("-", "_") for f in flags[::2]), flags[1::2])})
+
+
+def test_the_recipes_command_gives_its_settings_back():
+    assert recipe_command(PriorConfig("x", minutes=128)) == \
+        "python main.py portrait train-prior --out DIR --minutes 128 --seed 0"  # as the shipped prior was made
+    cfg = PriorConfig("x", steps=7, lr=0.0012345678, image_weight=0.5, checkpoint_every_s=1e9, seed=4)
+    assert recipe_command(cfg) == ("python main.py portrait train-prior --out DIR --steps 7 --lr 0.0012345678 "
+                                   "--image-weight 0.5 --checkpoint-every-s 1e+09 --seed 4")
+    assert _settings(recipe_command(cfg), "x") == cfg
 
 
 def _tiny_generator(seed: int = 0):

@@ -17,9 +17,10 @@ from engine.portrait.prior import (PRIOR_DIR, PriorConfig, ViewBatch, bench_prio
                                    render_prior, train_prior_job, training_losses)
 
 
-def tiny_config(**changes) -> PriorConfig:
-    """A prior small enough to train for a few seconds in a test (10 steps unless changed)."""
-    settings = dict(steps=10, batch=2, pool_heads=3, refresh_per_step=1, rays_per_view=64, sr_every=2,
+def tiny_config(out="", **changes) -> PriorConfig:
+    """A prior small enough to train for a few seconds in a test (10 steps unless changed), trained into folder
+    ``out`` (none for tests that do not train)."""
+    settings = dict(out=str(out), steps=10, batch=2, pool_heads=3, refresh_per_step=1, rays_per_view=64, sr_every=2,
                     preview_every=5, checkpoint_every_s=1e9, neural_resolution=16)
     cfg = PriorConfig(**(settings | changes))
     cfg.generator_kwargs["channel_base"] = 256
@@ -29,17 +30,20 @@ def tiny_config(**changes) -> PriorConfig:
     return cfg
 
 
-def run(cfg: PriorConfig, out_dir, cancel: CancelToken | None = None) -> list:
-    return list(train_prior_job(cfg, out_dir, cancel or CancelToken()))
+def run(cfg: PriorConfig, cancel: CancelToken | None = None) -> list:
+    return list(train_prior_job(cfg, cancel or CancelToken()))
 
 
 def test_training_writes_a_prior_that_loads_and_a_recipe_that_says_how(tmp_path):
-    events = run(tiny_config(), tmp_path / "prior")
+    events = run(tiny_config(tmp_path / "prior"))
     kinds = {event.kind for event in events if isinstance(event, Artifact)}
     assert {"checkpoint", "recipe", "weights"} <= kinds
     assert any(isinstance(event, Metrics) and "psnr_train" in event.values for event in events)
     recipe = json.loads((tmp_path / "prior" / "recipe.json").read_text())
-    assert recipe["command"].startswith("python main.py portrait train-prior") and recipe["seed"] == 0
+    assert recipe["command"] == ("python main.py portrait train-prior --out DIR --steps 10 --batch 2 --pool-heads 3 "
+                                 "--refresh-per-step 1 --neural-resolution 16 --rays-per-view 64 --sr-every 2 "
+                                 "--checkpoint-every-s 1e+09 --preview-every 5 --seed 0")
+    assert recipe["seed"] == 0 and recipe["config"]["out"] == str(tmp_path / "prior")
     assert recipe["steps"] == 10
     prior = load_prior(tmp_path / "prior")
     assert prior.z_dim == PARAM_COUNT and prior.neural_rendering_resolution == 16
@@ -52,14 +56,14 @@ def test_training_writes_a_prior_that_loads_and_a_recipe_that_says_how(tmp_path)
 
 def test_a_stopped_run_resumes_where_it_stopped(tmp_path):
     cancel = CancelToken()
-    cfg = tiny_config(steps=100)
-    job = train_prior_job(cfg, tmp_path / "prior", cancel)
+    cfg = tiny_config(tmp_path / "prior", steps=100)
+    job = train_prior_job(cfg, cancel)
     for event in job:
         if isinstance(event, Metrics):
             cancel.cancel()
     state = torch.load(tmp_path / "prior" / "training_state.pt", weights_only=False)
     assert state["step"] >= 5 and not (tmp_path / "prior" / "generator.safetensors").exists()
-    run(tiny_config(steps=state["step"] + 3), tmp_path / "prior")
+    run(tiny_config(tmp_path / "prior", steps=state["step"] + 3))
     recipe = json.loads((tmp_path / "prior" / "recipe.json").read_text())
     assert recipe["steps"] == state["step"] + 3
 

@@ -34,7 +34,7 @@ from engine.core.loop import Budget, BudgetedLoop
 from engine.core.metrics import LPIPS_BACKBONES, load_lpips, psnr
 from engine.core.project import Project, atomic_write, check_writable_folder, save_torch, write_json
 from engine.core.safe_pickle import load_torch
-from engine.editing.regions import Region, pixel_view, region_from_pixel, region_from_point
+from engine.editing.regions import Region, check_radius, region_from_pixel, region_from_point
 from engine.editing.store import EditStore
 from engine.editors import EDITORS, editor_entry
 from engine.editors.base import Guidance, ImageEditor, check_instruction
@@ -149,11 +149,14 @@ class EditConfig:
     def budget(self) -> Budget:
         return Budget(self.steps, self.minutes)
 
-    def validate(self, dataset: SceneDataset | None = None) -> None:
-        """Every check that needs neither a model nor a trained field, so bad values are user errors raised
-        before anything trains or is written: the CLI, the GUI's edit panel and ``edit_job`` all call it.
-        ``project`` '' is not checked (not chosen yet); with ``dataset`` (the capture to be trained and
-        edited) a point's view and pixel are checked too."""
+    def validate(self) -> None:
+        """Every check of the edit's inputs that needs neither a model nor a trained field, each made here once, so
+        a bad value is one UserInputError naming it before anything loads, trains or is written.  ``edit_job``
+        and ``edit_preview_job`` call it when they are made; the GUI's edit panel calls it for its inline message.
+        The editor's own rules (the offline vocabulary, an InstructPix2Pix model) are its registry entry's
+        ``check``, part of this.  Normalises as it goes: the instruction stripped, the device resolved.
+        ``project`` '' is not checked (not chosen yet); a point's view and pixel are checked against the field
+        when the job finds the region (``regions.region_from_pixel``)."""
         self.instruction = check_instruction(self.instruction)
         entry = editor_entry(self.editor)
         if self.start_from not in START_FROM:
@@ -169,11 +172,9 @@ class EditConfig:
         if self.local and self.radius is None:
             raise UserInputError("a local edit needs --radius R (in the capture's units)")
         if self.point is not None:
-            view, u, v = self.parse_point()
-            if dataset is not None:
-                pixel_view(dataset, view, u, v)
-        if self.radius is not None and not self.radius > 0:
-            raise UserInputError(f"the edit radius must be positive (got {self.radius})")
+            self.parse_point()
+        if self.radius is not None:
+            check_radius(self.radius)
         if min(self.edit_rate, self.edit_count, self.patch_size, self.patches_per_step, self.metrics_every) < 1:
             raise UserInputError("edit_rate, edit_count, patch_size, patches_per_step and metrics_every must be at "
                                  "least 1")
@@ -219,7 +220,7 @@ class EditConfig:
 
 def build_editor(cfg: EditConfig) -> ImageEditor:
     """The 2D editor of a validated config; a model that fails to load fails here."""
-    return editor_entry(cfg.editor).build(cfg)
+    return EDITORS[cfg.editor].build(cfg)
 
 
 def file_digest(paths: list[Path]) -> str:
@@ -243,10 +244,18 @@ def edit_job(cfg: EditConfig, cancel: CancelToken | None = None, live: LiveField
     """Edit a trained project by Iterative Dataset Update; yields progress, losses, before/after
     previews of every edited view, checkpoints and finally the report.
 
+    The edit's inputs are checked when the job is made (``cfg.validate()``), not when it first runs: a bad one
+    raises UserInputError before the job exists, so before anything loads, trains or is written (the command
+    line makes the job before it trains a capture for it).
+
     ``live``: share the model with an interactive viewer, which renders it between steps.
     """
     cfg.validate()
-    cancel = cancel or CancelToken()
+    return _edit_events(cfg, cancel or CancelToken(), live)
+
+
+def _edit_events(cfg: EditConfig, cancel: CancelToken, live: LiveField | None) -> Job:
+    """``edit_job``'s events, for a validated config."""
     project = Project(Path(cfg.project))
     model, dataset, manifest, state = load_trained(project.root)
     background = fixed_background(dataset)

@@ -33,8 +33,17 @@ def edit_preview_job(view: FieldView, camera: OrbitCamera, aspect: float, cfg: E
                      cancel: CancelToken | None = None) -> Job:
     """Job: render ``camera``'s view at full quality, edit it with ``cfg``'s editor and instruction, and yield
     the pair as Previews (render | edit, side by side): where the edit heads every ``PREVIEW_EVERY`` denoising
-    steps, then the result.  The edit runs on a thread of its own so its steps stream out as they happen."""
-    cfg.validate()  # with the machine's settings, which a form may not know
+    steps, then the result.  The edit runs on a thread of its own so its steps stream out as they happen.
+
+    ``cfg`` is checked when the job is made (``cfg.validate()``, with the machine's settings, which a form may not
+    know): a bad one raises UserInputError before anything renders or loads."""
+    cfg.validate()
+    return _preview_events(view, camera, aspect, cfg, cancel)
+
+
+def _preview_events(view: FieldView, camera: OrbitCamera, aspect: float, cfg: EditConfig,
+                    cancel: CancelToken | None) -> Job:
+    """``edit_preview_job``'s events, for a validated config."""
     width, height = preview_size(aspect)
     yield Progress(0, 1, "rendering this view")
     frame = view.render(camera, width, height, "rgb", step_scale=1.0)

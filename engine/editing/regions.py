@@ -95,7 +95,7 @@ def pixel_view(dataset: SceneDataset, view: str, u: float, v: float) -> int:
 def region_from_pixel(model, dataset: SceneDataset, view: str, u: float, v: float, radius: float,
                       background: torch.Tensor | None = None) -> Region:
     """The region around the surface seen at pixel (u, v) of ``view`` (radius in capture units)."""
-    _check_radius(radius)
+    check_radius(radius)
     frame = pixel_view(dataset, view, u, v)
     centre, opacity = surface_at_pixel(model, dataset.cameras.subset(np.array([frame])), 0, u, v, background)
     if centre is None:
@@ -106,7 +106,7 @@ def region_from_pixel(model, dataset: SceneDataset, view: str, u: float, v: floa
 
 def region_from_point(dataset: SceneDataset, point: tuple[float, float, float], radius: float) -> Region:
     """The region around a 3D point given in capture coordinates; it must be in front of some camera."""
-    _check_radius(radius)
+    check_radius(radius)
     centre, r = capture_to_scene(dataset, point, radius)
     if not any(_sees(dataset.cameras, i, centre) for i in range(len(dataset.cameras))):
         raise UserInputError(f"the point {tuple(point)} is outside every view of {dataset.root}")
@@ -123,6 +123,8 @@ def _sees(cameras: Cameras, i: int, point: np.ndarray) -> bool:
     return bool(0 <= uv[0] < cameras.width[i] and 0 <= uv[1] < cameras.height[i])
 
 
-def _check_radius(radius: float) -> None:
-    if not radius > 0:
+def check_radius(radius: float | None) -> None:
+    """Raise UserInputError unless the edit radius is positive: the one check of it, made by ``EditConfig.validate``
+    and by the two functions above."""
+    if radius is None or not radius > 0:
         raise UserInputError(f"the edit radius must be positive (got {radius})")

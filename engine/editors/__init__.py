@@ -36,16 +36,18 @@ class EditorEntry:
     """whether an edit is a fixed function of the image and instruction: it can be repeated on held-out
     views (so an edit's fidelity is measured), takes a per-call ``variation`` and ignores diffusion guidance"""
     check: Callable[[Any], None]
-    """raises UserInputError for settings it cannot run with, before any model is loaded"""
+    """raises UserInputError for settings it cannot run with, before any model is loaded: what this editor asks
+    of them beyond ``EditConfig.validate``'s own checks (which it is part of: an instruction reaches it stripped
+    and not empty, the device resolved)"""
     build: Callable[[Any], "ImageEditor"]
-    """the editor for validated settings (loads its model once per session and settings)"""
+    """the editor for checked settings (loads its model once per session and settings)"""
 
 
 def _check_offline(settings: Any) -> None:
-    from engine.editors.offline import OfflineEditor, resolve
+    from engine.editors.offline import check_variation, resolve
 
-    resolve(settings.instruction)
-    OfflineEditor(variation=settings.variation)  # checks its range
+    resolve(settings.instruction)  # within the vocabulary
+    check_variation(settings.variation)
 
 
 def _build_offline(settings: Any) -> "ImageEditor":

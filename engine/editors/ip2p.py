@@ -33,7 +33,7 @@ from engine.core.devices import check_device
 from engine.core.errors import CheckpointError, UserInputError
 from engine.core.jobs import CancelToken
 from engine.editors.base import EditStep, Guidance, StepCallback, check_edit_inputs, check_instruction
-from engine.editors.sources import CHECKPOINT_SUFFIXES, DEFAULT_HUB_ID, OFFLOAD_MISSING, check_run_options, is_hub_id
+from engine.editors.sources import OFFLOAD_MISSING, check_run_options, model_kind
 
 """the InstructPix2Pix weights Instruct-NeRF2NeRF uses"""
 MAX_SIDE = 512
@@ -284,29 +284,23 @@ def load_ip2p(source: str | Path, device: torch.device | str = "cpu", memory: st
     when online).  ``memory`` and ``precision``: see engine.editors.sources (precision "full" is float32,
     "half" float16 on CUDA only); the safety checker is not loaded; the scheduler is replaced by DDIM with
     Instruct-NeRF2NeRF's options (IN2N_DDIM).  Raises UserInputError for a device, preset or precision this
-    machine cannot run, CheckpointError saying what is missing and what to do.
+    machine cannot run, CheckpointError saying what is missing and what to do.  Its settings are checked with the
+    functions ``EditConfig.validate`` uses (check_device, check_run_options, model_kind), so whether it is called
+    directly or for an edit job, a problem reads the same.
     """
     device = torch.device(check_device(str(device)))
     check_run_options(str(device), memory, precision)
+    kind = model_kind(str(source), None if config_dir is None else str(config_dir))
     options = dict(dtype=torch.float16 if precision == "half" else torch.float32, safety_checker=None,
                    requires_safety_checker=False, local_files_only=True)
     pipeline = StableDiffusionInstructPix2PixPipeline
     path = Path(source).expanduser()
-    if path.is_file():
-        if path.suffix not in CHECKPOINT_SUFFIXES:
-            raise CheckpointError(f"{path} is not a .safetensors or .ckpt checkpoint")
-        if config_dir is None:
-            raise CheckpointError(f"{path} is a single checkpoint file: also give the diffusers folder of the same "
-                                  f"model for its configs (--model-config DIR); for InstructPix2Pix the configs alone are "
-                                  f"`hf download {DEFAULT_HUB_ID} --include '*.json' --include '*.txt' --local-dir DIR`")
+    if kind == "checkpoint":
         config_dir = Path(config_dir).expanduser()
         check_pipeline_folder(config_dir)
         pipe = _load(lambda: pipeline.from_single_file(str(path), config=str(config_dir), **options), path)
     else:
-        if not path.exists():
-            if not is_hub_id(source):
-                raise CheckpointError(f"no InstructPix2Pix model at {path}: give a diffusers folder, a "
-                                      f".safetensors/.ckpt file, or a hub id such as {DEFAULT_HUB_ID}")
+        if kind == "hub":
             path = _hub_folder(str(source))
         check_pipeline_folder(path)
         pipe = _load(lambda: pipeline.from_pretrained(path, **options), path)

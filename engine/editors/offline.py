@@ -20,6 +20,7 @@ that single-view edits disagree the way real diffusion edits do.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -353,6 +354,8 @@ scene.  Anything else (an object, a negation, "remove", "add", "give") is outsid
 PHRASINGS = ("X", "make it X", "make it look like X", "turn it into X", "as if it were X", "in the style of X")
 """how instructions the offline editor understands read, X being an entry's name or keyword (with its
 nouns and FILLER words also "make it a marble statue", "at night", "an old sepia photo")"""
+RESOLVED_INSTRUCTIONS = 64
+"""instructions whose vocabulary entry ``resolve`` remembers"""
 _TOKEN = re.compile(r"[a-z0-9']+|&")
 
 
@@ -396,6 +399,7 @@ def _unknown_message(instruction: str, unknown: list[str]) -> str:
             "remove, add or negate something, need the InstructPix2Pix editor (--editor ip2p).")
 
 
+@functools.lru_cache(maxsize=RESOLVED_INSTRUCTIONS)
 def resolve(instruction: str) -> str:
     """The vocabulary entry an instruction names.
 
@@ -403,16 +407,20 @@ def resolve(instruction: str) -> str:
     otherwise hold only that entry's nouns and FILLER words, in any order.  Raises UserInputError
     for an empty instruction, one with any other word or naming no entry (the message lists the
     vocabulary and its PHRASINGS) and one naming several entries (one edit at a time).
+
+    This is the offline editor's one check of an instruction: the editor registry's check (``EditConfig.validate``)
+    and every edit (``apply_edit``) call it.  Answers are remembered, so an edit job's thousands of edits of
+    one instruction read it once.
     """
-    text = check_instruction(instruction)
-    names, unknown = _parse(text)
+    names, unknown = _parse(instruction or "")
+    if len(names) == 1 and not unknown:  # naming an entry, it is not empty
+        return names[0]
+    text = check_instruction(instruction)  # an empty one gets the message every editor gives
     if unknown or not names:
         raise UserInputError(_unknown_message(text, unknown))
-    if len(names) > 1:
-        both = " and ".join(sorted(names))
-        raise UserInputError(f"the instruction {text!r} names several offline edits ({both}); "
-                             "the offline editor applies one at a time")
-    return names[0]
+    both = " and ".join(sorted(names))
+    raise UserInputError(f"the instruction {text!r} names several offline edits ({both}); "
+                         "the offline editor applies one at a time")
 
 
 def apply_edit(instruction: str, image: torch.Tensor) -> torch.Tensor:
@@ -422,6 +430,13 @@ def apply_edit(instruction: str, image: torch.Tensor) -> torch.Tensor:
     """
     _, transform = _EDITS[resolve(instruction)]
     return transform(image.float()).clamp(0, 1)
+
+
+def check_variation(variation: float) -> None:
+    """Raise UserInputError unless ``variation`` (see OfflineEditor) lies in [0, 1]: the one check of it, made by
+    the editor registry's check (``EditConfig.validate``) and by ``OfflineEditor`` itself."""
+    if not 0.0 <= variation <= 1.0:
+        raise UserInputError(f"the offline editor's variation must lie in [0, 1], got {variation}")
 
 
 def edit_weight(t: float) -> float:
@@ -463,8 +478,7 @@ class OfflineEditor:
     adds_matter = False  # colour maps of what is visible
 
     def __init__(self, variation: float = 0.0) -> None:
-        if not 0.0 <= variation <= 1.0:
-            raise UserInputError(f"the offline editor's variation must lie in [0, 1], got {variation}")
+        check_variation(variation)
         self.variation = variation
 
     def edit(self, render: torch.Tensor, original: torch.Tensor, instruction: str, t: float, seed: int,

@@ -17,7 +17,7 @@ import importlib.util
 import re
 from pathlib import Path
 
-from engine.core.errors import UserInputError
+from engine.core.errors import CheckpointError, UserInputError
 
 DEFAULT_HUB_ID = "timbrooks/instruct-pix2pix"
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
@@ -61,28 +61,47 @@ def check_run_options(device: str, memory: str, precision: str) -> None:
         raise UserInputError(OFFLOAD_MISSING)
 
 
-def check_model_source(model: str | None, config_dir: str | None = None) -> None:
-    """Raise UserInputError unless ``model`` can name InstructPix2Pix weights, without loading them: a
-    diffusers folder (with model_index.json), a .safetensors/.ckpt file with ``config_dir`` (the diffusers
-    folder of the same model), or something shaped like a hub id (whether the hub has it shows on loading)."""
+def model_kind(model: str | None, config_dir: str | None = None) -> str:
+    """How ``model`` gives InstructPix2Pix weights, without reading them: "folder" (an existing folder, a diffusers
+    pipeline), "checkpoint" (a .safetensors/.ckpt file, with ``config_dir``, the diffusers folder of the same model
+    for its configs) or "hub" (shaped like a hub id; whether the hub has it shows on loading).  Raises
+    UserInputError when no model is given, CheckpointError when ``model`` is none of them (or a checkpoint lacks
+    ``config_dir``).  The one reading of a model source: ``check_model_source`` (the editor registry's check) and
+    ``load_ip2p`` both use it, so they say the same."""
     if not model:
         raise UserInputError(f"the InstructPix2Pix editor needs a model (--model; in the editor: Settings → Model "
                              f"files, or Browse…): a diffusers folder, a .safetensors/.ckpt file or a hub id such "
                              f"as {DEFAULT_HUB_ID}")
     path = Path(model).expanduser()
     if path.is_dir():
-        if not (path / "model_index.json").is_file():
-            raise UserInputError(f"{path} is not a diffusers folder (it has no model_index.json): choose the "
-                                 "InstructPix2Pix folder itself, or a .safetensors/.ckpt file")
-    elif path.is_file():
+        return "folder"
+    if path.is_file():
         if path.suffix not in CHECKPOINT_SUFFIXES:
-            raise UserInputError(f"{path} is not an InstructPix2Pix model: choose a diffusers folder or a "
-                                 ".safetensors/.ckpt file")
-        if not config_dir or not (Path(config_dir).expanduser() / "model_index.json").is_file():
-            raise UserInputError(f"{path} is a single checkpoint file: also give the diffusers folder of the same "
-                                 f"model for its configs (--model-config DIR; Settings → Model files in the editor), "
-                                 f"e.g. `hf download {DEFAULT_HUB_ID} --include '*.json' --include '*.txt' "
-                                 "--local-dir DIR`")
-    elif not is_hub_id(model):
-        raise UserInputError(f"no InstructPix2Pix model at {path}: give a diffusers folder, a .safetensors/.ckpt "
-                             f"file, or a hub id such as {DEFAULT_HUB_ID}")
+            raise CheckpointError(f"{path} is not an InstructPix2Pix model: choose a diffusers folder or a "
+                                  ".safetensors/.ckpt file")
+        if not config_dir:
+            raise CheckpointError(f"{path} is a single checkpoint file: also give the diffusers folder of the same "
+                                  f"model for its configs (--model-config DIR; Settings → Model files in the editor), "
+                                  f"e.g. `hf download {DEFAULT_HUB_ID} --include '*.json' --include '*.txt' "
+                                  "--local-dir DIR`")
+        return "checkpoint"
+    if is_hub_id(model):
+        return "hub"
+    raise CheckpointError(f"no InstructPix2Pix model at {path}: give a diffusers folder, a .safetensors/.ckpt file, "
+                          f"or a hub id such as {DEFAULT_HUB_ID}")
+
+
+def check_model_source(model: str | None, config_dir: str | None = None) -> None:
+    """Raise UserInputError unless ``model`` can name InstructPix2Pix weights, without loading them: a
+    diffusers folder (with model_index.json), a .safetensors/.ckpt file with ``config_dir`` (the diffusers
+    folder of the same model, with model_index.json), or something shaped like a hub id (``model_kind``).
+    Whether a folder holds every part of a pipeline shows on loading (``load_ip2p``)."""
+    kind = model_kind(model, config_dir)
+    if kind == "folder" and not (Path(model).expanduser() / "model_index.json").is_file():
+        raise CheckpointError(f"{Path(model).expanduser()} is not a diffusers folder (it has no model_index.json): "
+                              "choose the InstructPix2Pix folder itself, or a .safetensors/.ckpt file")
+    if kind == "checkpoint" and not (Path(config_dir).expanduser() / "model_index.json").is_file():
+        raise CheckpointError(f"{Path(config_dir).expanduser()}, given for the configs of the single checkpoint file "
+                              f"{Path(model).expanduser()} (--model-config DIR; Settings → Model files in the "
+                              "editor), is not a diffusers folder: it lacks model_index.json; e.g. `hf download "
+                              f"{DEFAULT_HUB_ID} --include '*.json' --include '*.txt' --local-dir DIR`")

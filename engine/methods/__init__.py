@@ -22,7 +22,8 @@ class Method:
     """One registered method."""
 
     name: str
-    """its command (``python main.py NAME``) and its name in the window"""
+    """its command (``python main.py NAME``; ``python main.py portrait NAME`` for a portrait method) and its name
+    in the window"""
     summary: str
     """one line for ``--help`` and the window"""
     config: str
@@ -30,7 +31,8 @@ class Method:
     job: str
     """"module:function": ``job(config, cancel)`` yields the job's events"""
     workspace: str
-    """the window's workspace that offers it (one of WORKSPACES)"""
+    """the window's workspace that offers it (one of WORKSPACES); the command line's too: a portrait method is a
+    subcommand of ``portrait``"""
 
     def config_class(self) -> type:
         return _load(self.config)
@@ -62,3 +64,6 @@ register(Method("train", "train a radiance field on a capture and evaluate it on
                 "engine.scene.trainer:TrainConfig", "engine.scene.trainer:train_job", "scene"))
 register(Method("edit", "edit a trained scene from an instruction (Instruct-NeRF2NeRF)",
                 "engine.editing.idu:EditConfig", "engine.editing.idu:edit_job", "scene"))
+register(Method("train-prior", "train the embedded portrait prior on synthetic heads (resumes a stopped run in the "
+                "same folder)", "engine.portrait.prior:PriorConfig", "engine.portrait.prior:train_prior_job",
+                "portrait"))

@@ -1,8 +1,9 @@
-"""``python main.py portrait ...``: importing EG3D checkpoints and training / measuring the
-embedded portrait prior.
+"""``python main.py portrait ...``: the portrait tools, importing EG3D checkpoints and measuring the embedded
+portrait prior.  The portrait's methods (training the prior: ``train-prior``) are registered in
+``engine.methods`` with workspace "portrait"; engine.cli lists them first among ``portrait``'s subcommands.
 
-Each subcommand is one ``_add_*`` function, listed in ``SUBCOMMANDS``, that declares its arguments
-and names its ``cmd_*`` function with ``set_defaults(handler=...)``.
+Each tool is an entry of ``TOOLS``: its summary, the ``_add_*`` function declaring its arguments and the
+``cmd_*`` function running it.
 """
 
 from __future__ import annotations
@@ -12,48 +13,23 @@ import json
 from pathlib import Path
 
 from engine.core.errors import UserInputError
-from engine.core.jobs import CancelToken, run_in_terminal
+
+SUMMARY = "3D portraits: EG3D checkpoints and the embedded prior"
+"""the ``portrait`` command's line in ``--help``"""
 
 
-def _add_import(sub) -> None:
-    p = sub.add_parser("import-eg3d", help="convert an EG3D checkpoint (.pkl, .pth, .safetensors) once to "
-                       "safetensors + JSON for fast, safe loading")
+def _add_import(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="source", required=True, help="the checkpoint file")
     p.add_argument("--to", required=True, help="folder for generator.safetensors and meta.json")
     p.add_argument("--generator-kwargs", default=None,
                    help="JSON file with the constructor arguments (for a .safetensors file without meta.json)")
-    p.set_defaults(handler=cmd_import)
 
 
-def _add_train_prior(sub) -> None:
-    p = sub.add_parser("train-prior", help="train the embedded portrait prior on synthetic heads (resumes a "
-                       "stopped run in the same folder)")
-    p.add_argument("--out", required=True, help="folder for the prior (generator.safetensors, meta.json, recipe.json)")
-    p.add_argument("--minutes", type=float, default=None, help="training time budget (default: the recipe's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(handler=cmd_train_prior)
-
-
-def _add_bench_prior(sub) -> None:
-    p = sub.add_parser("bench-prior", help="quality of the portrait prior on held-out heads and views at 64², "
-                       "and its frame rate from cached triplanes")
+def _add_bench_prior(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prior", default=None, help="a trained prior folder (default: the embedded one)")
     p.add_argument("--heads", type=int, default=16, help="held-out heads")
     p.add_argument("--views", type=int, default=4, help="views of each")
     p.add_argument("--report", default=None, help="also write the figures to this JSON file")
-    p.set_defaults(handler=cmd_bench_prior)
-
-
-SUBCOMMANDS = (_add_import, _add_train_prior, _add_bench_prior)
-"""the ``portrait`` subcommands, in the order ``--help`` lists them"""
-
-
-def add_portrait_parser(sub) -> None:
-    """The ``portrait`` command and its subcommands."""
-    portrait = sub.add_parser("portrait", help="3D portraits: EG3D checkpoints and the embedded prior")
-    commands = portrait.add_subparsers(dest="portrait_command", required=True)
-    for add in SUBCOMMANDS:
-        add(commands)
 
 
 def _read_generator_kwargs(path: str) -> dict:
@@ -86,20 +62,6 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train_prior(args) -> int:
-    from engine.portrait.prior import PriorConfig, train_prior_job
-
-    cfg = PriorConfig(seed=args.seed)
-    if args.minutes is not None:
-        cfg.minutes = args.minutes
-    artifacts = run_in_terminal(train_prior_job(cfg, args.out, CancelToken()))
-    weights = next((a.path for a in artifacts if a.kind == "weights"), None)
-    if weights is None:
-        return 1
-    print(f"wrote the prior to {Path(args.out)}")
-    return 0
-
-
 def cmd_bench_prior(args) -> int:
     from engine.portrait.prior import bench_prior, load_prior
 
@@ -113,3 +75,13 @@ def cmd_bench_prior(args) -> int:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps({**report, "machine": machine_info()}, indent=2) + "\n")
     return 0
+
+
+TOOLS = {
+    "import-eg3d": ("convert an EG3D checkpoint (.pkl, .pth, .safetensors) once to safetensors + JSON for fast, "
+                    "safe loading", _add_import, cmd_import),
+    "bench-prior": ("quality of the portrait prior on held-out heads and views at 64², and its frame rate from "
+                    "cached triplanes", _add_bench_prior, cmd_bench_prior),
+}
+"""the ``portrait`` subcommands that are not methods: each one's summary, the function adding its flags and the
+one running it"""

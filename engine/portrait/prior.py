@@ -23,6 +23,7 @@ The foreground of a prior render is where its depth is nearer than MASK_DEPTH.
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import statistics
 import time
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.core.config import INTERNAL, settable_fields
 from engine.core.errors import CheckpointError
 from engine.core.imaging import to_uint8
 from engine.core.jobs import Artifact, CancelToken, Preview, Progress
@@ -67,6 +69,8 @@ CAMERA_DISTANCE = 2.7
 class PriorConfig:
     """How the embedded prior is built and trained (defaults: the shipped prior's recipe)."""
 
+    out: str
+    """folder for the prior (generator.safetensors, meta.json, recipe.json); a stopped run there resumes"""
     seed: int = 0
     """seeds the initial weights, the heads drawn and their views"""
     minutes: float = 60.0
@@ -77,7 +81,7 @@ class PriorConfig:
     """views per step (each of a different head)"""
     lr: float = 0.002
     """Adam learning rate (StyleGAN2's generator rate)"""
-    betas: tuple[float, float] = (0.9, 0.99)
+    betas: tuple[float, float] = field(default=(0.9, 0.99), metadata=INTERNAL)
     """Adam's; momentum helps this regression (StyleGAN2's GAN training uses (0, 0.99))"""
     decay_fraction: float = 0.3
     """over this last part of the budget the learning rate falls linearly ..."""
@@ -101,7 +105,7 @@ class PriorConfig:
     """seconds between checkpoints (a stopped run resumes from the last)"""
     preview_every: int = 50
     """steps between metric and preview events"""
-    generator_kwargs: dict = field(default_factory=lambda: {
+    generator_kwargs: dict = field(metadata=INTERNAL, default_factory=lambda: {
         "z_dim": PARAM_COUNT, "c_dim": 25, "w_dim": 512, "img_resolution": 128, "img_channels": 3,
         "channel_base": 2048, "channel_max": 64, "num_fp16_res": 0, "conv_clamp": None,
         "mapping_kwargs": {"num_layers": 2, "lr_multiplier": 1.0},
@@ -219,14 +223,34 @@ def _trainer_state(path: Path) -> dict | None:
         raise CheckpointError(f"{exc}; delete it to start over") from None
 
 
-def train_prior_job(cfg: PriorConfig, out_dir: str | Path, cancel: CancelToken) -> Iterator:
-    """Train the prior for ``cfg.minutes`` (resuming a stopped run in ``out_dir``), then write
+def recipe_command(cfg: PriorConfig) -> str:
+    """The command that trains ``cfg`` again (its folder as DIR): its budget, each other setting a flag gives
+    that differs from the recipe's default, and its seed (recipe.json also records the whole config)."""
+    budget = "steps" if cfg.steps is not None else "minutes"  # a step count wins over a time budget
+    words = ["python main.py portrait train-prior --out DIR"]
+    for f, kind in sorted(settable_fields(PriorConfig), key=lambda field_kind: field_kind[0].name == "seed"):
+        value = getattr(cfg, f.name)
+        if f.name == "out" or value is None or f.name in ("steps", "minutes") and f.name != budget \
+                or value == f.default and f.name not in (budget, "seed"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if kind is bool:
+            words.append(flag if value else "--no-" + flag[2:])
+        elif kind is float:
+            words.append(f"{flag} {value:g}" if float(f"{value:g}") == value else f"{flag} {float(value)!r}")
+        else:
+            words.append(f"{flag} {shlex.quote(str(value))}")
+    return " ".join(words)
+
+
+def train_prior_job(cfg: PriorConfig, cancel: CancelToken) -> Iterator:
+    """Train the prior for ``cfg.minutes`` (resuming a stopped run in ``cfg.out``), then write
     generator.safetensors + meta.json + recipe.json there.  Yields job events."""
     from engine.portrait.checkpoints import write_converted
 
     budget = Budget(cfg.steps, cfg.minutes)
     budget.validate("prior training")
-    out_dir = Path(out_dir)
+    out_dir = Path(cfg.out)
     state_path = out_dir / "training_state.pt"
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -289,9 +313,8 @@ def train_prior_job(cfg: PriorConfig, out_dir: str | Path, cancel: CancelToken) 
         return
     weights = write_converted(out_dir, cfg.generator_kwargs, generator.state_dict(),
                               neural_rendering_resolution=cfg.neural_resolution)
-    recipe = {"command": f"python main.py portrait train-prior --out DIR --minutes {cfg.minutes:g} --seed {cfg.seed}",
-              "seed": cfg.seed, "steps": step, "seconds": seconds, "heads_seen": next_seed,
-              "config": dataclasses.asdict(cfg)}
+    recipe = {"command": recipe_command(cfg), "seed": cfg.seed, "steps": step, "seconds": seconds,
+              "heads_seen": next_seed, "config": dataclasses.asdict(cfg)}
     yield Artifact(write_json(out_dir / "recipe.json", recipe), "recipe")
     yield Artifact(weights, "weights")
 

@@ -16,8 +16,6 @@ from typing import Any
 from engine.core.errors import UserInputError
 from engine.core.jobs import Job, Progress
 
-DEFAULT_TRAIN_MINUTES = 3.0
-
 
 @dataclass
 class ProjectSession:
@@ -78,7 +76,7 @@ def create_project(data: str | Path, root: str | Path, downscale: float = 1.0, m
     if project.root.exists() and any(project.root.iterdir()):
         raise UserInputError(f"{project.root} is not empty; choose a new folder for the project")
     cfg = TrainConfig(data=str(Path(data).resolve()), out=str(project.root.resolve()), format=fmt,
-                      downscale=downscale, model=model, minutes=DEFAULT_TRAIN_MINUTES)
+                      downscale=downscale, model=model)
     if cfg.downscale < 1:
         raise UserInputError(f"the downscale factor must be at least 1 (got {downscale})")
     project.root.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from PySide6.QtOpenGL import QOpenGLWindow
 from PySide6.QtWidgets import QWidget
 
 if TYPE_CHECKING:
-    from app.render_service import RenderService
+    from app.scene.render_service import RenderService
     from engine.scene.orbit import OrbitCamera
     from engine.scene.viewer import ViewFrame
 

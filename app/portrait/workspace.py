@@ -1,13 +1,13 @@
-"""The Portrait workspace: heads from the embedded prior or a user's EG3D checkpoint, orbited with
-sliders or a left drag on the image, seen as RGB, depth or semantic groups, filmed as orbit videos.
+"""The Portrait workspace: heads from the embedded prior or a user's EG3D checkpoint, orbited with sliders or a
+left drag on the image, seen as RGB, depth or semantic groups, filmed as orbit videos; and a panel per portrait
+engine beside them.
 
-Nothing here waits on the engine.  Loading a generator and rendering views run on one
-LatestRequestWorker (app.coalescing): a view request replaces any not yet started, so dragging
-costs one render at a time; while the user drags (the image or a slider) frames are small, and the
-full frame is asked for when they let go.  A head's triplanes are computed once
-(engine.portrait.workspace), so orbiting only re-renders them.  The orbit video is an engine job run
-by the window's JobRunner, with its progress in the Jobs panel.  The engine is imported on the
-worker thread, after the window's engine warm-up (``wait_ready``).
+The engines' panels come from ``PANELS`` (napari's habit of picking a layer's controls from a map): a name and a
+function that builds the panel for this workspace.  Every method registered for the portrait workspace
+(engine.methods) that has no panel of its own there gets a form from its config and a Run button (MethodPanel).
+A new engine adds one entry.  Nothing here waits on the engine: views render on the PortraitRenderer's thread
+(app.portrait.renderer), while the user drags frames are small and the full frame is asked for when they let go;
+videos and trainings are jobs the window runs, with their progress in the Jobs panel.
 """
 
 from __future__ import annotations
@@ -16,21 +16,21 @@ import copy
 import html
 import logging
 import random
-import traceback
-from dataclasses import dataclass
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-import numpy as np
-from PySide6.QtCore import QCoreApplication, QObject, QPoint, QPointF, QRect, Qt, QUrl, Signal
-from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPaintEvent, QShowEvent
+from PySide6.QtCore import Qt, QUrl
+from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QPushButton,
-                               QRadioButton, QSizePolicy, QSlider, QSpinBox, QVBoxLayout, QWidget)
+                               QRadioButton, QSlider, QSpinBox, QVBoxLayout, QWidget)
 
-from app.coalescing import LatestRequestWorker
-from app.settings import AppSettings, resolve_device
-from app.widgets import numpy_to_qimage, row
-from engine.core.errors import UserInputError
+from app.core.host import WorkspaceHost
+from app.core.jobs import PORTRAIT
+from app.portrait.renderer import PortraitFrame, PortraitRenderer, PortraitView, ViewRequest, frame_resolution
+from app.settings import AppSettings
+from app.widgets import row
+from app.workspace import DockSpec, Workspace
 
 if TYPE_CHECKING:
     from app.worker import JobRunner
@@ -44,204 +44,12 @@ SLIDER_STEPS_PER_DEG = 10
 """angle sliders move in tenths of a degree, so a slow drag still turns the head"""
 DRAG_DEG_PER_PX = 0.4
 """a left drag across the image turns the head this many degrees per pixel"""
-DRAG_RESOLUTION = 64
-"""side of the frames shown while the user drags (at most the generator's neural rendering resolution)"""
-FULL_RESOLUTION = 512
-"""largest side of a full frame (the generator's output size when smaller)"""
-SEMANTIC_DRAG_RESOLUTION, SEMANTIC_RESOLUTION = 32, 64
-"""sides of semantic frames: ground truth is sphere traced, which is slow on a CPU"""
 DEFAULT_VIDEO_FRAMES = 90
 VIDEO_YAW_RANGE_DEG = 30.0
 MODE_LABELS = {"rgb": "RGB", "depth": "Depth", "semantic": "Semantic"}
 PRIOR_ITEM, CHECKPOINT_ITEM = 0, 1
 """rows of the source combo box"""
-
-
-@dataclass(frozen=True)
-class ViewRequest:
-    """What to show: which head of which session, from where, how."""
-
-    session: "PortraitSession"
-    seed: int
-    truncation: float
-    yaw: float
-    pitch: float
-    mode: str
-    interactive: bool
-
-
-@dataclass(frozen=True)
-class PortraitFrame:
-    """A rendered view: the image (HxWx3 uint8), the camera label (25,) it was rendered from, its request."""
-
-    image: np.ndarray
-    camera: np.ndarray
-    request: ViewRequest
-
-
-@dataclass(frozen=True)
-class _LoadRequest:
-    kind: str  # engine.portrait.workspace.PRIOR or CHECKPOINT
-    path: str | None
-    device: str  # a DEVICES choice
-
-
-def frame_resolution(session: "PortraitSession", mode: str, interactive: bool) -> int:
-    """The side a view is rendered at: small raw renders while dragging, the generator's output when still."""
-    if mode == "semantic":
-        return SEMANTIC_DRAG_RESOLUTION if interactive else SEMANTIC_RESOLUTION
-    generator = session.generator
-    if interactive:
-        return min(DRAG_RESOLUTION, generator.neural_rendering_resolution)
-    return min(FULL_RESOLUTION, generator.img_resolution)
-
-
-class PortraitRenderer(QObject):
-    """Loads generators and renders views on one worker thread, the newest request of each kind first
-    (a load before views).  Results arrive as signals on the UI thread:
-
-    - ``loaded(session)``; ``load_failed(kind, message, details)`` for a load of ``kind`` (details
-      empty for a CheckpointError, whose message says it all);
-    - ``frame_ready(PortraitFrame)``; ``failed(message)`` for a view that could not be rendered.
-    """
-
-    loaded = Signal(object)
-    load_failed = Signal(str, str, str)
-    frame_ready = Signal(object)
-    failed = Signal(str)
-
-    def __init__(self, wait_ready: Callable[[], None] = lambda: None, parent: QObject | None = None) -> None:
-        """``wait_ready`` blocks the worker until the engine may be imported (the window's warm-up)."""
-        super().__init__(parent)
-        self._wait_ready = wait_ready
-        self._worker = LatestRequestWorker("portrait-render", self._handle, self._on_error, kinds=("load", "frame"))
-        app = QCoreApplication.instance()
-        if app is not None:
-            app.aboutToQuit.connect(self.stop)
-
-    def load(self, kind: str, path: str | None, device: str) -> None:
-        """Load the prior (``path`` None: the embedded one) or a checkpoint on ``device`` (a DEVICES choice)."""
-        self._worker.submit("load", _LoadRequest(kind, path, device))
-
-    def request(self, view: ViewRequest) -> None:
-        """Render ``view``; replaces any view request not yet started."""
-        self._worker.submit("frame", view)
-
-    def stop(self) -> None:
-        """Finish the work in progress and end the worker thread (idempotent)."""
-        self._worker.stop()
-
-    def _handle(self, kind: str, request: _LoadRequest | ViewRequest) -> None:
-        if kind == "load":
-            self._load(request)
-            return
-        session = request.session
-        session.sample(request.seed, request.truncation)
-        camera = session.camera(request.yaw, request.pitch)
-        image = session.render(camera, request.mode, frame_resolution(session, request.mode, request.interactive))
-        self._emit(self.frame_ready, PortraitFrame(image, camera, request))
-
-    def _load(self, request: _LoadRequest) -> None:
-        self._wait_ready()
-        from engine.portrait.workspace import PRIOR, PortraitSession
-
-        try:
-            device = resolve_device(request.device)
-            session = (PortraitSession.from_prior(request.path, device) if request.kind == PRIOR
-                       else PortraitSession.from_checkpoint(request.path, device))
-        except UserInputError as exc:
-            self._emit(self.load_failed, request.kind, str(exc), "")
-        except Exception as exc:  # noqa: BLE001 - any failure reaches the user as a message
-            log.exception("portrait generator could not be loaded")
-            self._emit(self.load_failed, request.kind, f"Could not load the portrait generator: {exc}",
-                       traceback.format_exc())
-        else:
-            self._emit(self.loaded, session)
-
-    def _emit(self, signal: Signal, *values: object) -> None:
-        # emitted from the worker thread: Qt queues it to receivers on the UI thread
-        if not self._worker.stopped:
-            signal.emit(*values)
-
-    def _on_error(self, kind: str, exc: Exception) -> None:
-        """A view that failed is a message; the next request may well work."""
-        log.exception("portrait view could not be rendered")
-        self._emit(self.failed, f"Could not render the portrait view: {exc}")
-
-
-class PortraitView(QWidget):
-    """The rendered head, letterboxed, with its mode in a corner and a legend for semantic views.
-
-    Left drag turns the head: ``dragged(dx, dy)`` in pixels while the button is held,
-    ``released()`` when it is let go (the full frame is asked for then).
-    """
-
-    dragged = Signal(float, float)
-    released = Signal()
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setMinimumSize(160, 160)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.setCursor(Qt.CursorShape.OpenHandCursor)
-        self.image: QImage | None = None
-        self.label = ""
-        self.legend: tuple[tuple[str, tuple[int, int, int]], ...] = ()
-        """(name, RGB) pairs drawn in the lower corner; empty when the view needs none"""
-        self.dragging = False
-        self._smooth = True
-        self._last: QPointF | None = None
-
-    def set_image(self, image: np.ndarray, label: str, legend: tuple = (), smooth: bool = True) -> None:
-        """Show ``image`` (HxWx3 uint8) with ``label`` in a corner and ``legend`` ((name, RGB) pairs) below it;
-        ``smooth`` False scales it up in blocks (label maps)."""
-        self.image = numpy_to_qimage(image)
-        self.label, self.legend, self._smooth = label, legend, smooth
-        self.update()
-
-    def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
-        if event.button() == Qt.MouseButton.LeftButton:
-            self._last = event.position()
-            self.dragging = True
-            self.setCursor(Qt.CursorShape.ClosedHandCursor)
-
-    def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
-        if self._last is not None:
-            delta = event.position() - self._last
-            self._last = event.position()
-            self.dragged.emit(delta.x(), delta.y())
-
-    def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
-        if event.button() == Qt.MouseButton.LeftButton and self._last is not None:
-            self._last = None
-            self.dragging = False
-            self.setCursor(Qt.CursorShape.OpenHandCursor)
-            self.released.emit()
-
-    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt override
-        painter = QPainter(self)
-        painter.fillRect(self.rect(), QColor(28, 28, 31))
-        if self.image is not None:
-            side = min(self.width(), self.height())
-            target = QRect((self.width() - side) // 2, (self.height() - side) // 2, side, side)
-            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self._smooth)
-            painter.drawImage(target, self.image)
-        metrics = painter.fontMetrics()
-        painter.setPen(QColor(235, 235, 235))
-        if self.label:
-            box = metrics.boundingRect(self.label).adjusted(-6, -3, 6, 3)
-            box.moveTopLeft(QPoint(8, 8))
-            painter.fillRect(box, QColor(0, 0, 0, 150))
-            painter.drawText(box, Qt.AlignmentFlag.AlignCenter, self.label)
-        if self.legend:
-            row = metrics.height() + 4
-            width = row + 12 + max(metrics.horizontalAdvance(name) for name, _ in self.legend)
-            top = self.height() - 8 - len(self.legend) * row
-            painter.fillRect(QRect(4, top - 4, width, len(self.legend) * row + 4), QColor(0, 0, 0, 150))
-            for i, (name, colour) in enumerate(self.legend):
-                painter.fillRect(QRect(8, top + i * row, row, row - 4), QColor(*colour))
-                painter.drawText(QPoint(14 + row, top + i * row + metrics.ascent()), name)
-        painter.end()
+ENGINES_DOCK_WIDTH = 380
 
 
 def _angle_slider(limit_deg: int) -> QSlider:
@@ -252,27 +60,29 @@ def _angle_slider(limit_deg: int) -> QSlider:
     return slider
 
 
-class PortraitWorkspace(QWidget):
-    """Sample, orbit and film portrait heads (see the module notes).
+class PortraitWorkspace(Workspace):
+    """Sample, orbit and film portrait heads, and run the portrait engines (see the module notes).
 
-    ``run_job(kind, title, make_job, on_done)`` is the window's job starter (it returns the JobRunner,
-    or None when another job runs); errors the user must see are emitted as ``error(message, details)``.
+    ``engine_ready`` is set once the engine may be imported (the window's warm-up): the renderer waits on it.
     """
 
-    error = Signal(str, str)
+    name = "portrait"
+    title = "Portrait"
 
-    def __init__(self, settings: AppSettings, run_job: Callable[..., "JobRunner | None"],
-                 wait_ready: Callable[[], None] = lambda: None, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
+    def __init__(self, host: WorkspaceHost, settings: AppSettings, engine_ready: threading.Event | None = None,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(host, parent)
         self.settings = settings
+        self._engine_ready = engine_ready or threading.Event()
+        if engine_ready is None:
+            self._engine_ready.set()
         self.prior_path: str | None = None
         """where the prior is read from (None: the embedded one in resources/portrait_prior)"""
         self.session: PortraitSession | None = None
         self.shown: PortraitFrame | None = None
         """the frame on screen (its camera label and request included)"""
-        self._run_job = run_job
         self._started = self._loading = False
-        self.renderer = PortraitRenderer(wait_ready, self)
+        self.renderer = PortraitRenderer(self._engine_ready.wait, self)
         self.renderer.loaded.connect(self._on_loaded)
         self.renderer.load_failed.connect(self._on_load_failed)
         self.renderer.frame_ready.connect(self._on_frame)
@@ -311,12 +121,10 @@ class PortraitWorkspace(QWidget):
 
         self.mode_group = QButtonGroup(self)
         self.mode_buttons: dict[str, QRadioButton] = {}
-        mode_row = QHBoxLayout()
         for i, (mode, label) in enumerate(MODE_LABELS.items()):
             button = QRadioButton(label)
             self.mode_group.addButton(button, i)
             self.mode_buttons[mode] = button
-            mode_row.addWidget(button)
         self.mode_buttons["rgb"].setChecked(True)
         self.mode_group.idToggled.connect(lambda _, checked: checked and self._request(interactive=False))
 
@@ -336,24 +144,12 @@ class PortraitWorkspace(QWidget):
         self.view.dragged.connect(self._on_dragged)
         self.view.released.connect(lambda: self._request(interactive=False))
 
-        form = QFormLayout()
-        form.addRow("Source:", row(self.source_combo, self.load_button))
-        form.addRow(self.source_label)
-        form.addRow("Seed:", row(self.seed_spin, self.new_head_button))
-        form.addRow("Truncation:", row(self.truncation_slider, self.truncation_label))
-        form.addRow("Yaw:", row(self.yaw_slider, self.yaw_label))
-        form.addRow("Pitch:", row(self.pitch_slider, self.pitch_label))
-        form.addRow("View:", mode_row)
-        form.addRow("Video frames:", row(self.frames_spin, self.video_button))
-        form.addRow(self.status_label)
-        controls = QWidget()
-        controls.setMaximumWidth(380)
-        column = QVBoxLayout(controls)
-        column.addLayout(form)
-        column.addStretch(1)
         layout = QHBoxLayout(self)
-        layout.addWidget(controls)
         layout.addWidget(self.view, 1)
+        for name, build in PANELS.items():
+            self.add_panel(name, build(self))
+        self.docks = [DockSpec("Portrait engines", self.engines, Qt.DockWidgetArea.LeftDockWidgetArea,
+                               ENGINES_DOCK_WIDTH)]
         self._set_source_state()
 
     # ---------------------------------------------------------------------------------- values
@@ -436,7 +232,7 @@ class PortraitWorkspace(QWidget):
             return
         self.source_label.setText(self.session.source if self.session is not None
                                   else "No generator loaded: use the embedded prior or Load checkpoint…")
-        self.error.emit(message, details)
+        self.host.show_error(message, details)
 
     def _sync_source_combo(self) -> None:
         from_checkpoint = self.session is not None and not self.session.semantic_available
@@ -513,7 +309,7 @@ class PortraitWorkspace(QWidget):
     def render_video(self, path: str | Path) -> "JobRunner | None":
         """Render a looping orbit of the head on screen to ``path`` as a job (progress in the Jobs panel)."""
         if self.shown is None:
-            self.error.emit("Wait for the head to appear, then render its orbit video.", "")
+            self.host.show_error("Wait for the head to appear, then render its orbit video.")
             return None
         from engine.portrait.workspace import orbit_video_job
 
@@ -534,7 +330,8 @@ class PortraitWorkspace(QWidget):
                 self.status_label.setText(f'Wrote <a href="{html.escape(url)}">{html.escape(written[-1].name)}</a>')
                 log.info("orbit video written to %s", written[-1])
 
-        runner = self._run_job("portrait-video", f"Orbit video of seed {request.seed}", job, on_done=done)
+        runner = self.host.run_job("portrait-video", f"Orbit video of seed {request.seed}", job, frozenset({PORTRAIT}),
+                                   on_done=done)
         if runner is not None:
             runner.artifact.connect(lambda artifact: written.append(Path(artifact.path)))
             self.status_label.setText(f"Rendering {frames} frames to {html.escape(str(path))}…")
@@ -543,3 +340,29 @@ class PortraitWorkspace(QWidget):
     def stop(self) -> None:
         """End the render thread (closing the window)."""
         self.renderer.stop()
+
+
+def heads_panel(workspace: PortraitWorkspace) -> QWidget:
+    """The workspace's own controls: the generator, the head, the camera, the view mode, the orbit video."""
+    form = QFormLayout()
+    form.addRow("Source:", row(workspace.source_combo, workspace.load_button))
+    form.addRow(workspace.source_label)
+    form.addRow("Seed:", row(workspace.seed_spin, workspace.new_head_button))
+    form.addRow("Truncation:", row(workspace.truncation_slider, workspace.truncation_label))
+    form.addRow("Yaw:", row(workspace.yaw_slider, workspace.yaw_label))
+    form.addRow("Pitch:", row(workspace.pitch_slider, workspace.pitch_label))
+    mode_row = QHBoxLayout()
+    for button in workspace.mode_buttons.values():
+        mode_row.addWidget(button)
+    form.addRow("View:", mode_row)
+    form.addRow("Video frames:", row(workspace.frames_spin, workspace.video_button))
+    form.addRow(workspace.status_label)
+    panel = QWidget()
+    column = QVBoxLayout(panel)
+    column.addLayout(form)
+    column.addStretch(1)
+    return panel
+
+
+PANELS: dict[str, Callable[[PortraitWorkspace], QWidget]] = {"Heads": heads_panel}
+"""the portrait engines' panels, by tab name (a registered method's name: its own panel instead of the form)"""

@@ -2,10 +2,10 @@
 
 ``EditPanel`` collects everything an instruction edit needs (the instruction, the 2D editor and
 its model, guidance, noise range, budget, what a second edit starts from and the edit region picked
-in the viewport), checks it with the engine's own rules (``EditConfig.validate``) before anything
-starts, and hands an ``EditConfig`` to the main window, which runs the preview or the Iterative
-Dataset Update job.  The panel itself does no engine work: validation only parses the instruction
-and checks paths.
+in the viewport), checks it with the engine's own rules (``EditConfig.validate``, the one check of an
+edit's inputs; the panel has none of its own) before anything starts, and hands the checked
+``EditConfig`` to the main window, which runs the preview or the Iterative Dataset Update job.  The
+panel itself does no engine work: validation only parses the instruction and checks paths.
 
 Importing this module imports torch (through engine.editing), about a second and a half:
 import it after the window is shown.
@@ -13,7 +13,6 @@ import it after the window is shown.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
@@ -282,13 +281,14 @@ class EditPanel(QWidget):
         return self.error_label.text()
 
     def options(self) -> EditConfig:
-        """The edit as set now (not validated: Preview and Apply validate before they emit)."""
+        """The edit as set now (not validated: Preview and Apply validate before they emit, which also strips the
+        instruction)."""
         entry = EDITORS[self.editor()]
         model = self.model_edit.text().strip()
         local = self._point is not None
         return EditConfig(
             project="",
-            instruction=self.instruction_edit.text().strip(), editor=self.editor(),
+            instruction=self.instruction_edit.text(), editor=self.editor(),
             model=model if entry.needs_model and model else None,
             model_config=self._model_config if entry.needs_model and self._model_config else None,
             start_from=self.start_from.currentData(),
@@ -407,19 +407,14 @@ class EditPanel(QWidget):
         current = Path(text).expanduser()
         return str(current if current.is_dir() else current.parent)
 
-    def _problem(self, options: EditConfig) -> str | None:
-        """Why the edit cannot start, as a sentence for the user; None when it can."""
-        try:  # the engine's own checks (the machine settings are checked when the job starts)
-            dataclasses.replace(options).validate()
-        except UserInputError as exc:
-            return _sentence(str(exc))
-        return None
-
     def _request(self, signal: Signal) -> None:
+        """Emit the edit, checked by the engine's own rules (``EditConfig.validate``: the panel checks nothing
+        itself), or show why it cannot start.  The window's machine settings are checked when it makes the job."""
         options = self.options()
-        problem = self._problem(options)
-        if problem is not None:
-            self.error_label.setText(problem)
+        try:
+            options.validate()
+        except UserInputError as exc:
+            self.error_label.setText(_sentence(str(exc)))
             self.error_label.setVisible(True)
             return
         self._clear_error()
