@@ -21,7 +21,7 @@ from app.widgets import error_label, row
 from app.core.project_session import check_dataset_folder, unique_folder
 from engine.core.config import field_docs
 from engine.core.errors import UserInputError
-from engine.editors.sources import CHECKPOINT_SUFFIXES, DEFAULT_HUB_ID, is_hub_id
+from engine.editors.sources import DEFAULT_HUB_ID, check_model_source
 
 if TYPE_CHECKING:
     from engine.export import ExportConfig
@@ -198,16 +198,12 @@ class SettingsDialog(QDialog):
         """What keeps the values from being saved, one sentence each (empty when all is well)."""
         problems = []
         model = self.model_edit.text().strip()
-        model_path = Path(model).expanduser()
-        if model and not model_path.exists() and looks_like_path(model) and not is_hub_id(model):
-            problems.append(f"InstructPix2Pix model: {model} does not exist.")
-        elif model_path.is_file():
-            if model_path.suffix not in CHECKPOINT_SUFFIXES:
-                problems.append(f"InstructPix2Pix model: {model} is not a .safetensors or .ckpt checkpoint.")
-            elif not self.model_config_edit.text().strip():
-                problems.append(f"InstructPix2Pix model: {model} is a single checkpoint file; also choose the "
-                                "diffusers folder of the same model for its configs.")
         configs = self.model_config_edit.text().strip()
+        if model:  # the engine's rules for a model source, so the editor and the command line say the same
+            try:
+                check_model_source(model, configs or None)
+            except UserInputError as exc:
+                problems.append(f"InstructPix2Pix model: {exc}")
         if configs and not Path(configs).expanduser().is_dir():
             problems.append(f"Configs folder: {configs} is not a folder.")
         eg3d = self.eg3d_edit.text().strip()

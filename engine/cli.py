@@ -131,8 +131,7 @@ def cmd_demo(args) -> int:
     edit = EditConfig(project=str(out / "project"), instruction=args.instruction,
                       steps=None if args.edit_minutes else args.edit_steps,
                       minutes=args.edit_minutes) if args.instruction.strip() else None
-    if edit is not None:
-        edit.validate()
+    editing = edit_job(edit, CancelToken()) if edit is not None else None  # its inputs checked now, before training
     data = write_demo_dataset(out / "data", DemoSceneConfig())
     cfg = TrainConfig(data=str(data), out=str(out / "project"), steps=None if args.minutes else args.steps,
                       minutes=args.minutes)
@@ -145,10 +144,10 @@ def cmd_demo(args) -> int:
     cmd_render(turntable)
     print(report_summary(report))
     print(f"held-out renders (left: render, right: ground truth): {Path(cfg.out) / 'renders' / 'eval'}")
-    if edit is None:
+    if editing is None:
         print(f"the demo took {(time.monotonic() - started) / 60:.1f} minutes")
         return 0
-    edit_report = _run_for_report(edit_job(edit, CancelToken()))
+    edit_report = _run_for_report(editing)
     if edit_report is None:
         return 1
     cmd_render(argparse.Namespace(**(vars(turntable) | {"out": str(out / "turntable_edited.mp4")})))

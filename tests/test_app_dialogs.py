@@ -152,6 +152,7 @@ def test_single_checkpoint_without_its_configs_is_refused(qtbot, settings, tmp_p
 def test_valid_values_are_written_to_the_settings(qtbot, ini, settings, tmp_path):
     model = tmp_path / "ip2p"
     model.mkdir()
+    (model / "model_index.json").write_text("{}")
     eg3d = tmp_path / "eg3d.pkl"
     eg3d.write_bytes(b"")
     alexnet = tmp_path / "alexnet.pth"

@@ -53,3 +53,11 @@ def test_training_and_editing_offer_every_setting_of_their_config(command, confi
     for field, _ in settable_fields(cls):
         if field.name not in skipped:
             assert f"--{field.name.replace('_', '-')}" in text and " ".join(docs[field.name].split()[:3]) in text
+
+
+def test_the_demo_refuses_an_instruction_before_it_writes_or_trains_anything(tmp_path, capsys):
+    from engine.cli import main
+
+    assert main(["demo", "--headless", "--out", str(tmp_path / "demo"), "--instruction", "asdf qwer"]) == 2
+    assert "the offline editor does not understand 'asdf qwer'" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
