@@ -71,7 +71,9 @@ def test_a_portrait_method_is_a_portrait_subcommand(counting_heads, capsys, tmp_
     with pytest.raises(SystemExit):
         cli_main(["portrait", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "{train-prior,count-heads,import-eg3d,bench-prior}" in text  # the methods, then the tools
+    from engine.portrait.cli import TOOLS
+
+    assert "{train-prior,count-heads," + ",".join(TOOLS) + "}" in text  # the methods, then the tools
     assert "count-heads count heads and write them down" in text
     with pytest.raises(SystemExit):
         cli_main(["portrait", "count-heads", "--help"])

@@ -31,7 +31,9 @@ def test_portrait_lists_its_registered_methods_then_its_tools_and_the_top_level_
     portraits = [name for name, m in METHODS.items() if m.workspace == "portrait"]
     assert "train-prior" in portraits
     text = _help("portrait", capsys=capsys)
-    assert f"{{{','.join(portraits)},import-eg3d,bench-prior}}" in text
+    from engine.portrait.cli import TOOLS
+
+    assert f"{{{','.join([*portraits, *TOOLS])}}}" in text
     assert f"train-prior {METHODS['train-prior'].summary}" in text
     top = _help(capsys=capsys)
     assert "portrait" in top and not any(name in top for name in portraits)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from engine.core.errors import UserInputError
 
-SUMMARY = "3D portraits: EG3D checkpoints and the embedded prior"
+SUMMARY = "3D portraits: photo alignment, EG3D checkpoints and the embedded prior"
 """the ``portrait`` command's line in ``--help``"""
 
 
@@ -30,6 +30,38 @@ def _add_bench_prior(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heads", type=int, default=16, help="held-out heads")
     p.add_argument("--views", type=int, default=4, help="views of each")
     p.add_argument("--report", default=None, help="also write the figures to this JSON file")
+
+
+def _add_align(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image", required=True, help="the photo (any size; an EG3D-aligned 512² crop is used as is)")
+    p.add_argument("--landmarks", default=None, help="its five landmarks, one \"x y\" line each (left eye, right "
+                   "eye, nose tip, left and right mouth corner; default: detections/NAME.txt beside the photo, "
+                   "else the built-in face detector)")
+    p.add_argument("--out", required=True, help="the aligned crop (.png); the landmarks it used are written beside "
+                   "it as a .txt in the crop's pixels")
+
+
+def cmd_align(args: argparse.Namespace) -> int:
+    """Write the 512² EG3D crop of a photo and its landmarks in the crop."""
+    from PIL import Image
+
+    from engine.core.project import atomic_write
+    from engine.portrait.alignment import portrait_input
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise UserInputError(f"{out}: the aligned crop is written as a PNG (give a .png name)")
+    aligned = portrait_input(args.image, args.landmarks)
+    for note in aligned.notes:
+        print(f"warning: {note}")
+    atomic_write(out, lambda tmp: Image.fromarray(aligned.image).save(tmp, format="PNG"))
+    if aligned.landmarks is None:
+        print(f"wrote {out}: {args.image} is a 512² crop already (no landmarks given), used as is")
+        return 0
+    text = "".join(f"{x:.2f} {y:.2f}\n" for x, y in aligned.landmarks)
+    atomic_write(out.with_suffix(".txt"), lambda tmp: tmp.write_text(text))
+    print(f"wrote {out} and {out.with_suffix('.txt')}")
+    return 0
 
 
 def _read_generator_kwargs(path: str) -> dict:
@@ -78,6 +110,8 @@ def cmd_bench_prior(args) -> int:
 
 
 TOOLS = {
+    "align": ("crop a portrait photo the way EG3D's in-the-wild preprocessing does (512², from five landmarks)",
+              _add_align, cmd_align),
     "import-eg3d": ("convert an EG3D checkpoint (.pkl, .pth, .safetensors) once to safetensors + JSON for fast, "
                     "safe loading", _add_import, cmd_import),
     "bench-prior": ("quality of the portrait prior on held-out heads and views at 64², and its frame rate from "
