@@ -197,7 +197,6 @@ class SceneWorkspace(Workspace):
     # --------------------------------------------------------------------------------- project
     def show_session(self, session: ProjectSession) -> None:
         """Show an opened project: its field (when trained), cameras, views, edits and saved state."""
-        from engine.scene.trainer import TrainConfig
         from engine.scene.viewer import FieldView, camera_fov_y_deg, home_camera
 
         self.session = session
@@ -211,10 +210,8 @@ class SceneWorkspace(Workspace):
         self.viewport.set_box(np.full(3, -1.0), np.full(3, 1.0))
         self.strip.set_views(session.view_names, [dataset.images[i] for i in dataset.train_indices], self._store())
         self.edit_panel.set_default_radius(round(0.25 / dataset.scale, 4))
-        state = session.app_state()
-        self._restore(state.get(self.name, state), home)  # before 2026-12 the scene's state was the whole app state
-        if "train_minutes" not in state.get(self.name, state):
-            self.train_minutes.setValue(TrainConfig.minutes)
+        saved = session.app_state()
+        self._restore(saved.get(self.name, saved), home)  # before 2026-12 the scene's state was the whole app state
         self.update_actions()
         self.viewport.refresh()
 
@@ -225,6 +222,7 @@ class SceneWorkspace(Workspace):
 
     def _restore(self, state: dict, home) -> None:
         from engine.scene.orbit import OrbitCamera
+        from engine.scene.trainer import TrainConfig
 
         self.edit_panel.restore(state.get("edit_panel", {}))
         cam = state.get("camera")
@@ -238,8 +236,7 @@ class SceneWorkspace(Workspace):
         self.set_render_mode(mode if mode in RENDER_MODE_LABELS else "rgb")
         for name, action in self.overlay_actions.items():
             action.setChecked(bool(state.get("overlays", {}).get(name, True)))
-        if "train_minutes" in state:
-            self.train_minutes.setValue(float(state["train_minutes"]))
+        self.train_minutes.setValue(float(state.get("train_minutes", TrainConfig.minutes)))
 
     def state(self) -> dict:
         cam = self.viewport.camera
