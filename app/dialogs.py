@@ -103,6 +103,15 @@ class SettingsDialog(QDialog):
         eg3d_browse.clicked.connect(lambda: self._browse_file(self.eg3d_edit, "EG3D checkpoint", "All files (*)"))
         form.addRow("EG3D checkpoint:", row(self.eg3d_edit, eg3d_browse))
 
+        self.threedpe_edit = QLineEdit(settings.threedpe_checkpoint)
+        self.threedpe_edit.setPlaceholderText("empty: the embedded editor")
+        self.threedpe_edit.setToolTip("The official 3DPE network (3dpe.pt) for the Portrait tab's 3DPE page; "
+                                      "it takes image prompts, and text prompts go through InstructPix2Pix")
+        threedpe_browse = QPushButton("Browse…")
+        threedpe_browse.clicked.connect(lambda: self._browse_file(self.threedpe_edit, "3DPE checkpoint",
+                                                                  "3DPE checkpoints (*.pt);;All files (*)"))
+        form.addRow("3DPE checkpoint:", row(self.threedpe_edit, threedpe_browse))
+
 
         self.device_combo = QComboBox()
         for value, label in zip(DEVICES, ("Automatic (GPU when available)", "CPU", "GPU (CUDA)")):
@@ -209,6 +218,9 @@ class SettingsDialog(QDialog):
         eg3d = self.eg3d_edit.text().strip()
         if eg3d and looks_like_path(eg3d) and not Path(eg3d).expanduser().exists():
             problems.append(f"EG3D checkpoint: {eg3d} does not exist.")
+        threedpe = self.threedpe_edit.text().strip()
+        if threedpe and not Path(threedpe).expanduser().is_file():
+            problems.append(f"3DPE checkpoint: {threedpe} is not a file.")
         if self.lpips_combo.currentData() == "file":
             weights = self.lpips_edit.text().strip()
             if not weights:
@@ -229,6 +241,7 @@ class SettingsDialog(QDialog):
         settings.ip2p_model = self.model_edit.text().strip()
         settings.ip2p_config_dir = self.model_config_edit.text().strip()
         settings.eg3d_checkpoint = self.eg3d_edit.text().strip()
+        settings.threedpe_checkpoint = self.threedpe_edit.text().strip()
         settings.device = self.device_combo.currentData()
         settings.memory_preset = self.memory_combo.currentData()
         settings.precision = self.precision_combo.currentData()

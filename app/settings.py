@@ -75,6 +75,7 @@ class AppSettings:
     ip2p_config_dir = _Text("models/ip2p_config", "The diffusers folder holding the configs of a single-file "
                             'InstructPix2Pix checkpoint ("" = not set).')
     eg3d_checkpoint = _Text("models/eg3d", 'EG3D generator checkpoint file ("" = not set).')
+    threedpe_checkpoint = _Text("models/threedpe", 'Official 3DPE checkpoint 3dpe.pt ("" = use the embedded editor).')
     lpips_backbone = _Text("models/lpips", 'What engine.core.metrics.load_lpips gets: "auto" (the torch cache), "off", '
                            "or the AlexNet weights file.", default="auto")
     device = _Choice("compute/device", "device", DEVICES, "One of DEVICES.")

@@ -24,7 +24,7 @@ from PIL import Image
 
 from benchmarks import write_results
 from engine.core.machine import machine_info
-from engine.portrait.mtcnn import MIN_SCORE, load_mtcnn
+from engine.portrait.mtcnn import MIN_SCORE, landmark_error, load_mtcnn
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "portraits" / "in-the-wild"
@@ -42,7 +42,7 @@ def measure(photo: Path, detector, repeats: int) -> dict:
         detector.detect(rgb)
         times.append(time.perf_counter() - start)
     iod = float(np.linalg.norm(reference[1] - reference[0]))
-    error = float(np.linalg.norm(faces[0].landmarks - reference, axis=1).mean() / iod) if faces else None
+    error = landmark_error(faces[0].landmarks, reference) if faces else None
     return {"photo": photo.name, "width": rgb.shape[1], "height": rgb.shape[0], "faces": len(faces),
             "score": faces[0].score if faces else None, "inter_ocular_px": iod, "error_iod": error,
             "seconds": min(times)}

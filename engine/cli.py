@@ -16,7 +16,7 @@ from typing import Callable
 
 from engine.core.config import add_config_arguments, config_from_args
 from engine.core.errors import UserInputError
-from engine.core.jobs import CancelToken, run_in_terminal
+from engine.core.jobs import CancelToken, run_and_list, run_in_terminal
 from engine.portrait import cli as portrait_cli
 
 DEMO_TRAIN_STEPS = 1000
@@ -201,7 +201,7 @@ def cmd_export(args) -> int:
     kind = EXPORTS.get(args.what)
     options = config_from_args(kind.options, args) if kind is not None and kind.options is not None else None
     cfg = ExportConfig(project=args.project, what=args.what, out=args.out, options=options)
-    return _run_and_list(export_job(cfg, CancelToken()))
+    return run_and_list(export_job(cfg, CancelToken()))
 
 
 def cmd_method(name: str, args) -> int:
@@ -211,16 +211,7 @@ def cmd_method(name: str, args) -> int:
 
     method = METHODS[name]
     cfg = config_from_args(method.config_class(), args)
-    return _run_and_list(method.job_function()(cfg, CancelToken()))
-
-
-def _run_and_list(job) -> int:
-    """Run a job in the terminal and list the files it wrote on stdout (each once: a training's checkpoint is
-    written again and again); 1 when it wrote none (cancelled)."""
-    artifacts = run_in_terminal(job)
-    for artifact in {a.path: a for a in artifacts}.values():
-        print(f"wrote {artifact.kind}: {artifact.path}")
-    return 0 if artifacts else 1
+    return run_and_list(method.job_function()(cfg, CancelToken()))
 
 
 def edit_summary(report_path: Path) -> str:

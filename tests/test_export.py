@@ -19,9 +19,10 @@ from engine.core.cameras import project_points
 from engine.core.errors import UserInputError
 from engine.core.imaging import write_frames
 from engine.core.jobs import CancelToken, JobWarning, run_job
+from engine.core.meshes import write_mesh
 from engine.export.cameras import capture_poses, to_capture
 from engine.export.dataset import export_dataset
-from engine.export.mesh import MeshConfig, extract_mesh, write_mesh
+from engine.export.mesh import MeshConfig, extract_mesh
 from engine.export.pointcloud import PointCloudConfig, point_cloud_job, surface_depth
 from engine.scene import procedural as demo
 from engine.scene.datasets import load_dataset

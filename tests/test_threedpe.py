@@ -19,8 +19,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from engine.core.errors import CheckpointError
-from engine.portrait.threedpe import (ThreeDPE, read_checkpoint,
-                                      reference_tensor)
+from engine.portrait.threedpe import ThreeDPE, read_checkpoint, reference_tensor
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 GOLDEN = SHARED / "fixtures" / "3dpe-golden"

@@ -190,9 +190,9 @@ def _open_with_app(project: Path, _data: Path) -> None:
 
 
 def _resume_the_prior(project: Path, _data: Path) -> None:
-    from engine.portrait.prior import _trainer_state
+    from engine.portrait.prior import read_training_state
 
-    _trainer_state(project / "checkpoints" / "step_0000005.pt")
+    read_training_state(project / "checkpoints" / "step_0000005.pt")
 
 
 @pytest.mark.parametrize("opener", [

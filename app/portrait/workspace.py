@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QFormLayout
 
 from app.core.host import WorkspaceHost
 from app.core.jobs import PORTRAIT
+from app.portrait.edit_panel import edit_panel
 from app.portrait.renderer import PortraitFrame, PortraitRenderer, PortraitView, ViewRequest, frame_resolution
 from app.settings import AppSettings
 from app.widgets import row
@@ -364,5 +365,5 @@ def heads_panel(workspace: PortraitWorkspace) -> QWidget:
     return panel
 
 
-PANELS: dict[str, Callable[[PortraitWorkspace], QWidget]] = {"Heads": heads_panel}
+PANELS: dict[str, Callable[[PortraitWorkspace], QWidget]] = {"Heads": heads_panel, "3DPE edit": edit_panel}
 """the portrait engines' panels, by tab name (a registered method's name: its own panel instead of the form)"""

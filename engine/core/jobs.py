@@ -168,6 +168,15 @@ def run_job(job: Job, on_event: Callable[[Event], None]) -> list[Artifact]:
     return artifacts
 
 
+def run_and_list(job: Job) -> int:
+    """Run a job in the terminal and list the files it wrote on stdout (each once: a training's checkpoint is
+    written again and again); 1 when it wrote none (cancelled)."""
+    artifacts = run_in_terminal(job)
+    for artifact in {a.path: a for a in artifacts}.values():
+        print(f"wrote {artifact.kind}: {artifact.path}")
+    return 0 if artifacts else 1
+
+
 def run_in_terminal(job: Job, stream: TextIO = sys.stderr, min_interval: float = 2.0) -> list[Artifact]:
     """Run a job for the CLI with a progress bar; Ctrl-C cancels through the job's own token."""
     progress = TerminalProgress(stream, min_interval=min_interval if not stream.isatty() else 0.2)

@@ -46,13 +46,14 @@ def alexnet_weights_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE
 
 
-def load_lpips(backbone: str = "auto") -> tuple[torch.nn.Module | None, str | None]:
+def load_lpips(backbone: str = "auto", without: str = "editing with the L1 loss only"
+               ) -> tuple[torch.nn.Module | None, str | None]:
     """The LPIPS (AlexNet) loss, frozen, and a warning for the user when it had to be left out.
 
     ``backbone``: "imagenet" needs the ImageNet AlexNet file (in the torch cache, or a path to
     it); "auto" uses it when present and otherwise returns (None, why); "random" uses a randomly
     initialised backbone (tests: no ImageNet files needed); "off" disables LPIPS.  Nothing is
-    ever downloaded.
+    ever downloaded.  ``without`` ends the warning: what the caller does without LPIPS.
     """
     if backbone == "off":
         return None, None
@@ -62,7 +63,7 @@ def load_lpips(backbone: str = "auto") -> tuple[torch.nn.Module | None, str | No
                    f"https://download.pytorch.org/models/{ALEXNET_FILE} to {alexnet_weights_path()} "
                    "(or choose the file in Settings)")
         if backbone == "auto":
-            return None, message + "; editing with the L1 loss only"
+            return None, f"{message}; {without}"
         raise CheckpointError(message)
     import warnings
 

@@ -367,23 +367,28 @@ def _tokens(text: str) -> list[str]:
 
 _KEYWORDS = {tuple(_tokens(k)): name for name, (entry, _) in _EDITS.items() for k in entry.keywords}
 """every keyword as its words → the entry it selects"""
-_LONGEST = max(map(len, _KEYWORDS))
+
+
+def match_phrases(words: list[str], phrases: dict[tuple[str, ...], str]) -> tuple[list[str], list[str]]:
+    """What the phrases (word tuples → a name) found in ``words`` name, longest phrase first ("golden hour"
+    before "gold"), each name once in order; and the words no phrase covered, in order."""
+    longest = max(map(len, phrases))
+    names, rest, i = [], [], 0
+    while i < len(words):
+        n = next((n for n in range(min(longest, len(words) - i), 0, -1) if tuple(words[i:i + n]) in phrases), 0)
+        if n:
+            names.append(phrases[tuple(words[i:i + n])])
+            i += n
+        else:
+            rest.append(words[i])
+            i += 1
+    return list(dict.fromkeys(names)), rest
 
 
 def _parse(text: str) -> tuple[list[str], list[str]]:
     """The entries an instruction names (longest keyword first: "golden hour" is sunset, not gold) and
     its words that are neither their keywords or nouns nor FILLER."""
-    words, names, rest = _tokens(text), [], []
-    i = 0
-    while i < len(words):
-        n = next((n for n in range(min(_LONGEST, len(words) - i), 0, -1) if tuple(words[i:i + n]) in _KEYWORDS), 0)
-        if n:
-            names.append(_KEYWORDS[tuple(words[i:i + n])])
-            i += n
-        else:
-            rest.append(words[i])
-            i += 1
-    names = list(dict.fromkeys(names))
+    names, rest = match_phrases(_tokens(text), _KEYWORDS)
     allowed = FILLER.union(*(_EDITS[name][0].nouns for name in names))
     return names, [w for w in dict.fromkeys(rest) if w not in allowed]
 

@@ -24,7 +24,7 @@ from engine.core.config import INTERNAL
 from engine.core.errors import UserInputError
 from engine.core.imaging import to_uint8
 from engine.core.jobs import Artifact, CancelToken, Job, JobWarning, Progress
-from engine.core.project import atomic_write
+from engine.core.meshes import write_ply
 from engine.export.cameras import to_capture
 from engine.scene.compositing import packed_exclusive_cumsum, ray_sum
 from engine.scene.datasets import SceneDataset
@@ -65,29 +65,6 @@ class PointCloudConfig:
             raise UserInputError(f"the accumulation threshold must lie in [0, 1] (got {self.min_accumulation})")
         if self.neighbours < 1 or self.max_points < 1 or not self.step > 0 or self.chunk < 1:
             raise UserInputError("neighbours, max_points, step and chunk must be positive")
-
-
-def write_ply(path: str | Path, points: np.ndarray, colours: np.ndarray, faces: np.ndarray | None = None) -> Path:
-    """Atomically write a binary little-endian PLY: float x y z, uchar red green blue per vertex, and
-    triangles (uchar count, int indices) when ``faces`` (M, 3) is given."""
-    vertex = np.empty(len(points), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
-                                          ("red", "u1"), ("green", "u1"), ("blue", "u1")])
-    for k, axis in enumerate("xyz"):
-        vertex[axis] = points[:, k]
-    for k, channel in enumerate(("red", "green", "blue")):
-        vertex[channel] = colours[:, k]
-    header = ["ply", "format binary_little_endian 1.0", "comment written by Retouch3D",
-              f"element vertex {len(points)}", "property float x", "property float y", "property float z",
-              "property uchar red", "property uchar green", "property uchar blue"]
-    body = [vertex.tobytes()]
-    if faces is not None:
-        face = np.empty(len(faces), dtype=[("n", "u1"), ("v", "<i4", (3,))])
-        face["n"] = 3
-        face["v"] = faces
-        header += [f"element face {len(faces)}", "property list uchar int vertex_indices"]
-        body.append(face.tobytes())
-    data = ("\n".join(header + ["end_header"]) + "\n").encode("ascii") + b"".join(body)
-    return atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))
 
 
 def outlier_mask(points: np.ndarray, neighbours: int, std_ratio: float) -> np.ndarray:

@@ -67,3 +67,12 @@ register(Method("edit", "edit a trained scene from an instruction (Instruct-NeRF
 register(Method("train-prior", "train the embedded portrait prior on synthetic heads (resumes a stopped run in the "
                 "same folder)", "engine.portrait.prior:PriorConfig", "engine.portrait.prior:train_prior_job",
                 "portrait"))
+register(Method("train-encoder", "train the embedded image-to-triplane encoder (3DPE's Live3D encoder at the prior's "
+                "scale) on synthetic heads; runs under torchrun too (resumes a stopped run in the same folder)",
+                "engine.portrait.live3d:EncoderConfig", "engine.portrait.live3d:train_encoder_job", "portrait"))
+register(Method("distill", "distill the embedded 3DPE editor from the portrait vocabulary's 2D teacher (L2D + L3D; "
+                "only the prompt encoder and final stage learn); runs under torchrun too (resumes a stopped run)",
+                "engine.portrait.distill:DistillConfig", "engine.portrait.distill:distill_job", "portrait"))
+register(Method("adapt", "teach the embedded 3DPE editor a new style from about ten (input, edited) pairs in minutes "
+                "(only the prompt encoder and the final stage's normalisation layers are tuned)",
+                "engine.portrait.adapt:AdaptConfig", "engine.portrait.adapt:adapt_job", "portrait"))

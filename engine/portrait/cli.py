@@ -109,13 +109,149 @@ def cmd_bench_prior(args) -> int:
     return 0
 
 
+def _add_bench_3dpe(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--encoder", default=None, help="a trained embedded encoder folder (default: the shipped one)")
+    p.add_argument("--prior", default=None, help="the prior it renders through (default: the embedded one)")
+    p.add_argument("--heads", type=int, default=16, help="held-out heads (each seen at yaw 0, ±15, ±30)")
+    p.add_argument("--photos", default=None, help="folder of in-the-wild photos with detections/NAME.txt: the "
+                   "built-in detector's landmark error against them (e.g. ../shared/data/portraits/in-the-wild)")
+    p.add_argument("--editor", default=None, help="the distilled editor folder (default: the shipped one)")
+    p.add_argument("--edit-heads", type=int, default=16, help="held-out heads for the edit figures")
+    p.add_argument("--adapt-minutes", type=float, default=5.0, help="adaptation budget (0 leaves adaptation out)")
+    p.add_argument("--skip-official", action="store_true", help="leave out the official network's CPU timing")
+    p.add_argument("--report", default=None, help="also write the figures to this JSON file")
+
+
+def _add_edit(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image", required=True, help="the photo (an EG3D-aligned 512² crop is used as is)")
+    p.add_argument("--landmarks", default=None, help="its five landmarks (default: detections/NAME.txt beside it, "
+                   "else the built-in face detector)")
+    prompt = p.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt", help="the edit in words (embedded: the portrait vocabulary, e.g. 'blond hair', "
+                        "'make it a bronze statue'; official: any instruction, turned into a reference by "
+                        "InstructPix2Pix)")
+    prompt.add_argument("--reference", help="or an image of the edit (another face in the wanted style)")
+    p.add_argument("--model", default="embedded", help="'embedded' (offline, CPU) or the path of the official 3dpe.pt")
+    p.add_argument("--editor", default=None, help="embedded: the editor folder (default: yours from adaptation if "
+                   "any, else the shipped one)")
+    p.add_argument("--strength", type=float, default=1.0, help="0 = the plain reconstruction, 1 = the edit "
+                   "(default 1)")
+    p.add_argument("--out", required=True, help="folder for aligned.png, edited.png, view_*.png, orbit.mp4, mesh.*")
+    p.add_argument("--views", type=int, default=4, help="novel views over yaw ±30° (default 4)")
+    p.add_argument("--video", action="store_true", help="also write an orbit video (orbit.mp4)")
+    p.add_argument("--mesh", action="store_true", help="also write a mesh with vertex colours (mesh.ply, mesh.glb)")
+    p.add_argument("--ip2p-model", default="timbrooks/instruct-pix2pix", help="official path with a text prompt: "
+                   "the InstructPix2Pix weights (local folder or downloaded hub id)")
+    p.add_argument("--device", default="auto", help="official path: auto, cpu or cuda")
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    """Edit one photo with 3DPE and write the results."""
+    from engine.core.jobs import CancelToken, run_and_list
+    from engine.portrait.editing import PortraitEditRequest, portrait_edit_job
+
+    request = PortraitEditRequest(image=args.image, out=args.out, prompt=args.prompt, reference=args.reference,
+                                  landmarks=args.landmarks, model=args.model, editor=args.editor,
+                                  strength=args.strength, views=args.views, video=args.video, mesh=args.mesh,
+                                  ip2p_model=args.ip2p_model, device=args.device)
+    return run_and_list(portrait_edit_job(request, CancelToken()))
+
+
+def _official_cpu_seconds() -> float:
+    """Seconds for one edit (encode + render) of the official network at 512² on this CPU, after a warm-up;
+    its weights do not change the time, so fresh ones are used."""
+    import time
+
+    import torch
+
+    from engine.portrait.cameras import camera_labels
+    from engine.portrait.threedpe import ThreeDPE
+
+    net = ThreeDPE()
+    image, reference = torch.zeros(1, 3, 512, 512), torch.zeros(1, 3, 224, 224)
+    c = torch.from_numpy(camera_labels(0.0, 0.0))
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        net.render(net.encode(image, reference), c)
+        times.append(time.perf_counter() - start)
+    return min(times[1:])
+
+
+def _landmark_error_median(folder: Path) -> float:
+    """Median error of the built-in detector's landmarks on the photos of ``folder`` (fraction of the IOD)."""
+    import statistics
+
+    import numpy as np
+
+    from engine.portrait.alignment import read_photo
+    from engine.portrait.mtcnn import landmark_error, load_mtcnn
+
+    detector = load_mtcnn()
+    errors = []
+    for photo in sorted(p for p in folder.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")):
+        faces = detector.detect(read_photo(photo).image)
+        reference = np.loadtxt(folder / "detections" / f"{photo.stem}.txt").reshape(5, 2)
+        errors.append(landmark_error(faces[0].landmarks, reference) if faces else float("inf"))
+    if not errors:
+        raise UserInputError(f"{folder}: no photos (.jpg, .png) to measure the landmarks on")
+    return statistics.median(errors)
+
+
+def cmd_bench_3dpe(args) -> int:
+    """3DPE's embedded path measured on held-out synthetic heads (see engine.portrait.live3d)."""
+    from engine.portrait.live3d import bench_reconstruction, bench_speed, load_encoder
+    from engine.portrait.prior import load_prior
+
+    encoder, prior = load_encoder(args.encoder), load_prior(args.prior)
+    report = {**bench_reconstruction(encoder, prior, heads=args.heads), **bench_speed(encoder, prior)}
+    print(f"reconstruction of {args.heads} held-out heads at yaw 0, ±15, ±30 (64²): PSNR "
+          f"{report['reconstruction_psnr']:.2f} dB (input view {report['reconstruction_psnr_input_view']:.2f}, "
+          f"face region {report['reconstruction_face_psnr']:.2f}); encoding {report['encode_ms']:.1f} ms, "
+          f"{report['fps_cached_64']:.1f} frames/s from cached planes")
+    from engine.portrait.distill import EDITOR_DIR, bench_edit_speed, bench_editing, load_editor
+
+    editor = load_editor(args.editor or EDITOR_DIR, encoder=args.encoder)
+    report["edit_ms"] = bench_edit_speed(editor)
+    editing = bench_editing(editor, prior, heads=args.edit_heads)
+    report.update(editing)
+    print(f"edits of {args.edit_heads} held-out heads x {len(editing['per_edit'])} edits: fidelity "
+          f"{editing['fidelity_psnr']:.2f} dB against the 3D ground truth, '2D edit then reconstruct' "
+          f"{editing['baseline_psnr']:.2f} dB; held-out phrasings {editing['heldout_phrasing_gap_db']:+.2f} dB from "
+          f"trained ones; change outside the edited group {255 * editing['outside_change']:.2f}/255; one edit "
+          f"{report['edit_ms']:.1f} ms")
+    if args.adapt_minutes > 0:
+        from engine.portrait.adapt import bench_adaptation
+
+        report.update(bench_adaptation(minutes=args.adapt_minutes, editor=args.editor or str(EDITOR_DIR)))
+        curve = ", ".join(f"{p['minutes']:g} min {p['fidelity_psnr']:.2f} dB" for p in report["adapt_curve"])
+        print(f"adaptation to {report['adapt_style']!r} from {report['adapt_pairs']} pairs: {curve}")
+    if not args.skip_official:
+        report["official_cpu_seconds_512"] = _official_cpu_seconds()
+        print(f"official network, one edit at 512² on this CPU: {report['official_cpu_seconds_512']:.1f} s")
+    if args.photos:
+        report["landmark_error_median"] = _landmark_error_median(Path(args.photos))
+        print(f"built-in detector: median landmark error {report['landmark_error_median']:.4f} of the inter-ocular "
+              f"distance")
+    if args.report:
+        from engine.core.machine import machine_info
+
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(json.dumps({**report, "machine": machine_info()}, indent=2) + "\n")
+    return 0
+
+
 TOOLS = {
+    "edit": ("edit a portrait photo in 3D from a text prompt or a reference image (3DPE): edited image, novel views, "
+             "orbit video, mesh", _add_edit, cmd_edit),
     "align": ("crop a portrait photo the way EG3D's in-the-wild preprocessing does (512², from five landmarks)",
               _add_align, cmd_align),
     "import-eg3d": ("convert an EG3D checkpoint (.pkl, .pth, .safetensors) once to safetensors + JSON for fast, "
                     "safe loading", _add_import, cmd_import),
     "bench-prior": ("quality of the portrait prior on held-out heads and views at 64², and its frame rate from "
                     "cached triplanes", _add_bench_prior, cmd_bench_prior),
+    "bench-3dpe": ("3DPE's figures: reconstruction of held-out heads by the embedded encoder, its speed, the official "
+                   "network's CPU time per edit, the detector's landmark agreement", _add_bench_3dpe, cmd_bench_3dpe),
 }
 """the ``portrait`` subcommands that are not methods: each one's summary, the function adding its flags and the
 one running it"""

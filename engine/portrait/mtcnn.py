@@ -458,3 +458,10 @@ def load_mtcnn(path: str | Path | None = None, device: str = "cpu") -> MTCNN:
     model.load_state_dict({name: value.float() for name, value in tensors.items()})
     model.requires_grad_(False).eval()
     return model.to(check_device(device))
+
+
+def landmark_error(found: np.ndarray, reference: np.ndarray) -> float:
+    """Mean distance of five landmarks (5, 2) to reference ones, as a fraction of the reference
+    inter-ocular distance (left eye to right eye): the usual face-alignment error."""
+    iod = float(np.linalg.norm(reference[1] - reference[0]))
+    return float(np.linalg.norm(np.asarray(found) - reference, axis=1).mean() / iod)

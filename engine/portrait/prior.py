@@ -125,8 +125,22 @@ def random_views(rng: np.random.Generator, count: int) -> np.ndarray:
                          rng.uniform(-PITCH_RANGE_DEG, PITCH_RANGE_DEG, count)).astype(np.float32)
 
 
+class Rows:
+    """A dataclass of tensors that share their first dimension: rows are taken and replaced together
+    (pools of training examples)."""
+
+    def take(self, index: torch.Tensor):
+        """The rows at ``index``, as the same kind of batch."""
+        return type(self)(*(getattr(self, f.name)[index] for f in dataclasses.fields(self)))
+
+    def put(self, index: torch.Tensor, other) -> None:
+        """Overwrite the rows at ``index`` with ``other``'s."""
+        for f in dataclasses.fields(self):
+            getattr(self, f.name)[index] = getattr(other, f.name)
+
+
 @dataclass
-class ViewBatch:
+class ViewBatch(Rows):
     """Ground truth of several views: latents, cameras, 64² colour and depth, 128² colour."""
 
     z: torch.Tensor
@@ -154,15 +168,6 @@ class ViewBatch:
                    mask=torch.from_numpy(low.mask)[:, None],
                    rgb_hr=torch.from_numpy(high).float().permute(0, 3, 1, 2).contiguous())
 
-    def take(self, index: torch.Tensor) -> ViewBatch:
-        """The views at ``index``."""
-        return ViewBatch(*(getattr(self, f.name)[index] for f in dataclasses.fields(self)))
-
-    def put(self, index: torch.Tensor, other: ViewBatch) -> None:
-        """Overwrite the views at ``index`` with ``other``'s."""
-        for f in dataclasses.fields(self):
-            getattr(self, f.name)[index] = getattr(other, f.name)
-
 
 def render_prior(generator: TriPlaneGenerator, z: torch.Tensor, c: torch.Tensor, resolution: int,
                  deterministic: bool = True, planes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -176,24 +181,38 @@ def render_prior(generator: TriPlaneGenerator, z: torch.Tensor, c: torch.Tensor,
             "mask": out["image_depth"] < MASK_DEPTH, "planes": out["planes"]}
 
 
+def ray_losses(generator: TriPlaneGenerator, planes: torch.Tensor, c: torch.Tensor, rgb: torch.Tensor,
+               depth: torch.Tensor, mask: torch.Tensor, rays_per_view: int,
+               generator_rng: torch.Generator) -> dict[str, torch.Tensor]:
+    """Colour L1 and depth loss on ``rays_per_view`` random pixels of each of V views of every planes
+    entry: planes (N, 96, H, W), cameras c (N, V, 25), ground truth rgb (N, V, 3, R, R) in [0, 1],
+    depth and mask (N, V, 1, R, R).  Background pixels push the depth beyond BACKDROP_DEPTH."""
+    n, views, resolution = c.shape[0], c.shape[1], rgb.shape[-1]
+    flat = c.reshape(n * views, 25)
+    origins, directions = sample_rays(flat[:, :16].view(-1, 4, 4), flat[:, 16:25].view(-1, 3, 3), resolution)
+    pick = torch.stack([torch.randperm(resolution * resolution, generator=generator_rng)[:rays_per_view]
+                        for _ in range(n * views)])
+
+    def gather(values: torch.Tensor) -> torch.Tensor:  # (N·V, R², C) → the picked pixels, (N, V·M, C)
+        return torch.gather(values, 1, pick[..., None].expand(-1, -1, values.shape[-1])).reshape(n, -1, values.shape[-1])
+
+    features, rendered_depth = generator.render_rays(planes, gather(origins), gather(directions))
+    per_pixel = lambda image: gather(image.flatten(0, 1).flatten(2).transpose(1, 2))  # noqa: E731
+    true_depth, foreground = per_pixel(depth), per_pixel(mask.float())
+    depth_error = foreground * (rendered_depth - true_depth).abs() + (1 - foreground) * F.relu(BACKDROP_DEPTH -
+                                                                                               rendered_depth)
+    return {"rgb": F.l1_loss((features[..., :3] + 1) / 2, per_pixel(rgb)), "depth": depth_error.mean() / CAMERA_DISTANCE}
+
+
 def training_losses(generator: TriPlaneGenerator, truth: ViewBatch, cfg: PriorConfig, train_sr: bool,
                     generator_rng: torch.Generator) -> dict[str, torch.Tensor]:
     """One step's losses (and their weighted sum under "total"): L1 of colour and depth on a random
     subset of each view's pixels, plus, when ``train_sr``, L1 of the super-resolved first view."""
-    n, resolution = len(truth.z), truth.rgb.shape[-1]
+    resolution = truth.rgb.shape[-1]
     ws = generator.mapping(truth.z, truth.c)
     planes = generator.planes(ws, noise_mode="const")
-    origins, directions = sample_rays(truth.c[:, :16].view(-1, 4, 4), truth.c[:, 16:25].view(-1, 3, 3), resolution)
-    pick = torch.stack([torch.randperm(resolution * resolution, generator=generator_rng)[:cfg.rays_per_view]
-                        for _ in range(n)])
-    gather = lambda values: torch.gather(values, 1, pick[..., None].expand(-1, -1, values.shape[-1]))  # noqa: E731
-    features, depth = generator.render_rays(planes, gather(origins), gather(directions))
-    true_rgb = gather(truth.rgb.flatten(2).transpose(1, 2))
-    true_depth = gather(truth.depth.flatten(2).transpose(1, 2))
-    foreground = gather(truth.mask.flatten(2).transpose(1, 2).float())
-    depth_error = foreground * (depth - true_depth).abs() + (1 - foreground) * F.relu(BACKDROP_DEPTH - depth)
-    losses = {"rgb": F.l1_loss((features[..., :3] + 1) / 2, true_rgb),
-              "depth": depth_error.mean() / CAMERA_DISTANCE}
+    losses = ray_losses(generator, planes, truth.c[:, None], truth.rgb[:, None], truth.depth[:, None],
+                        truth.mask[:, None], cfg.rays_per_view, generator_rng)
     losses["total"] = losses["rgb"] + cfg.depth_weight * losses["depth"]
     if train_sr:
         with torch.no_grad():
@@ -213,7 +232,7 @@ def learning_rate(cfg: PriorConfig, progress: float) -> float:
     return cfg.lr * (1 - (1 - cfg.final_lr_fraction) * fraction)
 
 
-def _trainer_state(path: Path) -> dict | None:
+def read_training_state(path: Path) -> dict | None:
     """A resumable training state, None when there is none."""
     if not path.is_file():
         return None
@@ -257,7 +276,7 @@ def train_prior_job(cfg: PriorConfig, cancel: CancelToken) -> Iterator:
     generator = build_generator(cfg.generator_kwargs).train()
     generator.neural_rendering_resolution = cfg.neural_resolution
     optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=cfg.betas)
-    state = _trainer_state(state_path)
+    state = read_training_state(state_path)
     step, seconds, next_seed = 0, 0.0, 0
     if state is not None:
         generator.load_state_dict(state["generator"])

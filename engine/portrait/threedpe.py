@@ -34,8 +34,7 @@ from torch import nn
 from engine.core.errors import CheckpointError
 from engine.core.safe_pickle import load_torch
 from engine.portrait.superresolution import SuperResolution
-from engine.portrait.triplane import (PLANE_FEATURES, ImportanceRenderer,
-                                      OSGDecoder, sample_rays, texel_major)
+from engine.portrait.triplane import PLANE_FEATURES, ImportanceRenderer, OSGDecoder, sample_rays, texel_major
 
 INPUT_RESOLUTION = 512
 REFERENCE_RESOLUTION = 224
@@ -52,7 +51,7 @@ LEGACY_DECODER_KEYS = {"decoder.0.": "decoder.aspp.", "decoder.1.": "decoder.con
 CHECKPOINT_KEYS = ("encoder_state_dict", "renderer_state_dict")
 
 
-def _conv(cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1, bias: bool = True) -> nn.Conv2d:
+def conv(cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1, bias: bool = True) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, kernel, stride, padding=dilation * (kernel // 2), dilation=dilation, bias=bias)
 
 
@@ -61,10 +60,10 @@ class BasicBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
-        self.conv1 = _conv(cin, cout, 3, stride)
-        self.conv2 = _conv(cout, cout, 3)
+        self.conv1 = conv(cin, cout, 3, stride)
+        self.conv2 = conv(cout, cout, 3)
         if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(_conv(cin, cout, 1, stride))
+            self.downsample = nn.Sequential(conv(cin, cout, 1, stride))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self.downsample(x) if hasattr(self, "downsample") else x
@@ -72,20 +71,26 @@ class BasicBlock(nn.Module):
 
 
 class ResNetTrunk(nn.Module):
-    """ResNet-34 (3-4-6-3 basic blocks) on a 5-channel input; ``forward`` stops after layer2 (encoder depth 3)."""
+    """A ResNet of basic blocks without batch norms (default: ResNet-34, 3-4-6-3 blocks, as smp builds it);
+    ``forward`` stops after layer2 (smp's encoder depth 3), the later layers only carried."""
 
-    def __init__(self, in_channels: int = 5) -> None:
+    def __init__(self, in_channels: int = 5, widths: tuple[int, ...] = (64, 64, 128, 256, 512),
+                 depths: tuple[int, ...] = (3, 4, 6, 3), max_pool: bool = True) -> None:
+        """``widths``: the stem's, then each layer's."""
         super().__init__()
-        self.conv1 = _conv(in_channels, 64, 7, 2)
-        widths, depths, cin = (64, 128, 256, 512), (3, 4, 6, 3), 64
-        for index, (width, depth) in enumerate(zip(widths, depths), start=1):
+        self.conv1 = conv(in_channels, widths[0], 7, 2)
+        self.max_pool = max_pool
+        cin = widths[0]
+        for index, (width, depth) in enumerate(zip(widths[1:], depths), start=1):
             blocks = [BasicBlock(cin if k == 0 else width, width, 2 if k == 0 and index > 1 else 1)
                       for k in range(depth)]
             setattr(self, f"layer{index}", nn.Sequential(*blocks))
             cin = width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.conv1(x)), 3, 2, 1)
+        x = F.relu(self.conv1(x))
+        if self.max_pool:
+            x = F.max_pool2d(x, 3, 2, 1)
         return self.layer2(self.layer1(x))
 
 
@@ -94,11 +99,11 @@ class ASPP(nn.Module):
 
     def __init__(self, cin: int, cout: int = 256, rates: tuple[int, ...] = (12, 24, 36)) -> None:
         super().__init__()
-        branches = [nn.Sequential(_conv(cin, cout, 1))]
-        branches += [nn.Sequential(_conv(cin, cout, 3, dilation=rate)) for rate in rates]
-        branches.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), _conv(cin, cout, 1)))
+        branches = [nn.Sequential(conv(cin, cout, 1))]
+        branches += [nn.Sequential(conv(cin, cout, 3, dilation=rate)) for rate in rates]
+        branches.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), conv(cin, cout, 1)))
         self.convs = nn.ModuleList(branches)
-        self.project = nn.Sequential(_conv(cout * len(branches), cout, 1))
+        self.project = nn.Sequential(conv(cout * len(branches), cout, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = [F.relu(branch(x)).expand(-1, -1, *x.shape[-2:]) for branch in self.convs]
@@ -108,10 +113,10 @@ class ASPP(nn.Module):
 class DeepLabHead(nn.Module):
     """DeepLabV3's decoder: ASPP then a 3×3 conv and ReLU."""
 
-    def __init__(self, cin: int, cout: int = 256) -> None:
+    def __init__(self, cin: int, cout: int = 256, rates: tuple[int, ...] = (12, 24, 36)) -> None:
         super().__init__()
-        self.aspp = ASPP(cin, cout)
-        self.conv = _conv(cout, cout, 3)
+        self.aspp = ASPP(cin, cout, rates)
+        self.conv = conv(cout, cout, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.conv(self.aspp(x)))
@@ -127,7 +132,7 @@ class PatchEmbed(nn.Module):
 
     def __init__(self, cin: int, dim: int, kernel: int, stride: int) -> None:
         super().__init__()
-        self.proj = _conv(cin, dim, kernel, stride)
+        self.proj = conv(cin, dim, kernel, stride)
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
@@ -206,11 +211,12 @@ def _upsample(x: torch.Tensor) -> torch.Tensor:
 class EncoderF(nn.Module):
     """E_low's features → 128 × 128²: patch embedding, two Mix-Transformer blocks, shuffle and convs."""
 
-    def __init__(self, cin: int = 256, dim: int = 1024) -> None:
+    def __init__(self, cin: int = 256, dim: int = 1024, heads: int = 4, blocks: int = 2, out: int = 128,
+                 kernel: int = 7) -> None:
         super().__init__()
-        self.patchembed = PatchEmbed(cin, dim, 7, 2)
-        self.blocks = nn.ModuleList([MixBlock(dim, 4, 2 * dim) for _ in range(2)])
-        self.net = nn.Sequential(_conv(dim // 4, 128, 3), nn.LeakyReLU(), _conv(128, 128, 3))
+        self.patchembed = PatchEmbed(cin, dim, kernel, 2)
+        self.blocks = nn.ModuleList([MixBlock(dim, heads, 2 * dim) for _ in range(blocks)])
+        self.net = nn.Sequential(conv(dim // 4, out, 3), nn.LeakyReLU(), conv(out, out, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens, h, w = self.patchembed(x)
@@ -220,14 +226,14 @@ class EncoderF(nn.Module):
 
 
 class EncoderHigh(nn.Module):
-    """E_high: the 5-channel input → 128 × 128² through seven convolutions."""
+    """E_high: the 5-channel input → 128 × 128² through seven convolutions (both first two strided)."""
 
-    def __init__(self, cin: int = 5) -> None:
+    def __init__(self, cin: int = 5, stem: int = 64, width: int = 128, middle: int = 4, second_stride: int = 2) -> None:
         super().__init__()
-        layers: list[nn.Module] = [_conv(cin, 64, 7, 2), nn.LeakyReLU(), _conv(64, 128, 3, 2)]
-        for _ in range(4):
-            layers += [nn.LeakyReLU(), _conv(128, 128, 3)]
-        self.net = nn.Sequential(*layers, nn.LeakyReLU(), _conv(128, 128, 3))
+        layers: list[nn.Module] = [conv(cin, stem, 7, 2), nn.LeakyReLU(), conv(stem, width, 3, second_stride)]
+        for _ in range(middle):
+            layers += [nn.LeakyReLU(), conv(width, width, 3)]
+        self.net = nn.Sequential(*layers, nn.LeakyReLU(), conv(width, width, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -277,36 +283,44 @@ class MAEEncoder(nn.Module):
 
 
 class EncoderRef(nn.Module):
-    """The image-prompt branch: E_high's features query the reference's MAE tokens (no learned
-    attention projections); the answer, shuffled back to 128 × 128², replaces those features."""
+    """The image-prompt branch: E_high's features query the prompt's tokens (here an MAE ViT-B/16's on
+    the reference) without learned attention projections; the answer, shuffled back to E_high's
+    resolution, replaces those features."""
 
-    def __init__(self, dim: int = 768) -> None:
+    def __init__(self, high: int = 128, dim: int = 768, pre: int = 96, stride: int = 4,
+                 mae_encoder: nn.Module | None = None) -> None:
         super().__init__()
-        self.mae_encoder = MAEEncoder(dim)
-        self.pre_conv = _conv(128, 96, 3)
-        self.patch_emb = PatchEmbed(96, dim, 7, 4)
-        self.proj_tail = nn.Conv2d(dim // 4, 512, 1, bias=False)
+        self.mae_encoder = mae_encoder if mae_encoder is not None else MAEEncoder(dim)
+        self.pre_conv = conv(high, pre, 3)
+        self.patch_emb = PatchEmbed(pre, dim, 7, stride)
+        self.proj_tail = nn.Conv2d(dim // 4, 4 * high, 1, bias=False)
 
     def forward(self, high: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        return self.fuse(high, self.mae_encoder(reference))
+
+    def fuse(self, high: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """E_high's features (B, C, H, W) attending to prompt tokens (B, L, dim) → (B, C, H, W)."""
         queries, h, w = self.patch_emb(self.pre_conv(high))
-        keys = self.mae_encoder(reference)
-        attention = torch.softmax(queries @ keys.transpose(1, 2) / math.sqrt(keys.shape[-1]), dim=-1)
-        fused = tokens_to_grid(attention @ keys, h, w)
+        attention = torch.softmax(queries @ tokens.transpose(1, 2) / math.sqrt(tokens.shape[-1]), dim=-1)
+        fused = tokens_to_grid(attention @ tokens, h, w)
         return F.pixel_shuffle(self.proj_tail(F.pixel_shuffle(fused, 2)), 2)
 
 
 class EncoderFinal(nn.Module):
     """The final stage: prompt-fused high features and E_low's features → triplanes (96 × 256²)."""
 
-    def __init__(self, cin: int = 256, dim: int = 1024, planes: int = 3 * PLANE_FEATURES) -> None:
+    def __init__(self, cin: int = 256, dim: int = 1024, heads: int = 2, kernel: int = 7,
+                 output_net: nn.Sequential | None = None) -> None:
+        """``output_net`` maps the shuffled tokens (dim / 4 channels) to the planes; default the official one."""
         super().__init__()
-        self.net = nn.Sequential(_conv(cin, 256, 3))
-        self.pathembed = PatchEmbed(256, dim, 7, 2)
-        self.block = MixBlock(dim, 2, 2 * dim, reduction=2)
-        self.output_net = nn.Sequential(
-            _conv(dim // 4, 256, 3), nn.LeakyReLU(), nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
-            _conv(256, 128, 3), nn.LeakyReLU(), _conv(128, 128, 3), nn.LeakyReLU(),
-            _conv(128, planes, 3), nn.LeakyReLU(), _conv(planes, planes, 3))
+        self.net = nn.Sequential(conv(cin, cin, 3))
+        self.pathembed = PatchEmbed(cin, dim, kernel, 2)
+        self.block = MixBlock(dim, heads, 2 * dim, reduction=2)
+        planes = 3 * PLANE_FEATURES
+        self.output_net = output_net or nn.Sequential(
+            conv(dim // 4, 256, 3), nn.LeakyReLU(), nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
+            conv(256, 128, 3), nn.LeakyReLU(), conv(128, 128, 3), nn.LeakyReLU(),
+            conv(128, planes, 3), nn.LeakyReLU(), conv(planes, planes, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens, h, w = self.pathembed(self.net(x))

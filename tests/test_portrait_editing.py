@@ -1,0 +1,247 @@
+"""The embedded 3DPE path: the portrait vocabulary and its teacher, the prompt encoder, the editor, distillation,
+adaptation and ``python main.py portrait edit`` end to end, on small networks the tests make themselves."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from engine.core.errors import UserInputError
+from engine.core.jobs import Artifact, CancelToken, Metrics
+from engine.portrait.adapt import AdaptConfig, adapt_job, adaptable, read_pairs, write_synthetic_pairs
+from engine.portrait.distill import (DistillConfig, EditExample, EmbeddedEditor, distill_job, distill_losses,
+                                     load_editor, make_example, teacher_render, with_references, write_editor)
+from engine.portrait.editing import PortraitEditRequest, blend, portrait_edit_job
+from engine.portrait.heads import GROUP_LABELS, HeadParams, render_heads
+from engine.portrait.live3d import WEIGHTS_FILE, EmbeddedEncoder, input_view, load_encoder
+from engine.portrait.prior import load_prior
+from engine.portrait.prompts import PromptEncoder
+from engine.portrait.vocabulary import (EDITS, TEST_PHRASINGS, TRAIN_PHRASINGS, TRAINED_EDITS, PortraitTeacher,
+                                        edit_named, parse_prompt, phrasings)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def prior():
+    return load_prior().requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def editor_dir(tmp_path_factory) -> Path:
+    """An editor folder on a fresh (untrained) encoder, carrying that encoder."""
+    folder = tmp_path_factory.mktemp("editor")
+    torch.manual_seed(0)
+    encoder = EmbeddedEncoder().eval()
+    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(folder / WEIGHTS_FILE))
+    list(write_editor(EmbeddedEditor(encoder), folder, {"command": "test"}))
+    return folder
+
+
+def test_every_phrasing_of_every_edit_names_it():
+    for edit in EDITS:
+        for prompt in phrasings(edit.name, TRAIN_PHRASINGS) + phrasings(edit.name, TEST_PHRASINGS):
+            assert parse_prompt(prompt) == edit.name, prompt
+    assert set(TRAIN_PHRASINGS).isdisjoint(TEST_PHRASINGS) and len(TRAIN_PHRASINGS) == 8 and len(TEST_PHRASINGS) == 5
+
+
+def test_prompts_outside_the_vocabulary_are_refused_with_the_vocabulary():
+    with pytest.raises(UserInputError, match=r"no word 'purple', 'dragon' .*it knows: blond hair, black hair"):
+        parse_prompt("make it a purple dragon")
+    with pytest.raises(UserInputError, match=r"names several edits \(red hair, blue shirt\)"):
+        parse_prompt("red hair blue shirt")
+    with pytest.raises(UserInputError, match="names no edit"):
+        parse_prompt("make it please")
+    with pytest.raises(UserInputError, match=r"'marble statue' is not learned yet: .*portrait adapt --pairs DIR"):
+        PromptEncoder().resolve("make it marble")
+
+
+def test_an_appearance_edit_changes_only_its_group_in_every_view():
+    head = HeadParams.from_seed(5)
+    c = np.concatenate([input_view()[None], render_cameras(20.0)])
+    plain = render_heads([head] * 2, c, 64)
+    edited = render_heads([edit_named("blond hair").edited_head(head)] * 2, c, 64)
+    changed = np.abs(edited.rgb - plain.rgb).max(-1) > 1e-6
+    hair = torch.from_numpy(plain.labels_group == GROUP_LABELS.index("hair")).float()[:, None]
+    near_hair = torch.nn.functional.max_pool2d(hair, 5, 1, 2)[:, 0].numpy() > 0  # the hairline blends into skin
+    # the eyebrows (painted on the skin in the hair's colour) are the only other pixels that follow it
+    assert changed.sum() > 100 and (changed & ~near_hair).sum() <= 0.1 * changed.sum()
+
+
+def render_cameras(yaw: float) -> np.ndarray:
+    from engine.portrait.cameras import camera_labels
+
+    return camera_labels(yaw, 0.0)
+
+
+def test_the_teachers_edits_vary_per_call_around_the_exact_edit():
+    teacher, exact = PortraitTeacher(), PortraitTeacher(variation=False)
+    head = HeadParams.from_seed(2)
+    draw = lambda h: teacher_render([h], input_view()[None], 64)[0]  # noqa: E731
+    photo = draw(head)
+    for name in ("red shirt", "bronze statue"):
+        truth = exact.truth(name, head, photo[None], lambda h: draw(h)[None])[0]
+        varied = [teacher.edit_view(name, head, photo, draw, seed) for seed in range(6)]
+        assert not torch.allclose(varied[0], varied[1])
+        assert (varied[0] - truth).abs().mean() > 0.005
+        assert (torch.stack(varied).mean(0) - truth).abs().mean() < (varied[0] - truth).abs().mean()
+        assert torch.equal(exact.edit_view(name, head, photo, draw, 0), exact.edit_view(name, head, photo, draw, 1))
+
+
+def test_adding_a_style_keeps_what_was_learned():
+    prompts = PromptEncoder()
+    before = prompts.text_tokens(["red hair"]).detach()
+    prompts.add_style("ice sculpture")
+    assert prompts.resolve("turn them into ice sculpture") == "ice sculpture"
+    assert torch.equal(prompts.text_tokens(["red hair"]).detach(), before)
+    assert prompts.text_tokens(["ice sculpture"]).shape == (1, 2, 128)
+    assert prompts.image_tokens(torch.rand(2, 3, 100, 100)).shape == (2, 64, 128)
+
+
+def test_an_undistilled_editor_reproduces_the_reconstruction(editor_dir):
+    editor = load_editor(editor_dir)
+    x = teacher_render([HeadParams.from_seed(1)], input_view()[None], 128) * 2 - 1
+    with torch.no_grad():
+        edited = editor(x, editor.tokens("make it a bronze statue"))
+        assert torch.allclose(edited, editor.encoder(x), atol=1e-5)
+        assert torch.allclose(blend(edited * 0 + 1, edited, 0.0), edited)
+
+
+def test_distillation_lowers_its_losses_and_trains_only_the_prompt_side(prior):
+    torch.manual_seed(0)
+    editor = EmbeddedEditor(load_encoder()).train()  # the shipped encoder: an untrained one sees no edit in 3D
+    editor.encoder.eval()
+    frozen = {k: v.clone() for k, v in editor.encoder.state_dict().items()}
+    rng = np.random.default_rng(0)
+    batch = [make_example(PortraitTeacher(), seed, rng) for seed in range(1)]
+    trainable = editor.distillable()
+    names = {n.split(".")[0] for n, p in editor.named_parameters() if p.requires_grad}
+    assert names == {"prompts", "Ref_encoder", "Final_encoder"}
+    optimizer = torch.optim.Adam(trainable, lr=1e-4)
+    cfg = DistillConfig(out="unused")
+    totals = []
+    for _ in range(3):
+        losses = distill_losses(editor, editor, prior, batch, False, cfg, None, np.random.default_rng(1))
+        optimizer.zero_grad()
+        losses["total"].backward()
+        optimizer.step()
+        totals.append(float(losses["total"].detach()))
+    assert totals[-1] < totals[0]
+    assert set(losses) == {"2d", "3d_image", "3d_planes", "3d_depth", "total"}
+    assert all(torch.equal(v, frozen[k]) for k, v in editor.encoder.state_dict().items())
+
+
+def test_the_distillation_job_writes_an_editor_and_resumes(editor_dir, tmp_path):
+    cfg = dict(out=str(tmp_path), encoder=str(editor_dir), steps=1, pool=2, batch=1, preview_every=1, lpips="off")
+    events = list(distill_job(DistillConfig(**cfg), CancelToken()))
+    assert {e.kind for e in events if isinstance(e, Artifact)} == {"checkpoint", "recipe", "weights"}
+    events = list(distill_job(DistillConfig(**{**cfg, "steps": 2}), CancelToken()))
+    assert [e.step for e in events if isinstance(e, Metrics)] == [2]
+    editor = load_editor(tmp_path)  # carries the encoder it was distilled on
+    assert editor.prompts.resolve("blond") == "blond hair"
+
+
+def test_adaptation_tunes_only_the_prompt_encoder_and_the_final_norms(editor_dir, tmp_path):
+    pairs = write_synthetic_pairs(tmp_path / "pairs", "marble statue", count=2, first_seed=50)
+    before = load_editor(editor_dir).state_dict()
+    events = list(adapt_job(AdaptConfig(pairs=str(pairs), name="marble statue", editor=str(editor_dir),
+                                        out=str(tmp_path / "adapted"), steps=2, batch=1, lpips="off"), CancelToken()))
+    assert any(isinstance(e, Artifact) and e.kind == "weights" for e in events)
+    adapted = load_editor(tmp_path / "adapted", encoder=editor_dir)
+    assert adapted.prompts.resolve("make it marble") == "marble statue"
+    after = adapted.state_dict()
+    allowed = {name for name, p in _allowed(adapted)}
+    for name, value in after.items():
+        if name in before and before[name].shape == value.shape and name not in allowed:
+            assert torch.equal(value, before[name]), name
+    assert any(not torch.equal(after[n], before[n]) for n in allowed if n in before and "norm" in n)
+
+
+def _allowed(editor: EmbeddedEditor):
+    params = {id(p) for p in adaptable(editor)}
+    return [(n, p) for n, p in editor.named_parameters() if id(p) in params]
+
+
+def test_pairs_folders_are_checked(tmp_path):
+    with pytest.raises(UserInputError, match="expected input/ and edited/ folders"):
+        read_pairs(tmp_path)
+    (tmp_path / "input").mkdir()
+    (tmp_path / "edited").mkdir()
+    Image.new("RGB", (64, 64)).save(tmp_path / "input" / "a.png")
+    with pytest.raises(UserInputError, match=r"a\.png: no edited image a\.png or \.jpg"):
+        read_pairs(tmp_path)
+    Image.new("RGB", (80, 64)).save(tmp_path / "edited" / "a.png")
+    with pytest.raises(UserInputError, match="aligned square portraits; this one is 80 x 64"):
+        read_pairs(tmp_path)
+    Image.new("RGB", (64, 64)).save(tmp_path / "edited" / "a.png")
+    with pytest.raises(UserInputError, match="1 pair\\(s\\) found; adaptation needs at least 2"):
+        read_pairs(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def aligned_photo(tmp_path_factory) -> Path:
+    """A 512² portrait (a synthetic head's frontal view, rendered at 128² and enlarged), used as an aligned crop."""
+    path = tmp_path_factory.mktemp("photo") / "head.png"
+    rgb = render_heads([HeadParams.from_seed(9)], input_view()[None], 128).rgb[0]
+    Image.fromarray((rgb * 255).round().astype(np.uint8)).resize((512, 512), Image.BICUBIC).save(path)
+    return path
+
+
+def test_the_edit_command_writes_every_output(editor_dir, aligned_photo, tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "main.py", "portrait", "edit", "--image", str(aligned_photo),
+                             "--prompt", "give them blond hair", "--editor", str(editor_dir), "--out", str(out),
+                             "--views", "2", "--video", "--mesh"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["aligned.png", "edited.png", "mesh.glb", "mesh.ply", "orbit.mp4", "view_00_yaw-30.png",
+                     "view_01_yaw+30.png"]
+    assert Image.open(out / "edited.png").size == (128, 128)
+    assert (out / "mesh.ply").read_bytes().startswith(b"ply\nformat binary_little_endian")
+    assert (out / "orbit.mp4").stat().st_size > 1000
+
+
+def test_strength_zero_is_the_plain_reconstruction(editor_dir, aligned_photo, tmp_path):
+    images = {}
+    for strength, prompt in ((0.0, "bronze statue"), (0.0, "red shirt")):
+        out = tmp_path / f"{prompt}"
+        request = PortraitEditRequest(image=str(aligned_photo), out=str(out), prompt=prompt, editor=str(editor_dir),
+                                      strength=strength, views=0)
+        list(portrait_edit_job(request, CancelToken()))
+        images[prompt] = np.asarray(Image.open(out / "edited.png"))
+    assert np.array_equal(images["bronze statue"], images["red shirt"])
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"prompt": None}, "give either --prompt TEXT or --reference IMAGE"),
+    ({"strength": 1.5}, r"--strength must lie in \[0, 1\] \(got 1.5\)"),
+    ({"prompt": "a purple dragon"}, "no word 'purple', 'dragon'"),
+    ({"model": "nowhere/3dpe.pt"}, "--model must be 'embedded' or the path of the official 3dpe.pt"),
+])
+def test_edit_requests_that_cannot_run_are_refused_before_writing(editor_dir, aligned_photo, tmp_path, changes,
+                                                                  message):
+    request = PortraitEditRequest(**{"image": str(aligned_photo), "out": str(tmp_path / "out"), "prompt": "sepia",
+                                     "editor": str(editor_dir), **changes})
+    with pytest.raises(UserInputError, match=message):
+        list(portrait_edit_job(request, CancelToken()))
+    assert not (tmp_path / "out").exists()
+
+
+def test_trained_edits_leave_the_held_out_style_out():
+    assert "marble statue" not in TRAINED_EDITS and len(TRAINED_EDITS) == len(EDITS) - 1
+    rng = np.random.default_rng(3)
+    example = make_example(PortraitTeacher(), 4, rng)
+    assert isinstance(example, EditExample) and example.name in TRAINED_EDITS
+    assert example.photo.shape == example.edited.shape == (3, 128, 128)
+    twin = make_example(PortraitTeacher(), 5, np.random.default_rng(3))  # the same draws: the same edit
+    assert twin.name == example.name
+    referenced = with_references([example], [example, twin], rng)[0]
+    assert referenced.reference is twin.edited  # another head's edit, not its own
