@@ -60,10 +60,15 @@ class AdaptConfig:
     lpips: str = field(default="auto", metadata={"choices": ("auto", "imagenet", "random", "off")})
     """LPIPS backbone (see distill)"""
     decay_fraction: float = field(default=0.3, metadata=INTERNAL)
+    """over this last part of the budget the learning rate falls linearly ..."""
     final_lr_fraction: float = field(default=0.1, metadata=INTERNAL)
+    """... to this fraction of ``lr``"""
     plane_weight: float = field(default=1.0, metadata=INTERNAL)
+    """weight of the triplane L1 (as in distillation)"""
     depth_weight: float = field(default=1.0, metadata=INTERNAL)
+    """weight of the depth L1 (as in distillation)"""
     metrics_every: int = field(default=10, metadata=INTERNAL)
+    """steps between metric events"""
 
 
 def _image(path: Path) -> torch.Tensor:
