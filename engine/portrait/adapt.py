@@ -24,8 +24,8 @@ from engine.core.errors import UserInputError
 from engine.core.jobs import CancelToken, JobWarning, Metrics, Progress
 from engine.core.loop import Budget, BudgetedLoop
 from engine.core.metrics import load_lpips, psnr
-from engine.portrait.distill import (IMAGE_PROMPT_FRACTION, EditExample, EmbeddedEditor, default_editor_dir,
-                                     distill_losses, load_editor, user_editor_dir, with_references, write_editor)
+from engine.portrait.distill import (EditExample, EmbeddedEditor, default_editor_dir, distill_step, load_editor,
+                                     user_editor_dir, write_editor)
 from engine.portrait.live3d import INPUT_SIZE, VIEW_SIZE, input_view, render_planes
 from engine.portrait.prior import learning_rate, load_prior
 
@@ -135,15 +135,7 @@ def adapt_job(cfg: AdaptConfig, cancel: CancelToken,
                         optimizer=optimizer, learning_rate=lambda fraction: learning_rate(cfg, fraction),
                         checkpoint_every_s=float("inf"), metrics_every=cfg.metrics_every)
     for _ in loop:
-        chosen = rng.choice(len(examples), min(cfg.batch, len(examples)), replace=False)
-        batch = [examples[int(k)] for k in chosen]
-        use_reference = bool(rng.random() < IMAGE_PROMPT_FRACTION)
-        if use_reference:
-            batch = with_references(batch, examples, rng)
-        losses = distill_losses(editor, editor, prior, batch, use_reference, cfg, lpips, rng)
-        optimizer.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        optimizer.step()
+        losses = distill_step(editor, editor, prior, examples, optimizer, cfg.batch, cfg, lpips, rng)
         loop.done(**{f"loss_{key}": float(value.detach()) for key, value in losses.items()})
         yield from loop.events()
         while curve and loop.seconds >= 60 * curve[0]:

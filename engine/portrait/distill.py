@@ -219,6 +219,22 @@ def distill_losses(editor: nn.Module, model: nn.Module, prior: TriPlaneGenerator
     return losses
 
 
+def distill_step(editor: EmbeddedEditor, model: nn.Module, prior: TriPlaneGenerator, examples: list[EditExample],
+                 optimizer: torch.optim.Optimizer, batch: int, cfg, lpips: nn.Module | None,
+                 rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """One optimisation step on ``batch`` examples drawn from ``examples``, prompted by text or (a fraction of
+    steps) by reference images; the losses it took (distillation and adaptation share it)."""
+    chosen = [examples[int(k)] for k in rng.choice(len(examples), min(batch, len(examples)), replace=False)]
+    use_reference = bool(rng.random() < IMAGE_PROMPT_FRACTION)
+    if use_reference:
+        chosen = with_references(chosen, examples, rng)
+    losses = distill_losses(editor, model, prior, chosen, use_reference, cfg, lpips, rng)
+    optimizer.zero_grad(set_to_none=True)
+    losses["total"].backward()
+    optimizer.step()
+    return losses
+
+
 def render_planes_grad(prior: TriPlaneGenerator, planes: torch.Tensor, c: torch.Tensor) -> dict[str, torch.Tensor]:
     """``render_planes`` keeping the gradient to the planes."""
     features, depth = prior.render_features(planes, c, VIEW_SIZE, deterministic_sampling=True)
@@ -273,7 +289,7 @@ def distill_job(cfg: DistillConfig, cancel: CancelToken) -> Iterator:
 
     def measured(means: dict[str, float]) -> dict[str, float]:
         nonlocal shown
-        example = batch[0]
+        example = pool[0]
         with torch.no_grad():
             planes = editor(example.photo[None] * 2 - 1, editor.prompts.text_tokens([example.name]))
             shown = render_planes(prior, planes, torch.from_numpy(input_view()[None]))["rgb"][0]
@@ -285,21 +301,14 @@ def distill_job(cfg: DistillConfig, cancel: CancelToken) -> Iterator:
                         checkpoint_every_s=cfg.checkpoint_every_s, metrics_every=cfg.preview_every, step=step,
                         seconds=seconds, extra_metrics=measured)
     for step in loop:
-        batch = [pool[int(k)] for k in rng.choice(cfg.pool, cfg.batch, replace=False)]
-        use_reference = bool(rng.random() < IMAGE_PROMPT_FRACTION)
-        if use_reference:
-            batch = with_references(batch, pool, rng)
-        losses = distill_losses(editor, model, prior, batch, use_reference, cfg, lpips, rng)
-        optimizer.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        optimizer.step()
+        losses = distill_step(editor, model, prior, pool, optimizer, cfg.batch, cfg, lpips, rng)
         for k, example in zip(rng.choice(cfg.pool, cfg.refresh_per_step, replace=False), fresh(cfg.refresh_per_step)):
             pool[int(k)] = example
         loop.done(**{f"loss_{key}": float(value.detach()) for key, value in losses.items()})
         yield from dist.events(loop, cancel)
         step, seconds = loop.step, loop.seconds
         if dist.main and step % cfg.preview_every == 0 and shown is not None:
-            target = F.interpolate(batch[0].edited[None], size=(VIEW_SIZE,) * 2, mode="bilinear", antialias=True)[0]
+            target = F.interpolate(pool[0].edited[None], size=(VIEW_SIZE,) * 2, mode="bilinear", antialias=True)[0]
             yield Preview(step, to_uint8(torch.cat([target, shown], dim=2).permute(1, 2, 0)),
                           {"layout": "teacher|editor"})
     yield from dist.finish(loop)
@@ -389,6 +398,7 @@ def bench_editing(editor: EmbeddedEditor, prior: TriPlaneGenerator, heads: int =
             labels = torch.from_numpy(render_heads([head] * len(c), c, VIEW_SIZE).labels_group)
             draw_views = lambda h: teacher_render([h] * len(c), c, VIEW_SIZE)  # noqa: E731
             draw_input = lambda h: teacher_render([h], input_view()[None], INPUT_SIZE)[0]  # noqa: E731
+            recon = _views(prior, editor.encoder(photo * 2 - 1), views)
             for name in edits:
                 scores = per_edit.setdefault(name, {"fidelity": [], "baseline": [], "heldout": [], "outside": [],
                                                     "lpips": []})
@@ -407,7 +417,6 @@ def bench_editing(editor: EmbeddedEditor, prior: TriPlaneGenerator, heads: int =
                 group = group_id(name)
                 if group is not None:
                     outside = (labels != group)[:, None].expand(-1, 3, -1, -1)
-                    recon = _views(prior, editor.encoder(photo * 2 - 1), views)
                     scores["outside"].append(float((ours - recon).abs()[outside].mean()))
     mean = lambda key: statistics.fmean([v for s in per_edit.values() for v in s[key]] or [float("nan")])  # noqa: E731
     figures = {"fidelity_lpips": mean("lpips")} if lpips is not None else {}
