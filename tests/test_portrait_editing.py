@@ -245,3 +245,80 @@ def test_trained_edits_leave_the_held_out_style_out():
     assert twin.name == example.name
     referenced = with_references([example], [example, twin], rng)[0]
     assert referenced.reference is twin.edited  # another head's edit, not its own
+
+
+WILD = ROOT.parent / "shared" / "data" / "portraits" / "in-the-wild"
+needs_wild = pytest.mark.skipif(not (WILD / "000002.jpg").is_file(),
+                                reason=f"the in-the-wild portraits are not at {WILD} (../shared is absent)")
+
+
+@pytest.fixture(scope="module")
+def talking_head(tmp_path_factory) -> Path:
+    """A 6-frame video: a blank frame, the portrait moving sideways, a blank frame in the middle."""
+    from engine.core.imaging import write_frames
+
+    photo = Image.open(WILD / "000002.jpg").convert("RGB")
+    photo = np.asarray(photo.resize((320, round(320 * photo.height / photo.width)), Image.LANCZOS))
+    blank = np.full_like(photo, 128)
+    frames = [blank] + [np.roll(photo, 6 * k, axis=1) for k in range(3)] + [blank, np.roll(photo, 18, axis=1)]
+    return write_frames(frames, tmp_path_factory.mktemp("video") / "talk.mp4", fps=10)
+
+
+def _video_events(request) -> list:
+    from engine.portrait.video_edit import portrait_video_job
+
+    return list(portrait_video_job(request, CancelToken()))
+
+
+@needs_wild
+def test_a_video_is_edited_frame_by_frame_and_resumes(editor_dir, talking_head, tmp_path):
+    from engine.core.imaging import read_video
+    from engine.core.jobs import JobWarning, Preview
+    from engine.portrait.video_edit import PortraitVideoRequest
+
+    out = tmp_path / "video"
+    request = PortraitVideoRequest(video=str(talking_head), out=str(out), prompt="blond hair",
+                                   editor=str(editor_dir), max_frames=3)
+    first = _video_events(request)
+    assert [e.step for e in first if isinstance(e, Preview)] == [1, 2]  # frame 0 has no face
+    request.max_frames = None
+    second = _video_events(request)
+    assert [e.step for e in second if isinstance(e, Preview)] == [3, 4, 5]  # the first two are kept
+    warnings = " ".join(e.message for e in second if isinstance(e, JobWarning))
+    assert "no face in the first 1 frames" in warnings and "no face found in 1 later frames" in warnings
+    for name in ("aligned", "input_view", "novel_view"):
+        fps, _, frames = read_video(out / f"{name}.mp4")
+        frames = list(frames)
+        assert fps == 10 and len(frames) == 5 and frames[0].shape == (128, 128, 3)
+    # the novel view is another view of the same edit
+    for k in (1, 5):
+        front, turned = (np.asarray(Image.open(out / "frames" / f"{name}_{k:05d}.png"), float)
+                         for name in ("input_view", "novel_view"))
+        assert np.abs(front - turned).mean() > 0.5
+
+
+def test_the_novel_view_sweeps_thirty_degrees_each_way():
+    from engine.portrait.video_edit import sweep_yaw
+
+    yaws = [sweep_yaw(k, fps=10, sweep_seconds=4) for k in (0, 10, 20, 30, 40)]
+    assert np.allclose(yaws, [0, 30, 0, -30, 0], atol=1e-9)
+
+
+@needs_wild
+def test_a_video_without_faces_or_that_is_no_video_is_refused(editor_dir, talking_head, tmp_path):
+    from engine.core.imaging import write_frames
+    from engine.portrait.video_edit import PortraitVideoRequest
+
+    blank = write_frames([np.full((96, 96, 3), 100, np.uint8)] * 3, tmp_path / "blank.mp4", fps=5)
+    with pytest.raises(UserInputError, match="found no face in any frame"):
+        _video_events(PortraitVideoRequest(video=str(blank), out=str(tmp_path / "a"), prompt="blond hair",
+                                           editor=str(editor_dir)))
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    with pytest.raises(UserInputError, match="notes.mp4: not a readable video"):
+        _video_events(PortraitVideoRequest(video=str(text), out=str(tmp_path / "b"), prompt="blond hair",
+                                           editor=str(editor_dir)))
+    with pytest.raises(UserInputError, match="--smoothing must lie in"):
+        _video_events(PortraitVideoRequest(video=str(talking_head), out=str(tmp_path / "c"), prompt="blond hair",
+                                           editor=str(editor_dir), smoothing=1.0))
+    assert not (tmp_path / "c").exists()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -55,6 +55,51 @@ def pixel_format(width: int, height: int) -> str:
 def frames_kind(out: str | Path) -> str:
     """The artifact kind ``write_frames`` produces at ``out``: "video" for .mp4, else "frames"."""
     return "video" if str(out).lower().endswith(".mp4") else "frames"
+
+
+def write_png(path: str | Path, image: "np.ndarray | torch.Tensor") -> Path:
+    """Write an image atomically as a PNG: H x W x 3 uint8, or a (3, H, W) tensor in [0, 1]."""
+    from engine.core.project import atomic_write  # torch loads with it; the widgets' helpers above need none
+
+    pixels = image if isinstance(image, np.ndarray) else to_uint8(image.permute(1, 2, 0))
+    return atomic_write(Path(path), lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
+
+
+MAX_VIDEO_SIDE = 8192
+"""the largest video frame side read (a frame is decoded whole into memory)"""
+
+
+def read_video(path: str | Path) -> tuple[float, int | None, Iterator[np.ndarray]]:
+    """A video's frame rate, its frame count (from its duration, None when unknown) and its frames (H x W x 3
+    uint8), decoded one at a time as they are read (the ffmpeg shipped with imageio-ffmpeg), so a long video
+    never sits in memory."""
+    import imageio_ffmpeg
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"{path}: no such video file")
+    reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    try:
+        meta = next(reader)
+    except (OSError, RuntimeError, StopIteration) as exc:
+        reader.close()
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "ffmpeg found no video stream"
+        raise UserInputError(f"{path}: not a readable video ({reason})") from None
+    width, height = meta["size"]
+    if not 0 < max(width, height) <= MAX_VIDEO_SIDE:
+        reader.close()
+        raise UserInputError(f"{path}: frames of {width} x {height} pixels (at most {MAX_VIDEO_SIDE} a side)")
+
+    def frames() -> Iterator[np.ndarray]:
+        try:
+            for raw in reader:
+                yield np.frombuffer(raw, np.uint8).reshape(height, width, 3)
+        finally:
+            reader.close()
+
+    fps = float(meta.get("fps") or 30.0)
+    duration = meta.get("duration")
+    return fps, (round(float(duration) * fps) if duration else None), frames()
 
 
 def write_frames(frames: Iterable[np.ndarray], out: str | Path, fps: float = 30.0) -> Path:

@@ -28,11 +28,11 @@ from PIL import Image
 from engine.core.cameras import generate_rays
 from engine.core.devices import check_device
 from engine.core.errors import UserInputError
-from engine.core.imaging import to_uint8
+from engine.core.imaging import to_uint8, write_png
 from engine.core.jobs import Artifact, Cancelled, CancelToken, Job, JobWarning, Metrics, Preview
 from engine.core.loop import Budget, BudgetedLoop
 from engine.core.metrics import LPIPS_BACKBONES, load_lpips, psnr
-from engine.core.project import Project, atomic_write, check_writable_folder, save_torch, write_json
+from engine.core.project import Project, check_writable_folder, save_torch, write_json
 from engine.core.safe_pickle import load_torch
 from engine.editing.regions import Region, check_radius, region_from_pixel, region_from_point
 from engine.editing.store import EditStore
@@ -283,7 +283,7 @@ def _edit_events(cfg: EditConfig, cancel: CancelToken, live: LiveField | None) -
             save_torch(before, state | {"model": model.state_dict(), "extra": model.extra_state()})
         for kind, images in baseline.items():
             for name, image in images.items():
-                _save_png(session_dir / kind / f"{name}.png", image)
+                write_png(session_dir / kind / f"{name}.png", image)
         if region is not None and (hidden := _hidden_warning(region, dataset, baseline["masks"])):
             yield JobWarning(hidden)
         gen = torch.Generator().manual_seed(cfg.seed)
@@ -484,10 +484,6 @@ def _hidden_warning(region: Region, dataset: SceneDataset, masks: dict[str, np.n
 
 def _blend(mask: torch.Tensor, inside: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
     return mask * inside + (1 - mask) * outside
-
-
-def _save_png(path: Path, array: np.ndarray) -> None:
-    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
 def _pick_patch(ph: int, pw: int, targets: list[torch.Tensor], focus: torch.Tensor | None, focus_fraction: float,

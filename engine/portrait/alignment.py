@@ -160,15 +160,25 @@ def locate_landmarks(photo: Photo, landmarks_path: str | Path | None = None) -> 
     path = Path(landmarks_path) if landmarks_path is not None else detections_file(photo.path)
     if landmarks_path is not None or path.is_file():
         return Landmarks(read_landmarks(path, size), str(path))
-    faces = _detector().detect(photo.image)
-    if not faces:
+    found = detect_landmarks(photo.image)
+    if found is None:
         raise UserInputError(f"{photo.path}: no face found; give its five landmarks ({', '.join(LANDMARK_NAMES)}) "
                              f"in a text file of \"x y\" lines (--landmarks FILE, or {detections_file(photo.path)}), "
                              "or click them in the Portrait tab")
-    notes = (f"{photo.path}: {len(faces)} faces found; aligned the largest",) if len(faces) > 1 else ()
-    inside = np.clip(faces[0].landmarks, 0, size)  # a face cut by the photo's edge may put a point just beyond it
-    return Landmarks(check_landmarks(inside, size, f"{photo.path}: the detected face"), "the built-in face detector",
+    points, faces = found
+    notes = (f"{photo.path}: {faces} faces found; aligned the largest",) if faces > 1 else ()
+    return Landmarks(check_landmarks(points, size, f"{photo.path}: the detected face"), "the built-in face detector",
                      notes)
+
+
+def detect_landmarks(image: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """The built-in detector's five landmarks of the largest face in ``image`` (H, W, 3 uint8) and how many faces
+    it found; None without a face."""
+    faces = _detector().detect(image)
+    if not faces:
+        return None
+    # a face cut by the image's edge may put a point just beyond it
+    return np.clip(faces[0].landmarks, 0, image.shape[1::-1]), len(faces)
 
 
 @functools.lru_cache(maxsize=1)

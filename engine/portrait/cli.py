@@ -126,6 +126,15 @@ def _add_edit(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", required=True, help="the photo (an EG3D-aligned 512² crop is used as is)")
     p.add_argument("--landmarks", default=None, help="its five landmarks (default: detections/NAME.txt beside it, "
                    "else the built-in face detector)")
+    _add_edit_settings(p)
+    p.add_argument("--out", required=True, help="folder for aligned.png, edited.png, view_*.png, orbit.mp4, mesh.*")
+    p.add_argument("--views", type=int, default=4, help="novel views over yaw ±30° (default 4)")
+    p.add_argument("--video", action="store_true", help="also write an orbit video (orbit.mp4)")
+    p.add_argument("--mesh", action="store_true", help="also write a mesh with vertex colours (mesh.ply, mesh.glb)")
+
+
+def _add_edit_settings(p: argparse.ArgumentParser) -> None:
+    """The flags a photo's and a video's edit share: the prompt, the network and the strength."""
     prompt = p.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--prompt", help="the edit in words (embedded: the portrait vocabulary, e.g. 'blond hair', "
                         "'make it a bronze statue'; official: any instruction, turned into a reference by "
@@ -136,10 +145,6 @@ def _add_edit(p: argparse.ArgumentParser) -> None:
                    "any, else the shipped one)")
     p.add_argument("--strength", type=float, default=1.0, help="0 = the plain reconstruction, 1 = the edit "
                    "(default 1)")
-    p.add_argument("--out", required=True, help="folder for aligned.png, edited.png, view_*.png, orbit.mp4, mesh.*")
-    p.add_argument("--views", type=int, default=4, help="novel views over yaw ±30° (default 4)")
-    p.add_argument("--video", action="store_true", help="also write an orbit video (orbit.mp4)")
-    p.add_argument("--mesh", action="store_true", help="also write a mesh with vertex colours (mesh.ply, mesh.glb)")
     p.add_argument("--ip2p-model", default="timbrooks/instruct-pix2pix", help="official path with a text prompt: "
                    "the InstructPix2Pix weights (local folder or downloaded hub id)")
     p.add_argument("--device", default="auto", help="official path: auto, cpu or cuda")
@@ -155,6 +160,30 @@ def cmd_edit(args: argparse.Namespace) -> int:
                                   strength=args.strength, views=args.views, video=args.video, mesh=args.mesh,
                                   ip2p_model=args.ip2p_model, device=args.device)
     return run_and_list(portrait_edit_job(request, CancelToken()))
+
+
+def _add_edit_video(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--video", required=True, help="the talking-head video (any format ffmpeg reads)")
+    _add_edit_settings(p)
+    p.add_argument("--out", required=True, help="folder for aligned.mp4, input_view.mp4, novel_view.mp4 and frames/ "
+                   "(a stopped run there resumes)")
+    p.add_argument("--smoothing", type=float, default=0.6, help="how much of the previous frame's landmarks each "
+                   "frame keeps, in [0, 1): steadier crops, slower to follow (default 0.6)")
+    p.add_argument("--sweep-seconds", type=float, default=4.0, help="seconds of video for the novel view to sweep "
+                   "yaw ±30° and back (default 4)")
+    p.add_argument("--max-frames", type=int, default=None, help="edit only the first frames")
+
+
+def cmd_edit_video(args: argparse.Namespace) -> int:
+    """Edit a talking-head video frame by frame with 3DPE and write it from the input view and a moving view."""
+    from engine.core.jobs import CancelToken, run_and_list
+    from engine.portrait.video_edit import PortraitVideoRequest, portrait_video_job
+
+    request = PortraitVideoRequest(video=args.video, out=args.out, prompt=args.prompt, reference=args.reference,
+                                   model=args.model, editor=args.editor, strength=args.strength,
+                                   smoothing=args.smoothing, sweep_seconds=args.sweep_seconds,
+                                   max_frames=args.max_frames, ip2p_model=args.ip2p_model, device=args.device)
+    return run_and_list(portrait_video_job(request, CancelToken()))
 
 
 def _official_cpu_seconds() -> float:
@@ -244,6 +273,8 @@ def cmd_bench_3dpe(args) -> int:
 TOOLS = {
     "edit": ("edit a portrait photo in 3D from a text prompt or a reference image (3DPE): edited image, novel views, "
              "orbit video, mesh", _add_edit, cmd_edit),
+    "edit-video": ("edit a talking-head video frame by frame (3DPE): the edit from the input view and from a moving "
+                   "novel view", _add_edit_video, cmd_edit_video),
     "align": ("crop a portrait photo the way EG3D's in-the-wild preprocessing does (512², from five landmarks)",
               _add_align, cmd_align),
     "import-eg3d": ("convert an EG3D checkpoint (.pkl, .pth, .safetensors) once to safetensors + JSON for fast, "

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from engine.core.errors import UserInputError
-from engine.core.imaging import to_uint8
+from engine.core.imaging import to_uint8, write_png
 from engine.core.jobs import Artifact, CancelToken, JobWarning, Preview, Progress
 from engine.core.meshes import Mesh, write_mesh
-from engine.core.project import atomic_write
 from engine.portrait.cameras import camera_labels
 from engine.portrait.triplane import OSGDecoder, sample_planes, softplus, texel_major
 
@@ -38,35 +37,23 @@ ORBIT_FRAMES = 48
 ORBIT_YAW = 30.0
 
 
-@dataclass
-class PortraitEditRequest:
-    """One edit of one photo."""
+@dataclass(kw_only=True)
+class EditSettings:
+    """The edit asked for and the network making it (a photo's edit and a video's share them)."""
 
-    image: str
-    """the photo (an EG3D-aligned 512² crop is used as is; any other photo is aligned from its landmarks)"""
-    out: str
-    """folder for the results"""
     prompt: str | None = None
     """a text prompt ("make her a bronze statue")"""
     reference: str | None = None
     """or a reference image of the edit"""
-    landmarks: str | None = None
-    """five landmarks of the photo (default: detections/NAME.txt beside it, else the built-in detector)"""
     model: str = "embedded"
     """"embedded" (offline, CPU) or the path of the official 3dpe.pt"""
     editor: str | None = None
     """the embedded editor's folder (default: yours from adaptation if any, else the shipped one)"""
     strength: float = 1.0
     """0 = the plain reconstruction, 1 = the edit (the triplanes are blended)"""
-    views: int = 4
-    """novel views written, spread over yaw ±30°"""
-    video: bool = False
-    """also write an orbit video (orbit.mp4)"""
-    mesh: bool = False
-    """also write the edited head as a mesh (mesh.ply and mesh.glb, vertex colours)"""
     ip2p_model: str = "timbrooks/instruct-pix2pix"
     """official path, text prompts: the InstructPix2Pix weights (a local folder, or a hub id already downloaded)"""
-    device: str = field(default="auto")
+    device: str = "auto"
     """official path: "auto" (CUDA when present), "cpu" or "cuda"""
 
     def validate(self) -> None:
@@ -75,6 +62,27 @@ class PortraitEditRequest:
             raise UserInputError("give either --prompt TEXT or --reference IMAGE")
         if not 0.0 <= self.strength <= 1.0:
             raise UserInputError(f"--strength must lie in [0, 1] (got {self.strength})")
+
+
+@dataclass(kw_only=True)
+class PortraitEditRequest(EditSettings):
+    """One edit of one photo."""
+
+    image: str
+    """the photo (an EG3D-aligned 512² crop is used as is; any other photo is aligned from its landmarks)"""
+    out: str
+    """folder for the results"""
+    landmarks: str | None = None
+    """five landmarks of the photo (default: detections/NAME.txt beside it, else the built-in detector)"""
+    views: int = 4
+    """novel views written, spread over yaw ±30°"""
+    video: bool = False
+    """also write an orbit video (orbit.mp4)"""
+    mesh: bool = False
+    """also write the edited head as a mesh (mesh.ply and mesh.glb, vertex colours)"""
+
+    def validate(self) -> None:
+        super().validate()
         if not 0 <= self.views <= 64:
             raise UserInputError(f"--views must be between 0 and 64 (got {self.views})")
 
@@ -86,9 +94,18 @@ class EditEngine:
     decoder: OSGDecoder
     box_warp: float
 
-    def planes(self, photo: np.ndarray, request: PortraitEditRequest) -> tuple[torch.Tensor, torch.Tensor]:
-        """(edited planes, reconstruction planes) of an aligned 512² photo (uint8)."""
+    def prompt(self, photo: np.ndarray, request: PortraitEditRequest) -> object:
+        """What the network takes as the edit of ``request`` (prompt tokens, a reference image): made once, so a
+        video's frames all get the same edit."""
         raise NotImplementedError
+
+    def encode(self, photo: np.ndarray, prompt: object) -> tuple[torch.Tensor, torch.Tensor]:
+        """(edited planes, reconstruction planes) of an aligned 512² photo (uint8) under a ``prompt``."""
+        raise NotImplementedError
+
+    def planes(self, photo: np.ndarray, request: PortraitEditRequest) -> tuple[torch.Tensor, torch.Tensor]:
+        """(edited planes, reconstruction planes) of an aligned 512² photo (uint8) for ``request``'s edit."""
+        return self.encode(photo, self.prompt(photo, request))
 
     def render(self, planes: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """Images (N, 3, size, size) in [0, 1] of planes (1, ...) from cameras c (N, 25)."""
@@ -115,14 +132,16 @@ class EmbeddedEngine(EditEngine):
         self.size, self.decoder = INPUT_SIZE, self.prior.decoder
         self.box_warp = float(self.prior.rendering_kwargs["box_warp"])
 
-    def planes(self, photo: np.ndarray, request: PortraitEditRequest) -> tuple[torch.Tensor, torch.Tensor]:
-        x = _tensor(photo, self.size) * 2 - 1
+    def prompt(self, photo: np.ndarray, request: PortraitEditRequest) -> torch.Tensor:
         with torch.no_grad():
             if request.prompt is not None:
-                tokens = self.editor.tokens(prompt=request.prompt)
-            else:
-                tokens = self.editor.tokens(reference=_tensor(_read(request.reference), self.size))
-            return self.editor(x, tokens), self.editor.encoder(x)
+                return self.editor.tokens(prompt=request.prompt)
+            return self.editor.tokens(reference=_tensor(_read(request.reference), self.size))
+
+    def encode(self, photo: np.ndarray, prompt: object) -> tuple[torch.Tensor, torch.Tensor]:
+        x = _tensor(photo, self.size) * 2 - 1
+        with torch.no_grad():
+            return self.editor(x, prompt), self.editor.encoder(x)
 
     def render(self, planes: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         from engine.portrait.live3d import render_planes
@@ -144,17 +163,19 @@ class OfficialEngine(EditEngine):
         self.box_warp = float(RENDERING_KWARGS["box_warp"])
         self.notes: list[str] = []
 
-    def planes(self, photo: np.ndarray, request: PortraitEditRequest) -> tuple[torch.Tensor, torch.Tensor]:
+    def prompt(self, photo: np.ndarray, request: PortraitEditRequest) -> torch.Tensor:
+        from engine.portrait.threedpe import reference_tensor
+
+        if request.reference is not None:
+            return reference_tensor(_tensor(_read(request.reference), self.size).to(self.device))
+        return reference_tensor(self._instructed(_tensor(photo, self.size).to(self.device), request))
+
+    def encode(self, photo: np.ndarray, prompt: object) -> tuple[torch.Tensor, torch.Tensor]:
         from engine.portrait.threedpe import reference_tensor
 
         x = _tensor(photo, self.size).to(self.device)
-        if request.reference is not None:
-            reference = _tensor(_read(request.reference), self.size).to(self.device)
-        else:
-            reference = self._instructed(x, request)
-        edited = self.net.encode(x * 2 - 1, reference_tensor(reference))
-        plain = self.net.encode(x * 2 - 1, reference_tensor(x))
-        return edited, plain
+        with torch.no_grad():
+            return self.net.encode(x * 2 - 1, prompt), self.net.encode(x * 2 - 1, reference_tensor(x))
 
     def _instructed(self, x: torch.Tensor, request: PortraitEditRequest) -> torch.Tensor:
         """The reference for a text prompt: InstructPix2Pix's edit of the input photo."""
@@ -265,13 +286,6 @@ def triplane_mesh(planes: torch.Tensor, decoder: OSGDecoder, box_warp: float,
                 to_uint8(rgb.clamp(0, 1)))
 
 
-def _save_png(image: torch.Tensor | np.ndarray, path: Path) -> Path:
-    from PIL import Image
-
-    pixels = image if isinstance(image, np.ndarray) else to_uint8(image.permute(1, 2, 0))
-    return atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
-
-
 def portrait_edit_job(request: PortraitEditRequest, cancel: CancelToken,
                       engine: EditEngine | None = None) -> Iterator:
     """Edit one photo and write the results into ``request.out``: aligned.png, edited.png (the input view),
@@ -289,7 +303,7 @@ def portrait_edit_job(request: PortraitEditRequest, cancel: CancelToken,
         engine.editor.prompts.resolve(request.prompt)  # a word outside the vocabulary: say so before any work
     out = Path(request.out)
     out.mkdir(parents=True, exist_ok=True)
-    yield Artifact(_save_png(aligned.image, out / "aligned.png"), "aligned input")
+    yield Artifact(write_png(out / "aligned.png", aligned.image), "aligned input")
     yield Progress(0, None, "editing")
     edited, plain = engine.planes(aligned.image, request)
     planes = blend(edited, plain, request.strength)
@@ -297,12 +311,12 @@ def portrait_edit_job(request: PortraitEditRequest, cancel: CancelToken,
         yield JobWarning(note)
     front = engine.render(planes, torch.from_numpy(camera_labels(0.0, 0.0)))[0]
     yield Preview(0, to_uint8(front.permute(1, 2, 0)), {"layout": "edited"})
-    yield Artifact(_save_png(front, out / "edited.png"), "edited image")
+    yield Artifact(write_png(out / "edited.png", front), "edited image")
     for k, yaw in enumerate(novel_yaws(request.views)):
         if cancel.cancelled:
             return
         view = engine.render(planes, torch.from_numpy(camera_labels(yaw, 0.0)))[0]
-        yield Artifact(_save_png(view, out / f"view_{k:02d}_yaw{yaw:+.0f}.png"), "novel view")
+        yield Artifact(write_png(out / f"view_{k:02d}_yaw{yaw:+.0f}.png", view), "novel view")
     if request.video and not cancel.cancelled:
         yaws = ORBIT_YAW * np.sin(np.linspace(0, 2 * math.pi, ORBIT_FRAMES, endpoint=False))
         frames = (to_uint8(engine.render(planes, torch.from_numpy(camera_labels(y, 0.0)))[0].permute(1, 2, 0))
