@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from engine.core.errors import UserInputError
+from engine.core.errors import CheckpointError, UserInputError
 from engine.core.jobs import Artifact, CancelToken, Metrics
 from engine.portrait.adapt import AdaptConfig, adapt_job, adaptable, read_pairs, write_synthetic_pairs
 from engine.portrait.distill import (DistillConfig, EditExample, EmbeddedEditor, distill_job, distill_losses,
@@ -97,11 +97,11 @@ def test_the_teachers_edits_vary_per_call_around_the_exact_edit():
 
 def test_adding_a_style_keeps_what_was_learned():
     prompts = PromptEncoder()
-    before = prompts.text_tokens(["red hair"]).detach()
+    before = prompts.text(["red hair"]).detach()
     prompts.add_style("ice sculpture")
     assert prompts.resolve("turn them into ice sculpture") == "ice sculpture"
-    assert torch.equal(prompts.text_tokens(["red hair"]).detach(), before)
-    assert prompts.text_tokens(["ice sculpture"]).shape == (1, 2, 128)
+    assert torch.equal(prompts.text(["red hair"]).detach(), before)
+    assert prompts.text(["ice sculpture"]).shape == (1, 2, 128)
     assert prompts.image_tokens(torch.rand(2, 3, 100, 100)).shape == (2, 64, 128)
 
 
@@ -322,3 +322,57 @@ def test_a_video_without_faces_or_that_is_no_video_is_refused(editor_dir, talkin
         _video_events(PortraitVideoRequest(video=str(talking_head), out=str(tmp_path / "c"), prompt="blond hair",
                                            editor=str(editor_dir), smoothing=1.0))
     assert not (tmp_path / "c").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory) -> Path:
+    """A CLIP text model with random weights and a letters-only tokenizer, saved the way transformers saves one."""
+    import json
+    import string
+
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    folder = tmp_path_factory.mktemp("clip")
+    letters = list(string.ascii_lowercase) + list("'.,!?-")
+    vocab = {t: i for i, t in enumerate(letters + [c + "</w>" for c in letters] + ["<|startoftext|>", "<|endoftext|>"])}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), unk_token="<|endoftext|>").save_pretrained(
+        folder)
+    torch.manual_seed(0)
+    config = CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                            num_attention_heads=4, max_position_embeddings=32, bos_token_id=vocab["<|startoftext|>"],
+                            eos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["<|endoftext|>"])
+    CLIPTextModel(config).save_pretrained(folder)
+    return folder
+
+
+def test_a_clip_text_model_reads_any_wording_and_stays_out_of_the_editor(editor_dir, tiny_clip, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    cfg = DistillConfig(out=str(tmp_path), encoder=str(editor_dir), clip_text=str(tiny_clip), steps=2, pool=2,
+                        batch=2, lpips="off")
+    events = list(distill_job(cfg, CancelToken()))
+    assert "--clip-text CLIP_DIR" in next(e for e in events if isinstance(e, Artifact) and e.kind == "recipe"
+                                          ).path.read_text()
+    with safe_open(str(tmp_path / "editor.safetensors"), "pt") as weights:
+        names = set(weights.keys())
+    assert "prompts.clip_projection.weight" in names and "prompts.embedding.weight" not in names
+    assert not any("text_model" in name for name in names)  # CLIP's own weights stay in its folder
+    editor = load_editor(tmp_path)
+    assert editor.prompts.clip_folder == str(tiny_clip.resolve())
+    with torch.no_grad():
+        a, b = editor.tokens("a purple dragon, please"), editor.tokens("give him red hair")
+    assert a.shape == (1, 24, 128) and not torch.allclose(a, b)
+    clip_weights = load_file(str(tiny_clip / "model.safetensors"))
+    live = editor.prompts.clip.model.state_dict()
+    assert all(torch.equal(live[name], value) for name, value in clip_weights.items() if name in live)
+    with pytest.raises(UserInputError, match="the prompt is empty"):
+        editor.tokens("   ")
+
+
+def test_a_folder_without_a_clip_model_is_refused(editor_dir, tmp_path):
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not read")
+    with pytest.raises(CheckpointError, match="not a CLIP text model folder"):
+        EmbeddedEditor(load_encoder(editor_dir), clip_text=str(tmp_path))

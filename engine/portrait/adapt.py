@@ -159,7 +159,7 @@ def pair_psnr(editor: EmbeddedEditor, prior, examples: list[EditExample]) -> flo
     scores = []
     with torch.no_grad():
         for e in examples:
-            planes = editor(e.photo[None] * 2 - 1, editor.prompts.text_tokens([e.name]))
+            planes = editor(e.photo[None] * 2 - 1, editor.prompts.text([e.name]))
             ours = render_planes(prior, planes, torch.from_numpy(input_view()[None]))["rgb"]
             target = F.interpolate(e.edited[None], size=(VIEW_SIZE,) * 2, mode="bilinear", antialias=True)
             scores.append(psnr(ours, target))

@@ -64,10 +64,11 @@ BENCH_YAWS = (0.0, -15.0, 15.0, -30.0, 30.0)
 class EmbeddedEditor(nn.Module):
     """Photo + prompt tokens → edited triplanes; see the module docstring."""
 
-    def __init__(self, encoder: EmbeddedEncoder, styles: tuple[str, ...] = ()) -> None:
+    def __init__(self, encoder: EmbeddedEncoder, styles: tuple[str, ...] = (), clip_text: str | None = None) -> None:
+        """``clip_text``: a local CLIP text model folder that reads text prompts instead of the vocabulary."""
         super().__init__()
         self.encoder = encoder.eval().requires_grad_(False)
-        self.prompts = PromptEncoder(styles)
+        self.prompts = PromptEncoder(styles, clip_text=clip_text)
         self.Ref_encoder = EncoderRef(high=64, dim=PROMPT_DIM, pre=48, stride=4, mae_encoder=nn.Identity())
         nn.init.zeros_(self.Ref_encoder.proj_tail.weight)
         self.Final_encoder = copy.deepcopy(encoder.Final_encoder).requires_grad_(True)
@@ -84,7 +85,7 @@ class EmbeddedEditor(nn.Module):
         if (prompt is None) == (reference is None):
             raise ValueError("give a text prompt or a reference image, not both or neither")
         if prompt is not None:
-            return self.prompts.text_tokens([self.prompts.resolve(prompt)])
+            return self.prompts.text([prompt])
         return self.prompts.image_tokens(reference)
 
     def distillable(self) -> list[nn.Parameter]:
@@ -148,6 +149,9 @@ class DistillConfig:
     """the trained image→triplane encoder (default: the shipped one)"""
     prior: str | None = None
     """the prior whose decoder renders the planes (default: the shipped one)"""
+    clip_text: str | None = None
+    """a CLIP text model folder (transformers, safetensors): text prompts are read by it, in any wording, instead
+    of the vocabulary; the editor then needs that folder wherever it is used"""
     seed: int = 0
     """seeds the new weights, the heads, edits, phrasings and the teacher's variations"""
     minutes: float = 60.0
@@ -197,7 +201,7 @@ def distill_losses(editor: nn.Module, model: nn.Module, prior: TriPlaneGenerator
     if use_reference:
         tokens = editor.prompts.image_tokens(torch.stack([example.reference for example in batch]))
     else:
-        tokens = editor.prompts.text_tokens([example.name for example in batch])
+        tokens = editor.prompts.text([example.prompt for example in batch])
     planes = model(photos * 2 - 1, tokens)
     with torch.no_grad():
         target_planes = editor.encoder(edited * 2 - 1)
@@ -254,7 +258,7 @@ def distill_job(cfg: DistillConfig, cancel: CancelToken) -> Iterator:
     state_path = out_dir / "training_state.pt"
     prior = load_prior(cfg.prior).requires_grad_(False)
     torch.manual_seed(cfg.seed)
-    editor = EmbeddedEditor(load_encoder(cfg.encoder)).train()
+    editor = EmbeddedEditor(load_encoder(cfg.encoder), clip_text=cfg.clip_text).train()
     editor.encoder.eval()
     optimizer = torch.optim.Adam(editor.distillable(), lr=cfg.lr, betas=cfg.betas)
     lpips, why = load_lpips(cfg.lpips, without="distilling without the LPIPS terms")
@@ -291,7 +295,7 @@ def distill_job(cfg: DistillConfig, cancel: CancelToken) -> Iterator:
         nonlocal shown
         example = pool[0]
         with torch.no_grad():
-            planes = editor(example.photo[None] * 2 - 1, editor.prompts.text_tokens([example.name]))
+            planes = editor(example.photo[None] * 2 - 1, editor.prompts.text([example.prompt]))
             shown = render_planes(prior, planes, torch.from_numpy(input_view()[None]))["rgb"][0]
         target = F.interpolate(example.edited[None], size=(VIEW_SIZE,) * 2, mode="bilinear", antialias=True)[0]
         return {"psnr_to_teacher": psnr(shown, target)}
@@ -325,7 +329,8 @@ def distill_job(cfg: DistillConfig, cancel: CancelToken) -> Iterator:
 def recipe_command(cfg: DistillConfig) -> str:
     """The command that distils ``cfg`` again (its folder as DIR)."""
     budget = f"--steps {cfg.steps}" if cfg.steps is not None else f"--minutes {cfg.minutes:g}"
-    return f"python main.py portrait distill --out DIR {budget} --seed {cfg.seed}"
+    clip = " --clip-text CLIP_DIR" if cfg.clip_text else ""
+    return f"python main.py portrait distill --out DIR {budget} --seed {cfg.seed}{clip}"
 
 
 def write_editor(editor: EmbeddedEditor, out_dir: Path, recipe: dict) -> Iterator:
@@ -335,7 +340,8 @@ def write_editor(editor: EmbeddedEditor, out_dir: Path, recipe: dict) -> Iterato
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / WEIGHTS_FILE
     atomic_write(weights, lambda tmp: save_file({k: v.contiguous() for k, v in editor.learned().items()}, str(tmp)))
-    write_json(out_dir / STYLES_FILE, {"styles": list(editor.prompts.styles)})
+    clip = {"clip_text": editor.prompts.clip_folder} if editor.prompts.clip_folder else {}
+    write_json(out_dir / STYLES_FILE, {"styles": list(editor.prompts.styles), **clip})
     yield Artifact(write_json(out_dir / "recipe.json", recipe), "recipe")
     yield Artifact(weights, "weights")
 
@@ -368,8 +374,8 @@ def load_editor(path: str | Path | None = None, encoder: str | Path | None = Non
         raise CheckpointError(f"{folder} holds no distilled editor ({WEIGHTS_FILE}); make one with "
                               f"python main.py portrait distill --out {folder}")
     try:
-        styles = tuple(json.loads((folder / STYLES_FILE).read_text())["styles"])
-        editor = EmbeddedEditor(load_encoder(encoder), styles)
+        described = json.loads((folder / STYLES_FILE).read_text())
+        editor = EmbeddedEditor(load_encoder(encoder), tuple(described["styles"]), described.get("clip_text"))
         missing, unexpected = editor.load_state_dict(load_file(str(weights)), strict=False)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise CheckpointError(f"{folder} does not hold a readable editor: {str(exc).splitlines()[0]}") from None
