@@ -13,6 +13,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QImage, QMouseEvent, QPainter, QPaintEvent, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from app.portrait.orbit_drag import OrbitDrag
 from app.widgets import numpy_to_qimage
 
 GRAB_RADIUS_PX = 14
@@ -157,7 +158,7 @@ class LandmarkView(PictureView):
             painter.drawText(centre + QPointF(8, 4), label)
 
 
-class WipeView(PictureView):
+class WipeView(OrbitDrag, PictureView):
     """The edit, turned by a left drag (``dragged(dx, dy)`` in pixels), with the input crop laid over its left
     ``wipe`` fraction for a before / after comparison."""
 
@@ -169,7 +170,6 @@ class WipeView(PictureView):
         self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)  # a click gives the page the keyboard (undo, redo)
         self.before: QImage | None = None
         self.wipe = 0.0
-        self._last: QPointF | None = None
 
     def set_before(self, image: np.ndarray | None) -> None:
         self.before = None if image is None else numpy_to_qimage(image)
@@ -178,22 +178,6 @@ class WipeView(PictureView):
     def set_wipe(self, fraction: float) -> None:
         self.wipe = fraction
         self.update()
-
-    def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
-        if event.button() == Qt.MouseButton.LeftButton:
-            self._last = event.position()
-            self.setCursor(Qt.CursorShape.ClosedHandCursor)
-
-    def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
-        if self._last is not None:
-            delta = event.position() - self._last
-            self._last = event.position()
-            self.dragged.emit(delta.x(), delta.y())
-
-    def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
-        if event.button() == Qt.MouseButton.LeftButton:
-            self._last = None
-            self.setCursor(Qt.CursorShape.OpenHandCursor)
 
     def paint_overlay(self, painter: QPainter, target: QRectF) -> None:
         if self.before is None or self.wipe <= 0:

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-from PySide6.QtCore import QCoreApplication, QObject, QPoint, QPointF, QRect, Qt, Signal
-from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPaintEvent
+from PySide6.QtCore import QCoreApplication, QObject, QPoint, QRect, Qt, Signal
+from PySide6.QtGui import QColor, QImage, QPainter, QPaintEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from app.coalescing import LatestRequestWorker
+from app.portrait.orbit_drag import OrbitDrag
 from app.settings import resolve_device
 from app.widgets import numpy_to_qimage
 from engine.core.errors import UserInputError
@@ -149,7 +150,7 @@ class PortraitRenderer(QObject):
         self._emit(self.failed, f"Could not render the portrait view: {exc}")
 
 
-class PortraitView(QWidget):
+class PortraitView(OrbitDrag, QWidget):
     """The rendered head, letterboxed, with its mode in a corner and a legend for semantic views.
 
     Left drag turns the head: ``dragged(dx, dy)`` in pixels while the button is held,
@@ -168,9 +169,7 @@ class PortraitView(QWidget):
         self.label = ""
         self.legend: tuple[tuple[str, tuple[int, int, int]], ...] = ()
         """(name, RGB) pairs drawn in the lower corner; empty when the view needs none"""
-        self.dragging = False
         self._smooth = True
-        self._last: QPointF | None = None
 
     def set_image(self, image: np.ndarray, label: str, legend: tuple = (), smooth: bool = True) -> None:
         """Show ``image`` (HxWx3 uint8) with ``label`` in a corner and ``legend`` ((name, RGB) pairs) below it;
@@ -179,24 +178,8 @@ class PortraitView(QWidget):
         self.label, self.legend, self._smooth = label, legend, smooth
         self.update()
 
-    def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
-        if event.button() == Qt.MouseButton.LeftButton:
-            self._last = event.position()
-            self.dragging = True
-            self.setCursor(Qt.CursorShape.ClosedHandCursor)
-
-    def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
-        if self._last is not None:
-            delta = event.position() - self._last
-            self._last = event.position()
-            self.dragged.emit(delta.x(), delta.y())
-
-    def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
-        if event.button() == Qt.MouseButton.LeftButton and self._last is not None:
-            self._last = None
-            self.dragging = False
-            self.setCursor(Qt.CursorShape.OpenHandCursor)
-            self.released.emit()
+    def drag_released(self) -> None:
+        self.released.emit()
 
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt override
         painter = QPainter(self)
