@@ -376,3 +376,18 @@ def test_a_folder_without_a_clip_model_is_refused(editor_dir, tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"not read")
     with pytest.raises(CheckpointError, match="not a CLIP text model folder"):
         EmbeddedEditor(load_encoder(editor_dir), clip_text=str(tmp_path))
+
+
+def test_rendering_some_pixels_gives_those_pixels_of_the_whole_view(prior):
+    from engine.portrait.cameras import camera_labels
+    from engine.portrait.distill import render_views
+
+    planes = torch.randn(2, 96, 32, 32) * 4
+    c = torch.from_numpy(camera_labels(np.array([0.0, 20.0]), np.array([0.0, -5.0])))
+    pixels = torch.from_numpy(np.stack([np.random.default_rng(k).choice(64 * 64, 50, replace=False) for k in (0, 1)]))
+    with torch.no_grad():
+        whole, some = render_views(prior, planes, c), render_views(prior, planes, c, pixels)
+    for key in ("rgb", "depth"):
+        expected = torch.gather(whole[key].flatten(2), 2, pixels[:, None].expand(-1, whole[key].shape[1], -1))
+        assert some[key].shape == expected.shape
+        assert torch.allclose(some[key], expected, atol=1e-5)

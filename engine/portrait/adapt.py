@@ -67,6 +67,8 @@ class AdaptConfig:
     """weight of the triplane L1 (as in distillation)"""
     depth_weight: float = field(default=1.0, metadata=INTERNAL)
     """weight of the depth L1 (as in distillation)"""
+    pixels_per_view: int = field(default=512, metadata=INTERNAL)
+    """without LPIPS: pixels of each view compared per step (as in distillation)"""
     metrics_every: int = field(default=10, metadata=INTERNAL)
     """steps between metric events"""
 

@@ -48,6 +48,7 @@ from engine.portrait.prior import (CAMERA_DISTANCE, HELD_OUT_SEED, PITCH_RANGE_D
                                    load_prior, read_training_state)
 from engine.portrait.prompts import PROMPT_DIM, PromptEncoder
 from engine.portrait.threedpe import EncoderRef
+from engine.portrait.triplane import sample_rays
 from engine.portrait.vocabulary import (TEST_PHRASINGS, TRAIN_PHRASINGS, TRAINED_EDITS, PortraitTeacher, group_id,
                                         phrasings)
 
@@ -76,9 +77,19 @@ class EmbeddedEditor(nn.Module):
     def forward(self, image: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Edited triplanes (B, 96, 128, 128) of photos (B, 3, 128, 128) in [−1, 1] under prompt tokens."""
         with torch.no_grad():
-            high, low = self.encoder.features(image)
+            features = self.encoder.features(image)
+        return self.edited(*features, tokens)
+
+    def edited(self, high: torch.Tensor, low: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Edited triplanes from the frozen encoder's features of a photo."""
         high = high + self.Ref_encoder.fuse(high, tokens)
         return PLANE_SCALE * self.Final_encoder(torch.cat([high, low], 1))
+
+    @torch.no_grad()
+    def edit_and_reconstruct(self, image: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(edited, plain) triplanes of photos, the encoder's features computed once for both."""
+        features = self.encoder.features(image)
+        return self.edited(*features, tokens), self.encoder.planes(*features)
 
     def tokens(self, prompt: str | None = None, reference: torch.Tensor | None = None) -> torch.Tensor:
         """Tokens (1, L, D) of a text prompt or a reference image (1, 3, H, W) in [0, 1]."""
@@ -176,6 +187,9 @@ class DistillConfig:
     """weight of the triplane L1 (divided by PLANE_SCALE)"""
     depth_weight: float = 1.0
     """weight of the depth L1 (relative to the camera distance)"""
+    pixels_per_view: int = 512
+    """without LPIPS (which needs whole images): the image and depth terms compare this many random pixels of each
+    64² view per step, an unbiased estimate of the whole images' L2 at a fraction of the rendering"""
     checkpoint_every_s: float = 120.0
     """seconds between checkpoints"""
     preview_every: int = 50
@@ -210,11 +224,15 @@ def distill_losses(editor: nn.Module, model: nn.Module, prior: TriPlaneGenerator
     pitch = np.concatenate([np.zeros(n), rng.uniform(-PITCH_RANGE_DEG, PITCH_RANGE_DEG, n)])
     c = torch.from_numpy(camera_labels(yaw, pitch))
     both = lambda p: torch.cat([p, p])  # noqa: E731 - the input view, then a random one, of every example
-    ours = render_planes_grad(prior, both(planes), c)
+    pixels = None if lpips is not None or cfg.pixels_per_view >= VIEW_SIZE ** 2 else torch.from_numpy(
+        np.stack([rng.choice(VIEW_SIZE ** 2, cfg.pixels_per_view, replace=False) for _ in range(2 * n)]))
+    ours = render_views(prior, both(planes), c, pixels)
     with torch.no_grad():
-        target = render_planes(prior, both(target_planes), c)
-    lpips_target = F.interpolate(edited, size=(VIEW_SIZE,) * 2, mode="bilinear", align_corners=False, antialias=True)
-    losses = {"2d": image_loss(ours["rgb"][:n], lpips_target, lpips),
+        target = render_views(prior, both(target_planes), c, pixels)
+    teacher_2d = F.interpolate(edited, size=(VIEW_SIZE,) * 2, mode="bilinear", align_corners=False, antialias=True)
+    if pixels is not None:
+        teacher_2d = torch.gather(teacher_2d.flatten(2), 2, pixels[:n, None].expand(-1, 3, -1))
+    losses = {"2d": image_loss(ours["rgb"][:n], teacher_2d, lpips),
               "3d_image": image_loss(ours["rgb"], target["rgb"], lpips),
               "3d_planes": F.l1_loss(planes, target_planes) / PLANE_SCALE,
               "3d_depth": F.l1_loss(ours["depth"], target["depth"]) / CAMERA_DISTANCE}
@@ -239,10 +257,17 @@ def distill_step(editor: EmbeddedEditor, model: nn.Module, prior: TriPlaneGenera
     return losses
 
 
-def render_planes_grad(prior: TriPlaneGenerator, planes: torch.Tensor, c: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``render_planes`` keeping the gradient to the planes."""
-    features, depth = prior.render_features(planes, c, VIEW_SIZE, deterministic_sampling=True)
-    return {"rgb": (features[:, :3] + 1) / 2, "depth": depth}
+def render_views(prior: TriPlaneGenerator, planes: torch.Tensor, c: torch.Tensor,
+                 pixels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Colour in [0, 1] and depth of planes (B, ...) seen from cameras c (B, 25) at VIEW_SIZE², keeping the
+    gradient to the planes: whole images (B, 3 | 1, R, R), or the ``pixels`` (B, M) of each (B, 3 | 1, M)."""
+    if pixels is None:
+        features, depth = prior.render_features(planes, c, VIEW_SIZE, deterministic_sampling=True)
+        return {"rgb": (features[:, :3] + 1) / 2, "depth": depth}
+    origins, directions = sample_rays(c[:, :16].reshape(-1, 4, 4), c[:, 16:25].reshape(-1, 3, 3), VIEW_SIZE)
+    picked = lambda rays: torch.gather(rays, 1, pixels[..., None].expand(-1, -1, 3))  # noqa: E731
+    features, depth = prior.render_rays(planes, picked(origins), picked(directions), deterministic_sampling=True)
+    return {"rgb": (features[..., :3].transpose(1, 2) + 1) / 2, "depth": depth.transpose(1, 2)}
 
 
 def distill_job(cfg: DistillConfig, cancel: CancelToken) -> Iterator:

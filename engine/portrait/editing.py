@@ -139,9 +139,7 @@ class EmbeddedEngine(EditEngine):
             return self.editor.tokens(reference=_tensor(_read(request.reference), self.size))
 
     def encode(self, photo: np.ndarray, prompt: object) -> tuple[torch.Tensor, torch.Tensor]:
-        x = _tensor(photo, self.size) * 2 - 1
-        with torch.no_grad():
-            return self.editor(x, prompt), self.editor.encoder(x)
+        return self.editor.edit_and_reconstruct(_tensor(photo, self.size) * 2 - 1, prompt)
 
     def render(self, planes: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         from engine.portrait.live3d import render_planes
