@@ -91,6 +91,12 @@ def test_the_job_writes_weights_and_recipe_and_resumes(tmp_path):
     encoder = load_encoder(tmp_path)
     assert not encoder.training
     assert any(not torch.equal(first[k], v) for k, v in encoder.state_dict().items())
+    # loaded for inference in channels-last layout: the same planes as the weights in the training layout
+    plain = EmbeddedEncoder().eval()
+    plain.load_state_dict(load_file(str(tmp_path / "encoder.safetensors")))
+    photo = torch.rand(1, 3, 128, 128) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(encoder(photo), plain(photo), atol=1e-4)
 
 
 def test_loading_reports_missing_and_foreign_weights(tmp_path):

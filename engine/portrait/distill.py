@@ -408,7 +408,7 @@ def load_editor(path: str | Path | None = None, encoder: str | Path | None = Non
     if missing or unexpected:
         raise CheckpointError(f"{weights} is not an embedded editor: {len(missing)} weights missing, "
                               f"{len(unexpected)} unexpected")
-    return editor.eval().requires_grad_(False)
+    return editor.eval().requires_grad_(False).to(memory_format=torch.channels_last)  # as load_encoder
 
 
 def bench_editing(editor: EmbeddedEditor, prior: TriPlaneGenerator, heads: int = 16,

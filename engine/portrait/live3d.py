@@ -75,6 +75,8 @@ class EmbeddedEncoder(nn.Module):
     def features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(E_high's features, EncoderF's) of images (B, 3, 128, 128) in [−1, 1]."""
         x = with_unit_coordinates(image)
+        if self.encoder.conv1.weight.is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)  # see load_encoder
         return self.EHigh_encoder(x), self.F_encoder(self.decoder(self.encoder(x)))
 
     def planes(self, high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
@@ -346,7 +348,8 @@ def load_encoder(path: str | Path | None = None) -> EmbeddedEncoder:
         encoder.load_state_dict(state)
     except (RuntimeError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights} is not an embedded encoder: {str(exc).splitlines()[0]}") from None
-    return encoder.eval().requires_grad_(False)
+    # channels-last convolutions: an edit about 15 % faster on this CPU (benchmarks: portrait bench-3dpe)
+    return encoder.eval().requires_grad_(False).to(memory_format=torch.channels_last)
 
 
 def bench_reconstruction(encoder: EmbeddedEncoder, prior: TriPlaneGenerator, heads: int = 16,
