@@ -165,7 +165,7 @@ class DistillConfig:
     of the vocabulary; the editor then needs that folder wherever it is used"""
     seed: int = 0
     """seeds the new weights, the heads, edits, phrasings and the teacher's variations"""
-    minutes: float = 60.0
+    minutes: float = 75.0
     """training time budget"""
     steps: int | None = None
     """stop after this many steps instead"""
