@@ -3,6 +3,7 @@ gloo on two processes) and loading its weights."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -16,11 +17,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from engine.core.errors import CheckpointError
+from engine.core.errors import CheckpointError, UserInputError
 from engine.core.jobs import Artifact, CancelToken, Metrics
 from engine.portrait.cameras import camera_labels
+from engine.core.prefetch import Prefetcher, Seeds
 from engine.portrait.live3d import (PLANE_SIZE, EmbeddedEncoder, EncoderConfig, HeadSamples, encoder_losses,
-                                    load_encoder, train_encoder_job)
+                                    head_truth, load_encoder, train_encoder_job)
 from engine.portrait.prior import load_prior
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,6 +107,33 @@ def test_loading_reports_missing_and_foreign_weights(tmp_path):
     save_file({"w": torch.zeros(3)}, str(tmp_path / "encoder.safetensors"))
     with pytest.raises(CheckpointError, match="is not an embedded encoder"):
         load_encoder(tmp_path)
+
+
+def test_training_can_start_from_a_trained_encoder(tmp_path):
+    torch.manual_seed(5)
+    start = {k: v.contiguous() for k, v in EmbeddedEncoder().state_dict().items()}
+    save_file(start, str(tmp_path / "start.safetensors"))
+    # a learning rate of zero: the weights written are the ones it started from
+    _run(EncoderConfig(out=str(tmp_path / "run"), init=str(tmp_path / "start.safetensors"), steps=1, lr=0.0, **SMALL))
+    written = load_file(str(tmp_path / "run" / "encoder.safetensors"))
+    assert all(torch.equal(written[k], v) for k, v in start.items())
+
+
+def test_worker_processes_render_the_heads_the_training_process_would():
+    made = Prefetcher(functools.partial(head_truth, views=2, base_seed=0), Seeds(4), workers=1)
+    try:
+        by_worker = made.take(2)
+    finally:
+        made.close()
+    for seed, sample in zip((4, 5), by_worker):
+        inline = head_truth(seed, views=2, base_seed=0)
+        assert torch.equal(sample.photo, inline.photo) and torch.equal(sample.c, inline.c)
+
+
+def test_a_batch_larger_than_the_pool_is_refused(tmp_path):
+    with pytest.raises(UserInputError, match="pool of 2"):
+        _run(EncoderConfig(out=str(tmp_path), steps=1, **{**SMALL, "batch": 3}))
+    assert not tmp_path.joinpath("training_state.pt").exists()
 
 
 DDP_SCRIPT = textwrap.dedent("""

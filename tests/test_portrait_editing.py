@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from engine.core.errors import CheckpointError, UserInputError
 from engine.core.jobs import Artifact, CancelToken, Metrics
@@ -146,6 +146,17 @@ def test_the_distillation_job_writes_an_editor_and_resumes(editor_dir, tmp_path)
     assert [e.step for e in events if isinstance(e, Metrics)] == [2]
     editor = load_editor(tmp_path)  # carries the encoder it was distilled on
     assert editor.prompts.resolve("blond") == "blond hair"
+
+
+def test_distillation_can_start_from_a_distilled_editor(editor_dir, tmp_path):
+    cfg = dict(encoder=str(editor_dir), steps=1, pool=2, batch=1, lpips="off")
+    list(distill_job(DistillConfig(out=str(tmp_path / "first"), lr=0.01, **cfg), CancelToken()))
+    first = load_file(str(tmp_path / "first" / "editor.safetensors"))
+    # from the first editor, at a learning rate of zero: the second is the first
+    list(distill_job(DistillConfig(out=str(tmp_path / "second"), init=str(tmp_path / "first"), lr=0.0, **cfg),
+                     CancelToken()))
+    second = load_file(str(tmp_path / "second" / "editor.safetensors"))
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
 def test_adaptation_tunes_only_the_prompt_encoder_and_the_final_norms(editor_dir, tmp_path):
@@ -349,7 +360,6 @@ def tiny_clip(tmp_path_factory) -> Path:
 
 def test_a_clip_text_model_reads_any_wording_and_stays_out_of_the_editor(editor_dir, tiny_clip, tmp_path):
     from safetensors import safe_open
-    from safetensors.torch import load_file
 
     cfg = DistillConfig(out=str(tmp_path), encoder=str(editor_dir), clip_text=str(tiny_clip), steps=2, pool=2,
                         batch=2, lpips="off")

@@ -27,6 +27,10 @@ MANIFEST = SHARED / "fixtures" / "3dpe_manifest.json"
 needs_golden = pytest.mark.skipif(not GOLDEN.is_dir(), reason="../shared/fixtures/3dpe-golden is not beside the repo")
 needs_manifest = pytest.mark.skipif(not MANIFEST.is_file(), reason="../shared/fixtures/3dpe_manifest.json is missing")
 
+DEVICE = os.environ.get("RETOUCH3D_TEST_DEVICE", "cpu")
+"""where the golden comparison runs: RETOUCH3D_TEST_DEVICE=cuda proves the official path on a GPU (TF32 off, so the
+fixture's float32 tolerances apply)"""
+
 FACTOR = {"renderer.decoder.net.0.weight": 64.0, "renderer.decoder.net.2.weight": 16.0}
 
 
@@ -63,11 +67,13 @@ def golden():
     """The network with the fixture's weights, its recorded features and renders from both cameras."""
     expected = load_file(GOLDEN / "expected.safetensors")
     encoder_state, renderer_state = formula_state(ThreeDPE())
-    net = ThreeDPE.from_state_dicts(encoder_state, renderer_state)
+    net = ThreeDPE.from_state_dicts(encoder_state, renderer_state).to(DEVICE)
+    if DEVICE.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     features: dict[str, torch.Tensor] = {}
 
     def record(name, pick=lambda out: out):
-        return lambda module, args, out: features.__setitem__(name, pick(out))
+        return lambda module, args, out: features.__setitem__(name, pick(out).cpu())
 
     enc = net.encoder
     hooks = [enc.encoder.register_forward_hook(record("resnet_feature")),
@@ -77,15 +83,16 @@ def golden():
              enc.Ref_encoder.patch_emb.register_forward_hook(record("ref_query_tokens", lambda out: out[0])),
              enc.Ref_encoder.mae_encoder.register_forward_hook(record("mae_tokens")),
              enc.Ref_encoder.register_forward_hook(record("high_ref_feature"))]
-    features["planes"] = planes = net.encode(expected["input"], expected["ref_mae"])
+    planes = net.encode(expected["input"].to(DEVICE), expected["ref_mae"].to(DEVICE))
+    features["planes"] = planes.cpu()
     sr = net.renderer.superresolution
     for camera in ("front", "side"):
         hooks += [sr.block0.register_forward_hook(record(f"sr_block0_x_{camera}", lambda out: out[0])),
                   sr.block1.register_forward_hook(record(f"sr_block1_x_{camera}", lambda out: out[0]))]
-        out = net.render(planes, expected[f"c_{camera}"], deterministic_sampling=True)
+        out = net.render(planes, expected[f"c_{camera}"].to(DEVICE), deterministic_sampling=True)
         for hook in hooks[-2:]:
             hook.remove()
-        features.update({f"{key}_{camera}": value for key, value in out.items()})
+        features.update({f"{key}_{camera}": value.cpu() for key, value in out.items()})
     for hook in hooks:
         hook.remove()
     return expected, features, (encoder_state, renderer_state)

@@ -186,9 +186,9 @@ def cmd_edit_video(args: argparse.Namespace) -> int:
     return run_and_list(portrait_video_job(request, CancelToken()))
 
 
-def _official_cpu_seconds() -> float:
-    """Seconds for one edit (encode + render) of the official network at 512² on this CPU, after a warm-up;
-    its weights do not change the time, so fresh ones are used."""
+def official_edit_seconds(device: str = "cpu", repeats: int = 3) -> float:
+    """Seconds for one edit (encode + render) of the official network at 512² on ``device``, the fastest of
+    ``repeats`` after a warm-up; its weights do not change the time, so fresh ones are used."""
     import time
 
     import torch
@@ -196,14 +196,15 @@ def _official_cpu_seconds() -> float:
     from engine.portrait.cameras import camera_labels
     from engine.portrait.threedpe import ThreeDPE
 
-    net = ThreeDPE()
-    image, reference = torch.zeros(1, 3, 512, 512), torch.zeros(1, 3, 224, 224)
-    c = torch.from_numpy(camera_labels(0.0, 0.0))
+    net = ThreeDPE().to(device)
+    image, reference = torch.zeros(1, 3, 512, 512, device=device), torch.zeros(1, 3, 224, 224, device=device)
+    c = torch.from_numpy(camera_labels(0.0, 0.0)).to(device)
     times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        net.render(net.encode(image, reference), c)
-        times.append(time.perf_counter() - start)
+    with torch.no_grad():
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            net.render(net.encode(image, reference), c)["image"].cpu()
+            times.append(time.perf_counter() - start)
     return min(times[1:])
 
 
@@ -256,8 +257,14 @@ def cmd_bench_3dpe(args) -> int:
         curve = ", ".join(f"{p['minutes']:g} min {p['fidelity_psnr']:.2f} dB" for p in report["adapt_curve"])
         print(f"adaptation to {report['adapt_style']!r} from {report['adapt_pairs']} pairs: {curve}")
     if not args.skip_official:
-        report["official_cpu_seconds_512"] = _official_cpu_seconds()
+        report["official_cpu_seconds_512"] = official_edit_seconds()
         print(f"official network, one edit at 512² on this CPU: {report['official_cpu_seconds_512']:.1f} s")
+        import torch
+
+        if torch.cuda.is_available():
+            report["official_cuda_ms_512"] = 1000 * official_edit_seconds("cuda", repeats=20)
+            print(f"official network, one edit at 512² on {torch.cuda.get_device_name()}: "
+                  f"{report['official_cuda_ms_512']:.0f} ms")
     if args.photos:
         report["landmark_error_median"] = _landmark_error_median(Path(args.photos))
         print(f"built-in detector: median landmark error {report['landmark_error_median']:.4f} of the inter-ocular "

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,17 +34,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.core.config import INTERNAL
+from engine.core.devices import check_device
 from engine.core.errors import CheckpointError
 from engine.core.imaging import to_uint8
 from engine.core.jobs import Artifact, CancelToken, JobWarning, Preview, Progress
 from engine.core.loop import Budget, BudgetedLoop
 from engine.core.metrics import load_lpips, psnr
-from engine.core.project import atomic_write, save_torch, write_json
+from engine.core.prefetch import Prefetcher, Seeds
+from engine.core.project import atomic_write, write_json
 from engine.portrait.cameras import camera_labels
 from engine.portrait.eg3d import TriPlaneGenerator
 from engine.portrait.heads import HeadParams, render_heads
-from engine.portrait.live3d import (INPUT_SIZE, PLANE_SCALE, VIEW_SIZE, Distributed, EmbeddedEncoder, input_view,
-                                    load_encoder, render_planes)
+from engine.portrait.live3d import (ENCODER_DIR, INPUT_SIZE, PLANE_SCALE, VIEW_SIZE, Distributed, EmbeddedEncoder,
+                                    cpu_tensors, input_view, load_encoder, render_planes)
 from engine.portrait.prior import (CAMERA_DISTANCE, HELD_OUT_SEED, PITCH_RANGE_DEG, YAW_RANGE_DEG, learning_rate,
                                    load_prior, read_training_state)
 from engine.portrait.prompts import PROMPT_DIM, PromptEncoder
@@ -139,6 +142,16 @@ def make_example(teacher: PortraitTeacher, seed: int, rng: np.random.Generator) 
     return EditExample(photo, teacher.edit_view(name, head, photo, draw, int(rng.integers(2**31))), name, prompt)
 
 
+@functools.lru_cache(maxsize=1)
+def _teacher() -> PortraitTeacher:
+    return PortraitTeacher()
+
+
+def edit_example(seed: int, base_seed: int) -> EditExample:
+    """``make_example`` of head ``seed`` with its own draws (a prefetching worker's job)."""
+    return make_example(_teacher(), seed, np.random.default_rng([base_seed, seed]))
+
+
 def with_references(batch: list[EditExample], pool: list[EditExample], rng: np.random.Generator) -> list[EditExample]:
     """The batch with image prompts: each example's reference is the teacher's edit of another head in ``pool``
     under the same edit (the style, not that person), its own edit when the pool holds no other."""
@@ -163,8 +176,16 @@ class DistillConfig:
     clip_text: str | None = None
     """a CLIP text model folder (transformers, safetensors): text prompts are read by it, in any wording, instead
     of the vocabulary; the editor then needs that folder wherever it is used"""
+    init: str | None = None
+    """start from this distilled editor's weights (its prompt encoder and styles too; the encoder is still
+    ``encoder``) with a fresh optimiser, instead of from the encoder alone (ignored when a stopped run resumes)"""
     seed: int = 0
     """seeds the new weights, the heads, edits, phrasings and the teacher's variations"""
+    device: str = "auto"
+    """where the networks train: "auto" (CUDA when present), "cpu" or "cuda" (the teacher edits on the CPU)"""
+    workers: int = 0
+    """processes making the teacher's edits beside the training (0: between steps, the CPU recipe); with workers
+    the pool takes every example they finish, however many that is per step"""
     minutes: float = 75.0
     """training time budget"""
     steps: int | None = None
@@ -180,7 +201,7 @@ class DistillConfig:
     pool: int = 72
     """examples kept at any time (each step replaces ``refresh_per_step`` of them)"""
     refresh_per_step: int = 1
-    """examples replaced after every step"""
+    """examples replaced after every step (without workers)"""
     lpips: str = field(default="auto", metadata={"choices": ("auto", "imagenet", "random", "off")})
     """LPIPS backbone: "auto" uses ImageNet AlexNet weights when present, else leaves LPIPS out"""
     plane_weight: float = 1.0
@@ -210,10 +231,11 @@ def distill_losses(editor: nn.Module, model: nn.Module, prior: TriPlaneGenerator
                    use_reference: bool, cfg: DistillConfig, lpips: nn.Module | None,
                    rng: np.random.Generator) -> dict[str, torch.Tensor]:
     """L2D, the parts of L3D and their sum ("total") for one batch; ``model`` is ``editor`` (or its DDP wrapper)."""
-    photos = torch.stack([example.photo for example in batch])
-    edited = torch.stack([example.edited for example in batch])
+    device = editor.Ref_encoder.proj_tail.weight.device
+    photos = torch.stack([example.photo for example in batch]).to(device)
+    edited = torch.stack([example.edited for example in batch]).to(device)
     if use_reference:
-        tokens = editor.prompts.image_tokens(torch.stack([example.reference for example in batch]))
+        tokens = editor.prompts.image_tokens(torch.stack([example.reference for example in batch]).to(device))
     else:
         tokens = editor.prompts.text([example.prompt for example in batch])
     planes = model(photos * 2 - 1, tokens)
@@ -222,10 +244,10 @@ def distill_losses(editor: nn.Module, model: nn.Module, prior: TriPlaneGenerator
     n = len(batch)
     yaw = np.concatenate([np.zeros(n), rng.uniform(-YAW_RANGE_DEG, YAW_RANGE_DEG, n)])
     pitch = np.concatenate([np.zeros(n), rng.uniform(-PITCH_RANGE_DEG, PITCH_RANGE_DEG, n)])
-    c = torch.from_numpy(camera_labels(yaw, pitch))
+    c = torch.from_numpy(camera_labels(yaw, pitch)).to(device)
     both = lambda p: torch.cat([p, p])  # noqa: E731 - the input view, then a random one, of every example
     pixels = None if lpips is not None or cfg.pixels_per_view >= VIEW_SIZE ** 2 else torch.from_numpy(
-        np.stack([rng.choice(VIEW_SIZE ** 2, cfg.pixels_per_view, replace=False) for _ in range(2 * n)]))
+        np.stack([rng.choice(VIEW_SIZE ** 2, cfg.pixels_per_view, replace=False) for _ in range(2 * n)])).to(device)
     ours = render_views(prior, both(planes), c, pixels)
     with torch.no_grad():
         target = render_views(prior, both(target_planes), c, pixels)
@@ -279,76 +301,83 @@ def distill_job(cfg: DistillConfig, cancel: CancelToken) -> Iterator:
     budget = Budget(cfg.steps, cfg.minutes)
     budget.validate("distillation")
     dist = Distributed()
+    device = dist.device(check_device(cfg.device))
     out_dir = Path(cfg.out)
     state_path = out_dir / "training_state.pt"
-    prior = load_prior(cfg.prior).requires_grad_(False)
+    prior = load_prior(cfg.prior).requires_grad_(False).to(device)
     torch.manual_seed(cfg.seed)
-    editor = EmbeddedEditor(load_encoder(cfg.encoder), clip_text=cfg.clip_text).train()
-    editor.encoder.eval()
-    optimizer = torch.optim.Adam(editor.distillable(), lr=cfg.lr, betas=cfg.betas)
-    lpips, why = load_lpips(cfg.lpips, without="distilling without the LPIPS terms")
-    if why and dist.main:
-        yield JobWarning(why)
     step, seconds, next_seed = 0, 0.0, 0
     state = read_training_state(state_path)
+    if state is None and cfg.init is not None:
+        editor = load_editor(cfg.init, encoder=cfg.encoder or ENCODER_DIR).to(memory_format=torch.contiguous_format)
+        editor.train()
+    else:
+        editor = EmbeddedEditor(load_encoder(cfg.encoder), clip_text=cfg.clip_text).train()
+    editor.encoder.eval()
     if state is not None:
         editor.load_state_dict(state["editor"], strict=False)
-        optimizer.load_state_dict(state["optimizer"])
         step, seconds, next_seed = state["step"], state["seconds"], state["next_seed"]
+    editor = editor.to(device)
+    optimizer = torch.optim.Adam(editor.distillable(), lr=cfg.lr, betas=cfg.betas)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    lpips, why = load_lpips(cfg.lpips, without="distilling without the LPIPS terms")
+    if lpips is not None:
+        lpips = lpips.to(device)
+    if why and dist.main:
+        yield JobWarning(why)
     model = dist.wrap(editor)
     rng = np.random.default_rng([cfg.seed, step, dist.rank])
-    teacher = PortraitTeacher()
 
-    def fresh(count: int) -> list[EditExample]:
-        nonlocal next_seed
-        examples = [make_example(teacher, next_seed + dist.world * k + dist.rank, rng) for k in range(count)]
-        next_seed += dist.world * count
-        return examples
+    seeds = Seeds(next_seed, dist.rank, dist.world)
+    examples = Prefetcher(functools.partial(edit_example, base_seed=cfg.seed), seeds, cfg.workers)
+    try:
+        yield Progress(0, cfg.pool, "making the teacher's edits")
+        pool = examples.take(cfg.pool)
+        shown: torch.Tensor | None = None
 
-    yield Progress(0, cfg.pool, "making the teacher's edits")
-    pool = fresh(cfg.pool)
-    shown: torch.Tensor | None = None
+        def save() -> Path:
+            return dist.checkpoint(state_path, {"editor": cpu_tensors(editor.learned()), "optimizer":
+                                                optimizer.state_dict(), "step": step, "seconds": seconds,
+                                                "next_seed": seeds.next, "config": dataclasses.asdict(cfg)})
 
-    def save() -> Path:
-        if dist.main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            save_torch(state_path, {"editor": editor.learned(), "optimizer": optimizer.state_dict(), "step": step,
-                                    "seconds": seconds, "next_seed": next_seed, "config": dataclasses.asdict(cfg)})
-        return state_path
+        def measured(means: dict[str, float]) -> dict[str, float]:
+            nonlocal shown
+            example = pool[0]
+            with torch.no_grad():
+                planes = editor(example.photo[None].to(device) * 2 - 1, editor.prompts.text([example.prompt]))
+                shown = render_planes(prior, planes, torch.from_numpy(input_view()[None]).to(device))["rgb"][0].cpu()
+            target = F.interpolate(example.edited[None], size=(VIEW_SIZE,) * 2, mode="bilinear", antialias=True)[0]
+            return {"psnr_to_teacher": psnr(shown, target)}
 
-    def measured(means: dict[str, float]) -> dict[str, float]:
-        nonlocal shown
-        example = pool[0]
-        with torch.no_grad():
-            planes = editor(example.photo[None] * 2 - 1, editor.prompts.text([example.prompt]))
-            shown = render_planes(prior, planes, torch.from_numpy(input_view()[None]))["rgb"][0]
-        target = F.interpolate(example.edited[None], size=(VIEW_SIZE,) * 2, mode="bilinear", antialias=True)[0]
-        return {"psnr_to_teacher": psnr(shown, target)}
-
-    loop = BudgetedLoop(budget, cancel, "distillation", message="distilling the portrait editor", save=save,
-                        optimizer=optimizer, learning_rate=lambda fraction: learning_rate(cfg, fraction),
-                        checkpoint_every_s=cfg.checkpoint_every_s, metrics_every=cfg.preview_every, step=step,
-                        seconds=seconds, extra_metrics=measured)
-    for step in loop:
-        losses = distill_step(editor, model, prior, pool, optimizer, cfg.batch, cfg, lpips, rng)
-        for k, example in zip(rng.choice(cfg.pool, cfg.refresh_per_step, replace=False), fresh(cfg.refresh_per_step)):
-            pool[int(k)] = example
-        loop.done(**{f"loss_{key}": float(value.detach()) for key, value in losses.items()})
-        yield from dist.events(loop, cancel)
-        step, seconds = loop.step, loop.seconds
-        if dist.main and step % cfg.preview_every == 0 and shown is not None:
-            target = F.interpolate(pool[0].edited[None], size=(VIEW_SIZE,) * 2, mode="bilinear", antialias=True)[0]
-            yield Preview(step, to_uint8(torch.cat([target, shown], dim=2).permute(1, 2, 0)),
-                          {"layout": "teacher|editor"})
-    yield from dist.finish(loop)
+        loop = BudgetedLoop(budget, cancel, "distillation", message="distilling the portrait editor", save=save,
+                            optimizer=optimizer, learning_rate=lambda fraction: learning_rate(cfg, fraction),
+                            checkpoint_every_s=cfg.checkpoint_every_s, metrics_every=cfg.preview_every, step=step,
+                            seconds=seconds, extra_metrics=measured)
+        for step in loop:
+            losses = distill_step(editor, model, prior, pool, optimizer, cfg.batch, cfg, lpips, rng)
+            arrived = examples.ready(cfg.refresh_per_step)[:cfg.pool]
+            for k, example in zip(rng.choice(cfg.pool, len(arrived), replace=False), arrived):
+                pool[int(k)] = example
+            loop.done(**{f"loss_{key}": float(value.detach()) for key, value in losses.items()})
+            yield from dist.events(loop, cancel)
+            step, seconds = loop.step, loop.seconds
+            if dist.main and step % cfg.preview_every == 0 and shown is not None:
+                target = F.interpolate(pool[0].edited[None], size=(VIEW_SIZE,) * 2, mode="bilinear",
+                                       antialias=True)[0]
+                yield Preview(step, to_uint8(torch.cat([target, shown], dim=2).permute(1, 2, 0)),
+                              {"layout": "teacher|editor"})
+        yield from dist.finish(loop)
+    finally:
+        examples.close()
     if cancel.cancelled or not dist.main:
         return
     if cfg.encoder is not None:  # the folder then holds what it needs
-        atomic_write(out_dir / ENCODER_FILE, lambda tmp: save_file(
-            {k: v.contiguous() for k, v in editor.encoder.state_dict().items()}, str(tmp)))
-    yield from write_editor(editor, out_dir, {"command": recipe_command(cfg), "processes": dist.world, "steps": step,
-                                              "seconds": seconds, "examples_seen": next_seed,
-                                              "lpips": lpips is not None, "config": dataclasses.asdict(cfg)})
+        atomic_write(out_dir / ENCODER_FILE, lambda tmp: save_file(cpu_tensors(editor.encoder.state_dict()), str(tmp)))
+    yield from write_editor(editor, out_dir, {"command": recipe_command(cfg), "processes": dist.world,
+                                              "device": device, "steps": step, "seconds": seconds,
+                                              "examples_seen": seeds.next, "lpips": lpips is not None,
+                                              "config": dataclasses.asdict(cfg)})
 
 
 def recipe_command(cfg: DistillConfig) -> str:
@@ -364,7 +393,7 @@ def write_editor(editor: EmbeddedEditor, out_dir: Path, recipe: dict) -> Iterato
 
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / WEIGHTS_FILE
-    atomic_write(weights, lambda tmp: save_file({k: v.contiguous() for k, v in editor.learned().items()}, str(tmp)))
+    atomic_write(weights, lambda tmp: save_file(cpu_tensors(editor.learned()), str(tmp)))
     clip = {"clip_text": editor.prompts.clip_folder} if editor.prompts.clip_folder else {}
     write_json(out_dir / STYLES_FILE, {"styles": list(editor.prompts.styles), **clip})
     yield Artifact(write_json(out_dir / "recipe.json", recipe), "recipe")

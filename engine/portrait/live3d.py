@@ -25,6 +25,7 @@ rate falling over the last 30 %; a pool of heads refreshed every step; resumable
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import statistics
 from collections.abc import Iterator
@@ -37,11 +38,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.core.config import INTERNAL
-from engine.core.errors import CheckpointError
+from engine.core.devices import check_device
+from engine.core.errors import CheckpointError, UserInputError
 from engine.core.imaging import to_uint8
 from engine.core.jobs import Artifact, CancelToken, Preview, Progress
 from engine.core.loop import Budget, BudgetedLoop
 from engine.core.metrics import psnr
+from engine.core.prefetch import Prefetcher, Seeds
 from engine.core.project import atomic_write, save_torch, write_json
 from engine.portrait.cameras import camera_labels
 from engine.portrait.eg3d import TriPlaneGenerator
@@ -124,6 +127,11 @@ class HeadSamples(Rows):
     def render(cls, seeds: list[int], prior: TriPlaneGenerator, rng: np.random.Generator, views: int = 2,
                plane_size: int = PLANE_SIZE) -> HeadSamples:
         """Examples of heads ``seeds``: the input view plus ``views`` − 1 random views in the prior's range."""
+        return cls.truth(seeds, rng, views).with_planes(prior, plane_size)
+
+    @classmethod
+    def truth(cls, seeds: list[int], rng: np.random.Generator, views: int = 2) -> HeadSamples:
+        """The ground-truth part of ``render``'s examples (the CPU's work), with no planes yet."""
         heads = [HeadParams.from_seed(seed) for seed in seeds]
         n = len(heads)
         photo = render_heads(heads, np.repeat(input_view()[None], n, 0), INPUT_SIZE).rgb
@@ -132,14 +140,25 @@ class HeadSamples(Rows):
         c = camera_labels(yaw.ravel(), pitch.ravel())
         truth = render_heads([h for h in heads for _ in range(views)], c, VIEW_SIZE)
         z = torch.from_numpy(np.stack([h.standardised() for h in heads])).float()
-        with torch.no_grad():
-            planes = prior.planes(prior.mapping(z, torch.from_numpy(c[::views])), noise_mode="const")
-        scale = planes.shape[-1] // plane_size
         per_view = lambda a: torch.from_numpy(np.ascontiguousarray(a)).unflatten(0, (n, views))  # noqa: E731
-        return cls(z=z, photo=torch.from_numpy(photo).permute(0, 3, 1, 2).contiguous(),
-                   planes=F.avg_pool2d(planes, scale).contiguous() if scale > 1 else planes.contiguous(),
+        return cls(z=z, photo=torch.from_numpy(photo).permute(0, 3, 1, 2).contiguous(), planes=torch.empty(n, 0),
                    c=per_view(c), rgb=per_view(truth.rgb.transpose(0, 3, 1, 2)),
                    depth=per_view(truth.depth[:, None]), mask=per_view(truth.mask[:, None]))
+
+    def with_planes(self, prior: TriPlaneGenerator, plane_size: int = PLANE_SIZE) -> HeadSamples:
+        """These examples with the prior's planes for their heads, all on the prior's device."""
+        device = next(prior.parameters()).device
+        moved = self.to(device)
+        with torch.no_grad():
+            planes = prior.planes(prior.mapping(moved.z, moved.c[:, 0]), noise_mode="const")
+        scale = planes.shape[-1] // plane_size
+        moved.planes = F.avg_pool2d(planes, scale).contiguous() if scale > 1 else planes.contiguous()
+        return moved
+
+
+def head_truth(seed: int, views: int, base_seed: int) -> HeadSamples:
+    """``HeadSamples.truth`` of one head, its views drawn from its own seed (a prefetching worker's job)."""
+    return HeadSamples.truth([seed], np.random.default_rng([base_seed, seed]), views)
 
 
 @dataclass
@@ -150,8 +169,16 @@ class EncoderConfig:
     """folder for the encoder (encoder.safetensors, recipe.json); a stopped run there resumes"""
     prior: str | None = None
     """the prior whose planes it predicts and whose decoder renders them (default: the shipped one)"""
+    init: str | None = None
+    """start from this trained encoder (a folder or its encoder.safetensors) with a fresh optimiser, instead of
+    from random weights (ignored when a stopped run in ``out`` resumes)"""
     seed: int = 0
     """seeds the initial weights, the heads drawn and their views"""
+    device: str = "auto"
+    """where the networks train: "auto" (CUDA when present), "cpu" or "cuda" (the heads are rendered on the CPU)"""
+    workers: int = 0
+    """processes rendering new heads beside the training (0: between steps, the CPU recipe); with workers the
+    pool takes every head they finish, however many that is per step (for a GPU, which outruns one CPU)"""
     minutes: float = 60.0
     """training time budget"""
     steps: int | None = None
@@ -169,7 +196,7 @@ class EncoderConfig:
     pool_heads: int = 64
     """distinct heads in the training pool at any time"""
     refresh_per_step: int = 1
-    """pool heads replaced by new ones after every step"""
+    """pool heads replaced by new ones after every step (without workers)"""
     rays_per_view: int = 512
     """pixels of each 64² view rendered and compared per step"""
     plane_weight: float = 1.0
@@ -193,6 +220,19 @@ class Distributed:
         self.rank = int(os.environ.get("RANK", "0"))
         if self.world > 1 and not torch.distributed.is_initialized():
             torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+    def device(self, device: str) -> str:
+        """This process's device for a resolved choice: under torchrun each process takes its own GPU."""
+        if device == "cuda" and self.world > 1:
+            return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        return device
+
+    def checkpoint(self, path: Path, state: dict) -> Path:
+        """Write a training state atomically (the main process does; every process gets the path)."""
+        if self.main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_torch(path, state)
+        return path
 
     @property
     def main(self) -> bool:
@@ -258,79 +298,92 @@ def train_encoder_job(cfg: EncoderConfig, cancel: CancelToken) -> Iterator:
 
     budget = Budget(cfg.steps, cfg.minutes)
     budget.validate("encoder training")
+    if cfg.batch > cfg.pool_heads:
+        raise UserInputError(f"a batch of {cfg.batch} heads cannot be drawn from a pool of {cfg.pool_heads}: "
+                             "give --pool-heads at least --batch")
     dist = Distributed()
+    device = dist.device(check_device(cfg.device))
     out_dir = Path(cfg.out)
     state_path = out_dir / "training_state.pt"
-    prior = load_prior(cfg.prior).requires_grad_(False)
+    prior = load_prior(cfg.prior).requires_grad_(False).to(device)
     torch.manual_seed(cfg.seed)
-    encoder = EmbeddedEncoder().train()
-    optimizer = torch.optim.Adam(encoder.parameters(), lr=cfg.lr, betas=cfg.betas)
+    encoder = EmbeddedEncoder()
+    optimizer_state = None
     step, seconds, next_seed = 0, 0.0, 0
     state = read_training_state(state_path)
     if state is not None:
         encoder.load_state_dict(state["encoder"])
-        optimizer.load_state_dict(state["optimizer"])
+        optimizer_state = state["optimizer"]
         step, seconds, next_seed = state["step"], state["seconds"], state["next_seed"]
+    elif cfg.init is not None:
+        encoder.load_state_dict(load_encoder(cfg.init).state_dict())
+    encoder = encoder.to(device).train()
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=cfg.lr, betas=cfg.betas)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
     model = dist.wrap(encoder)
     # each process draws its own heads: seeds interleave by rank, streams are keyed by (seed, step, rank)
     rng = np.random.default_rng([cfg.seed, step, dist.rank])
     torch_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + dist.rank)
 
-    def fresh_seeds(count: int) -> list[int]:
-        nonlocal next_seed
-        seeds = [next_seed + dist.world * k + dist.rank for k in range(count)]
-        next_seed += dist.world * count
-        return seeds
+    seeds = Seeds(next_seed, dist.rank, dist.world)
+    heads = Prefetcher(functools.partial(head_truth, views=cfg.views, base_seed=cfg.seed), seeds, cfg.workers)
+    try:
+        yield Progress(0, cfg.pool_heads, "rendering the training heads")
+        pool = HeadSamples.cat(heads.take(cfg.pool_heads)).with_planes(prior)
+        shown: torch.Tensor | None = None
 
-    yield Progress(0, cfg.pool_heads, "rendering the training heads")
-    pool = HeadSamples.render(fresh_seeds(cfg.pool_heads), prior, rng, cfg.views)
-    shown: torch.Tensor | None = None
+        def save() -> Path:
+            return dist.checkpoint(state_path, {"encoder": cpu_tensors(encoder.state_dict()), "optimizer":
+                                                optimizer.state_dict(), "step": step, "seconds": seconds,
+                                                "next_seed": seeds.next, "config": dataclasses.asdict(cfg)})
 
-    def save() -> Path:
-        if dist.main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            save_torch(state_path, {"encoder": encoder.state_dict(), "optimizer": optimizer.state_dict(),
-                                    "step": step, "seconds": seconds, "next_seed": next_seed,
-                                    "config": dataclasses.asdict(cfg)})
-        return state_path
+        def measured(means: dict[str, float]) -> dict[str, float]:
+            nonlocal shown
+            encoder.eval()
+            with torch.no_grad():
+                shown = render_planes(prior, encoder(batch.photo[:1] * 2 - 1), batch.c[:1, 0])["rgb"][0]
+            encoder.train()
+            return {"psnr_input_view": psnr(shown, batch.rgb[0, 0])}
 
-    def measured(means: dict[str, float]) -> dict[str, float]:
-        nonlocal shown
-        encoder.eval()
-        with torch.no_grad():
-            shown = render_planes(prior, encoder(batch.photo[:1] * 2 - 1), batch.c[:1, 0])["rgb"][0]
-        encoder.train()
-        return {"psnr_input_view": psnr(shown, batch.rgb[0, 0])}
-
-    loop = BudgetedLoop(budget, cancel, "encoder training", message="training the portrait encoder", save=save,
-                        optimizer=optimizer, learning_rate=lambda fraction: learning_rate(cfg, fraction),
-                        checkpoint_every_s=cfg.checkpoint_every_s, metrics_every=cfg.preview_every, step=step,
-                        seconds=seconds, extra_metrics=measured)
-    for step in loop:
-        batch = pool.take(torch.from_numpy(rng.choice(cfg.pool_heads, cfg.batch, replace=False)))
-        losses = encoder_losses(model, prior, batch, cfg, torch_rng)
-        optimizer.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        optimizer.step()
-        replace = torch.from_numpy(rng.choice(cfg.pool_heads, cfg.refresh_per_step, replace=False))
-        pool.put(replace, HeadSamples.render(fresh_seeds(cfg.refresh_per_step), prior, rng, cfg.views))
-        loop.done(**{f"loss_{key}": float(value.detach()) for key, value in losses.items()})
-        yield from dist.events(loop, cancel)
-        step, seconds = loop.step, loop.seconds
-        if dist.main and step % cfg.preview_every == 0 and shown is not None:
-            yield Preview(step, to_uint8(torch.cat([batch.rgb[0, 0], shown], dim=2).permute(1, 2, 0)),
-                          {"layout": "truth|encoder"})
-    yield from dist.finish(loop)
+        loop = BudgetedLoop(budget, cancel, "encoder training", message="training the portrait encoder", save=save,
+                            optimizer=optimizer, learning_rate=lambda fraction: learning_rate(cfg, fraction),
+                            checkpoint_every_s=cfg.checkpoint_every_s, metrics_every=cfg.preview_every, step=step,
+                            seconds=seconds, extra_metrics=measured)
+        for step in loop:
+            batch = pool.take(torch.from_numpy(rng.choice(cfg.pool_heads, cfg.batch, replace=False)))
+            losses = encoder_losses(model, prior, batch, cfg, torch_rng)
+            optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            optimizer.step()
+            arrived = heads.ready(cfg.refresh_per_step)[:cfg.pool_heads]
+            if arrived:
+                replace = torch.from_numpy(rng.choice(cfg.pool_heads, len(arrived), replace=False))
+                pool.put(replace, HeadSamples.cat(arrived).with_planes(prior))
+            loop.done(**{f"loss_{key}": float(value.detach()) for key, value in losses.items()})
+            yield from dist.events(loop, cancel)
+            step, seconds = loop.step, loop.seconds
+            if dist.main and step % cfg.preview_every == 0 and shown is not None:
+                yield Preview(step, to_uint8(torch.cat([batch.rgb[0, 0], shown], dim=2).permute(1, 2, 0)),
+                              {"layout": "truth|encoder"})
+        yield from dist.finish(loop)
+    finally:
+        heads.close()
     if cancel.cancelled or not dist.main:
         return
     weights = out_dir / WEIGHTS_FILE
-    atomic_write(weights, lambda tmp: save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(tmp)))
-    recipe = {"command": f"python main.py portrait train-encoder --out DIR --minutes {cfg.minutes:g} --seed {cfg.seed}"
-              if cfg.steps is None else f"python main.py portrait train-encoder --out DIR --steps {cfg.steps} "
-              f"--seed {cfg.seed}", "processes": dist.world, "steps": step, "seconds": seconds,
-              "heads_seen": next_seed, "config": dataclasses.asdict(cfg)}
+    atomic_write(weights, lambda tmp: save_file(cpu_tensors(encoder.state_dict()), str(tmp)))
+    budget_flag = f"--minutes {cfg.minutes:g}" if cfg.steps is None else f"--steps {cfg.steps}"
+    recipe = {"command": f"python main.py portrait train-encoder --out DIR {budget_flag} --seed {cfg.seed}",
+              "processes": dist.world, "device": device, "steps": step, "seconds": seconds,
+              "heads_seen": seeds.next, "config": dataclasses.asdict(cfg)}
     yield Artifact(write_json(out_dir / "recipe.json", recipe), "recipe")
     yield Artifact(weights, "weights")
+
+
+def cpu_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights as contiguous CPU tensors (what safetensors files and checkpoints store)."""
+    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
 
 def load_encoder(path: str | Path | None = None) -> EmbeddedEncoder:

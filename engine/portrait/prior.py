@@ -131,12 +131,23 @@ class Rows:
 
     def take(self, index: torch.Tensor):
         """The rows at ``index``, as the same kind of batch."""
+        index = index.to(getattr(self, dataclasses.fields(self)[0].name).device)
         return type(self)(*(getattr(self, f.name)[index] for f in dataclasses.fields(self)))
 
     def put(self, index: torch.Tensor, other) -> None:
         """Overwrite the rows at ``index`` with ``other``'s."""
+        index = index.to(getattr(self, dataclasses.fields(self)[0].name).device)
         for f in dataclasses.fields(self):
             getattr(self, f.name)[index] = getattr(other, f.name)
+
+    def to(self, device: torch.device | str):
+        """The same rows on ``device``."""
+        return type(self)(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
+
+    @classmethod
+    def cat(cls, parts: list):
+        """The rows of ``parts`` one after another."""
+        return cls(*(torch.cat([getattr(part, f.name) for part in parts]) for f in dataclasses.fields(cls)))
 
 
 @dataclass
@@ -191,7 +202,7 @@ def ray_losses(generator: TriPlaneGenerator, planes: torch.Tensor, c: torch.Tens
     flat = c.reshape(n * views, 25)
     origins, directions = sample_rays(flat[:, :16].view(-1, 4, 4), flat[:, 16:25].view(-1, 3, 3), resolution)
     pick = torch.stack([torch.randperm(resolution * resolution, generator=generator_rng)[:rays_per_view]
-                        for _ in range(n * views)])
+                        for _ in range(n * views)]).to(c.device)
 
     def gather(values: torch.Tensor) -> torch.Tensor:  # (N·V, R², C) → the picked pixels, (N, V·M, C)
         return torch.gather(values, 1, pick[..., None].expand(-1, -1, values.shape[-1])).reshape(n, -1, values.shape[-1])

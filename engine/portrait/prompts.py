@@ -134,11 +134,12 @@ class PromptEncoder(nn.Module):
     def text(self, prompts: list[str]) -> torch.Tensor:
         """Tokens of text prompts: each resolved to its edit's name on the vocabulary, read as written by CLIP."""
         if self.clip is not None:
-            x = self.clip_projection(self.clip([self.resolve(prompt) for prompt in prompts]))
+            hidden = self.clip([self.resolve(prompt) for prompt in prompts])  # the CLIP model stays on the CPU
+            x = self.clip_projection(hidden.to(self.clip_projection.weight.device))
         else:
             ids = [[self.words.index(w) for w in prompt_words(self.resolve(prompt))][:MAX_WORDS] for prompt in prompts]
             length = max(map(len, ids))  # shorter ones are padded by repeating their last word
-            ids = torch.tensor([row + [row[-1]] * (length - len(row)) for row in ids])
+            ids = torch.tensor([row + [row[-1]] * (length - len(row)) for row in ids], device=self.position.device)
             x = self.embedding(ids) + self.position[:length]
         return x + self.text_mlp(x)
 
