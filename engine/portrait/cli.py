@@ -130,6 +130,7 @@ def _add_edit(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder for aligned.png, edited.png, view_*.png, orbit.mp4, mesh.*")
     p.add_argument("--views", type=int, default=4, help="novel views over yaw ±30° (default 4)")
     p.add_argument("--video", action="store_true", help="also write an orbit video (orbit.mp4)")
+    p.add_argument("--orbit-frames", type=int, default=48, help="frames of the orbit video, 24 a second (default 48)")
     p.add_argument("--mesh", action="store_true", help="also write a mesh with vertex colours (mesh.ply, mesh.glb)")
 
 
@@ -157,7 +158,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
     request = PortraitEditRequest(image=args.image, out=args.out, prompt=args.prompt, reference=args.reference,
                                   landmarks=args.landmarks, model=args.model, editor=args.editor,
-                                  strength=args.strength, views=args.views, video=args.video, mesh=args.mesh,
+                                  strength=args.strength, views=args.views, video=args.video,
+                                  orbit_frames=args.orbit_frames, mesh=args.mesh,
                                   ip2p_model=args.ip2p_model, device=args.device)
     return run_and_list(portrait_edit_job(request, CancelToken()))
 

@@ -78,6 +78,8 @@ class PortraitEditRequest(EditSettings):
     """novel views written, spread over yaw ±30°"""
     video: bool = False
     """also write an orbit video (orbit.mp4)"""
+    orbit_frames: int = ORBIT_FRAMES
+    """frames of the orbit video (24 a second: the default is a two-second swing)"""
     mesh: bool = False
     """also write the edited head as a mesh (mesh.ply and mesh.glb, vertex colours)"""
 
@@ -85,6 +87,8 @@ class PortraitEditRequest(EditSettings):
         super().validate()
         if not 0 <= self.views <= 64:
             raise UserInputError(f"--views must be between 0 and 64 (got {self.views})")
+        if not 2 <= self.orbit_frames <= 1200:
+            raise UserInputError(f"--orbit-frames must be between 2 and 1200 (got {self.orbit_frames})")
 
 
 class EditEngine:
@@ -316,7 +320,7 @@ def portrait_edit_job(request: PortraitEditRequest, cancel: CancelToken,
         view = engine.render(planes, torch.from_numpy(camera_labels(yaw, 0.0)))[0]
         yield Artifact(write_png(out / f"view_{k:02d}_yaw{yaw:+.0f}.png", view), "novel view")
     if request.video and not cancel.cancelled:
-        yaws = ORBIT_YAW * np.sin(np.linspace(0, 2 * math.pi, ORBIT_FRAMES, endpoint=False))
+        yaws = ORBIT_YAW * np.sin(np.linspace(0, 2 * math.pi, request.orbit_frames, endpoint=False))
         frames = (to_uint8(engine.render(planes, torch.from_numpy(camera_labels(y, 0.0)))[0].permute(1, 2, 0))
                   for y in yaws)
         yield Artifact(write_frames(frames, out / "orbit.mp4", fps=24), "video")
