@@ -29,7 +29,7 @@ class Prefetcher(Generic[T]):
     ``ahead`` examples in progress.  ``make`` must be a module-level function (workers import it)."""
 
     def __init__(self, make: Callable[[int], T], seeds: Iterator[int], workers: int = 0, ahead: int | None = None):
-        self.make, self.seeds, self.workers = make, seeds, workers
+        self.make, self.seeds = make, seeds
         self.pending: deque[Future] = deque()
         self.executor: ProcessPoolExecutor | None = None
         if workers > 0:
@@ -67,8 +67,6 @@ class Prefetcher(Generic[T]):
     def close(self) -> None:
         """Stop the workers (examples in progress are dropped)."""
         if self.executor is not None:
-            for future in self.pending:
-                future.cancel()
             self.executor.shutdown(wait=True, cancel_futures=True)
             self.executor = None
 
