@@ -19,10 +19,10 @@ from safetensors.torch import load_file, save_file
 
 from engine.core.errors import CheckpointError, UserInputError
 from engine.core.jobs import Artifact, CancelToken, Metrics
-from engine.portrait.cameras import camera_labels
 from engine.core.prefetch import Prefetcher, Seeds
-from engine.portrait.live3d import (PLANE_SIZE, EmbeddedEncoder, EncoderConfig, HeadSamples, encoder_losses,
-                                    head_truth, load_encoder, train_encoder_job)
+from engine.portrait.cameras import camera_labels
+from engine.portrait.live3d import (PLANE_SIZE, EmbeddedEncoder, EncoderConfig, HeadSamples, encoder_losses, head_truth,
+                                    load_encoder, train_encoder_job)
 from engine.portrait.prior import load_prior
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,6 +117,9 @@ def test_training_can_start_from_a_trained_encoder(tmp_path):
     _run(EncoderConfig(out=str(tmp_path / "run"), init=str(tmp_path / "start.safetensors"), steps=1, lr=0.0, **SMALL))
     written = load_file(str(tmp_path / "run" / "encoder.safetensors"))
     assert all(torch.equal(written[k], v) for k, v in start.items())
+    command = json.loads((tmp_path / "run" / "recipe.json").read_text())["command"]
+    assert command.startswith("python main.py portrait train-encoder --out DIR ") and \
+        f"--init {tmp_path / 'start.safetensors'}" in command and "--steps 1 " in command
 
 
 def test_worker_processes_render_the_heads_the_training_process_would():

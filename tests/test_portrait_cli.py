@@ -14,11 +14,11 @@ from eg3d_pickles import write_live3d_pth, write_official_pickle
 from tiny_portrait import frontal_label, tiny_kwargs
 
 from engine.cli import build_parser, main
-from engine.core.config import config_from_args, field_docs, settable_fields
+from engine.core.config import config_from_args, field_docs, recipe_command, settable_fields
 from engine.methods import METHODS
 from engine.portrait.checkpoints import GENERATOR_FILE, META_FILE
 from engine.portrait.eg3d import build_generator, load_generator
-from engine.portrait.prior import PriorConfig, load_prior, recipe_command
+from engine.portrait.prior import PriorConfig, load_prior
 
 
 def _help(*argv: str, capsys) -> str:
@@ -74,12 +74,12 @@ def test_train_prior_trains_from_its_flags_and_says_where(tmp_path, capsys):
 
 
 def test_the_recipes_command_gives_its_settings_back():
-    assert recipe_command(PriorConfig("x", minutes=128)) == \
+    assert recipe_command(PriorConfig("x", minutes=128), "portrait train-prior") == \
         "python main.py portrait train-prior --out DIR --minutes 128 --seed 0"  # as the shipped prior was made
     cfg = PriorConfig("x", steps=7, lr=0.0012345678, image_weight=0.5, checkpoint_every_s=1e9, seed=4)
-    assert recipe_command(cfg) == ("python main.py portrait train-prior --out DIR --steps 7 --lr 0.0012345678 "
+    assert recipe_command(cfg, "portrait train-prior") == ("python main.py portrait train-prior --out DIR --steps 7 --lr 0.0012345678 "
                                    "--image-weight 0.5 --checkpoint-every-s 1e+09 --seed 4")
-    assert _settings(recipe_command(cfg), "x") == cfg
+    assert _settings(recipe_command(cfg, "portrait train-prior"), "x") == cfg
 
 
 def _tiny_generator(seed: int = 0):

@@ -3,6 +3,7 @@ adaptation and ``python main.py portrait edit`` end to end, on small networks th
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -158,6 +159,8 @@ def test_distillation_can_start_from_a_distilled_editor(editor_dir, tmp_path):
                      CancelToken()))
     second = load_file(str(tmp_path / "second" / "editor.safetensors"))
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    recipe = json.loads((tmp_path / "second" / "recipe.json").read_text())
+    assert f"--init {tmp_path / 'first'}" in recipe["command"] and "--lr 0 " in recipe["command"]
 
 
 def test_adaptation_tunes_only_the_prompt_encoder_and_the_final_norms(editor_dir, tmp_path):
@@ -367,8 +370,8 @@ def test_a_clip_text_model_reads_any_wording_and_stays_out_of_the_editor(editor_
     cfg = DistillConfig(out=str(tmp_path), encoder=str(editor_dir), clip_text=str(tiny_clip), steps=2, pool=2,
                         batch=2, lpips="off")
     events = list(distill_job(cfg, CancelToken()))
-    assert "--clip-text CLIP_DIR" in next(e for e in events if isinstance(e, Artifact) and e.kind == "recipe"
-                                          ).path.read_text()
+    recipe = json.loads(next(e for e in events if isinstance(e, Artifact) and e.kind == "recipe").path.read_text())
+    assert f"--clip-text {tiny_clip}" in recipe["command"]  # the recipe names the CLIP model it needs
     with safe_open(str(tmp_path / "editor.safetensors"), "pt") as weights:
         names = set(weights.keys())
     assert "prompts.clip_projection.weight" in names and "prompts.embedding.weight" not in names

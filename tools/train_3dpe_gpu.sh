@@ -6,7 +6,9 @@
 #   tools/train_3dpe_gpu.sh OUT_DIR [ENCODER_MINUTES] [DISTILL_MINUTES]
 #   OUT_DIR/encoder and OUT_DIR/editor then hold weights and recipes, ready to install into resources/.
 # DEVICE=cpu (and a small POOL) tries it without a GPU; SMOKE=1 runs each stage for a few steps first, so a
-# broken environment fails in seconds, not minutes.
+# broken environment fails in seconds, not minutes.  ENCODER_LR (default 0.0005) and SEED (default 1) set the
+# encoder's learning rate and both stages' seed: a later session continuing from shipped GPU-trained weights takes
+# a smaller rate and a new seed (new heads and edits).
 set -euo pipefail
 out=$(realpath -m "${1:?usage: tools/train_3dpe_gpu.sh OUT_DIR [ENCODER_MINUTES] [DISTILL_MINUTES]}")
 encoder_minutes=${2:-4}
@@ -14,12 +16,14 @@ distill_minutes=${3:-2.5}
 python=${PYTHON:-python3}
 device=${DEVICE:-cuda}
 pool=${POOL:-384}
+encoder_lr=${ENCODER_LR:-0.0005}
+seed=${SEED:-1}
 workers=$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))
 cd "$(dirname "$0")/.."
 encoder=("$python" main.py portrait train-encoder --init resources/portrait_encoder --device "$device" --workers "$workers"
-         --batch 32 --views 4 --pool-heads "$pool" --lr 0.0005 --seed 1)
+         --batch 32 --views 4 --pool-heads "$pool" --lr "$encoder_lr" --seed "$seed" --checkpoint-every-s 60)
 distill=("$python" main.py portrait distill --init resources/portrait_editor --device "$device" --workers "$workers"
-         --batch 32 --pool "$pool" --seed 1)
+         --batch 32 --pool "$pool" --seed "$seed" --checkpoint-every-s 60)
 if [[ "${SMOKE:-0}" == 1 ]]; then
     "${encoder[@]}" --out "$out/smoke_encoder" --steps 3 --pool-heads 32 --workers 2
     "${distill[@]}" --out "$out/smoke_editor" --encoder "$out/smoke_encoder" --steps 3 --pool 32 --workers 2

@@ -9,6 +9,7 @@ import ast
 import dataclasses
 import functools
 import inspect
+import shlex
 import textwrap
 import types
 import typing
@@ -57,6 +58,27 @@ def settable_fields(cls: type) -> list[tuple[dataclasses.Field, type]]:
     hints = typing.get_type_hints(cls)
     return [(f, kind) for f in dataclasses.fields(cls)
             if f.init and not f.metadata.get("internal") and (kind := _scalar_type(hints[f.name])) is not None]
+
+
+def recipe_command(cfg: Any, command: str) -> str:
+    """The command that runs ``cfg`` again, ``python main.py {command}`` with its folder as DIR: its budget
+    (``steps`` when set, else ``minutes``), each other setting a flag gives that differs from its default, and its
+    seed (a training's recipe.json also records the whole config)."""
+    budget = "steps" if getattr(cfg, "steps", None) is not None else "minutes"  # steps win over a time budget
+    words = [f"python main.py {command} --out DIR"]
+    for f, kind in sorted(settable_fields(type(cfg)), key=lambda field_kind: field_kind[0].name == "seed"):
+        value = getattr(cfg, f.name)
+        if f.name == "out" or value is None or f.name in ("steps", "minutes") and f.name != budget \
+                or value == f.default and f.name not in (budget, "seed"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if kind is bool:
+            words.append(flag if value else "--no-" + flag[2:])
+        elif kind is float:
+            words.append(f"{flag} {value:g}" if float(f"{value:g}") == value else f"{flag} {float(value)!r}")
+        else:
+            words.append(f"{flag} {shlex.quote(str(value))}")
+    return " ".join(words)
 
 
 def _default(f: dataclasses.Field) -> Any:

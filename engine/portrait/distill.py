@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.core.config import INTERNAL
+from engine.core.config import INTERNAL, recipe_command
 from engine.core.devices import check_device
 from engine.core.errors import CheckpointError
 from engine.core.imaging import to_uint8
@@ -374,17 +374,10 @@ def distill_job(cfg: DistillConfig, cancel: CancelToken) -> Iterator:
         return
     if cfg.encoder is not None:  # the folder then holds what it needs
         atomic_write(out_dir / ENCODER_FILE, lambda tmp: save_file(cpu_tensors(editor.encoder.state_dict()), str(tmp)))
-    yield from write_editor(editor, out_dir, {"command": recipe_command(cfg), "processes": dist.world,
-                                              "device": device, "steps": step, "seconds": seconds,
+    yield from write_editor(editor, out_dir, {"command": recipe_command(cfg, "portrait distill"),
+                                              "processes": dist.world, "device": device, "steps": step, "seconds": seconds,
                                               "examples_seen": seeds.next, "lpips": lpips is not None,
                                               "config": dataclasses.asdict(cfg)})
-
-
-def recipe_command(cfg: DistillConfig) -> str:
-    """The command that distils ``cfg`` again (its folder as DIR)."""
-    budget = f"--steps {cfg.steps}" if cfg.steps is not None else f"--minutes {cfg.minutes:g}"
-    clip = " --clip-text CLIP_DIR" if cfg.clip_text else ""
-    return f"python main.py portrait distill --out DIR {budget} --seed {cfg.seed}{clip}"
 
 
 def write_editor(editor: EmbeddedEditor, out_dir: Path, recipe: dict) -> Iterator:

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.core.config import INTERNAL
+from engine.core.config import INTERNAL, recipe_command
 from engine.core.devices import check_device
 from engine.core.errors import CheckpointError, UserInputError
 from engine.core.imaging import to_uint8
@@ -373,8 +373,7 @@ def train_encoder_job(cfg: EncoderConfig, cancel: CancelToken) -> Iterator:
         return
     weights = out_dir / WEIGHTS_FILE
     atomic_write(weights, lambda tmp: save_file(cpu_tensors(encoder.state_dict()), str(tmp)))
-    budget_flag = f"--minutes {cfg.minutes:g}" if cfg.steps is None else f"--steps {cfg.steps}"
-    recipe = {"command": f"python main.py portrait train-encoder --out DIR {budget_flag} --seed {cfg.seed}",
+    recipe = {"command": recipe_command(cfg, "portrait train-encoder"),
               "processes": dist.world, "device": device, "steps": step, "seconds": seconds,
               "heads_seen": seeds.next, "config": dataclasses.asdict(cfg)}
     yield Artifact(write_json(out_dir / "recipe.json", recipe), "recipe")

@@ -23,7 +23,6 @@ The foreground of a prior render is where its depth is nearer than MASK_DEPTH.
 from __future__ import annotations
 
 import dataclasses
-import shlex
 import statistics
 import time
 from collections.abc import Iterator
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.core.config import INTERNAL, settable_fields
+from engine.core.config import INTERNAL, recipe_command
 from engine.core.errors import CheckpointError
 from engine.core.imaging import to_uint8
 from engine.core.jobs import Artifact, CancelToken, Preview, Progress
@@ -253,26 +252,6 @@ def read_training_state(path: Path) -> dict | None:
         raise CheckpointError(f"{exc}; delete it to start over") from None
 
 
-def recipe_command(cfg: PriorConfig) -> str:
-    """The command that trains ``cfg`` again (its folder as DIR): its budget, each other setting a flag gives
-    that differs from the recipe's default, and its seed (recipe.json also records the whole config)."""
-    budget = "steps" if cfg.steps is not None else "minutes"  # a step count wins over a time budget
-    words = ["python main.py portrait train-prior --out DIR"]
-    for f, kind in sorted(settable_fields(PriorConfig), key=lambda field_kind: field_kind[0].name == "seed"):
-        value = getattr(cfg, f.name)
-        if f.name == "out" or value is None or f.name in ("steps", "minutes") and f.name != budget \
-                or value == f.default and f.name not in (budget, "seed"):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if kind is bool:
-            words.append(flag if value else "--no-" + flag[2:])
-        elif kind is float:
-            words.append(f"{flag} {value:g}" if float(f"{value:g}") == value else f"{flag} {float(value)!r}")
-        else:
-            words.append(f"{flag} {shlex.quote(str(value))}")
-    return " ".join(words)
-
-
 def train_prior_job(cfg: PriorConfig, cancel: CancelToken) -> Iterator:
     """Train the prior for ``cfg.minutes`` (resuming a stopped run in ``cfg.out``), then write
     generator.safetensors + meta.json + recipe.json there.  Yields job events."""
@@ -343,8 +322,8 @@ def train_prior_job(cfg: PriorConfig, cancel: CancelToken) -> Iterator:
         return
     weights = write_converted(out_dir, cfg.generator_kwargs, generator.state_dict(),
                               neural_rendering_resolution=cfg.neural_resolution)
-    recipe = {"command": recipe_command(cfg), "seed": cfg.seed, "steps": step, "seconds": seconds,
-              "heads_seen": next_seed, "config": dataclasses.asdict(cfg)}
+    recipe = {"command": recipe_command(cfg, "portrait train-prior"), "seed": cfg.seed, "steps": step,
+              "seconds": seconds, "heads_seen": next_seed, "config": dataclasses.asdict(cfg)}
     yield Artifact(write_json(out_dir / "recipe.json", recipe), "recipe")
     yield Artifact(weights, "weights")
 
