@@ -177,6 +177,9 @@ def test_adaptation_tunes_only_the_prompt_encoder_and_the_final_norms(editor_dir
         if name in before and before[name].shape == value.shape and name not in allowed:
             assert torch.equal(value, before[name]), name
     assert any(not torch.equal(after[n], before[n]) for n in allowed if n in before and "norm" in n)
+    command = json.loads((tmp_path / "adapted" / "recipe.json").read_text())["command"]
+    assert command.startswith("python main.py portrait adapt --out DIR ") and f"--pairs {pairs} " in command and \
+        "--name 'marble statue' " in command and f"--editor {editor_dir} " in command
 
 
 def _allowed(editor: EmbeddedEditor):

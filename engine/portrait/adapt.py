@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.core.config import INTERNAL
+from engine.core.config import INTERNAL, recipe_command
 from engine.core.errors import UserInputError
 from engine.core.jobs import CancelToken, JobWarning, Metrics, Progress
 from engine.core.loop import Budget, BudgetedLoop
@@ -149,7 +149,7 @@ def adapt_job(cfg: AdaptConfig, cancel: CancelToken,
         return
     editor.eval()
     out = Path(cfg.out) if cfg.out else user_editor_dir()
-    recipe = {"command": f"python main.py portrait adapt --pairs {cfg.pairs} --name {cfg.name!r}",
+    recipe = {"command": recipe_command(cfg, "portrait adapt"),
               "adapted_from": str(source), "pairs": [name for name, _, _ in pairs], "steps": loop.step,
               "seconds": loop.seconds, "config": dataclasses.asdict(cfg),
               "train_pair_psnr": pair_psnr(editor, prior, examples)}
