@@ -77,8 +77,9 @@ def test_the_recipes_command_gives_its_settings_back():
     assert recipe_command(PriorConfig("x", minutes=128), "portrait train-prior") == \
         "python main.py portrait train-prior --out DIR --minutes 128 --seed 0"  # as the shipped prior was made
     cfg = PriorConfig("x", steps=7, lr=0.0012345678, image_weight=0.5, checkpoint_every_s=1e9, seed=4)
-    assert recipe_command(cfg, "portrait train-prior") == ("python main.py portrait train-prior --out DIR --steps 7 --lr 0.0012345678 "
-                                   "--image-weight 0.5 --checkpoint-every-s 1e+09 --seed 4")
+    assert recipe_command(cfg, "portrait train-prior") == (
+        "python main.py portrait train-prior --out DIR --steps 7 --lr 0.0012345678 --image-weight 0.5 "
+        "--checkpoint-every-s 1e+09 --seed 4")
     assert _settings(recipe_command(cfg, "portrait train-prior"), "x") == cfg
 
 

@@ -337,9 +337,8 @@ def distill_job(cfg: DistillConfig, cancel: CancelToken) -> Iterator:
         shown: torch.Tensor | None = None
 
         def save() -> Path:
-            return dist.checkpoint(state_path, {"editor": cpu_tensors(editor.learned()), "optimizer":
-                                                optimizer.state_dict(), "step": step, "seconds": seconds,
-                                                "next_seed": seeds.next, "config": dataclasses.asdict(cfg)})
+            return dist.checkpoint(state_path, optimizer, cfg, editor=cpu_tensors(editor.learned()), step=step,
+                                   seconds=seconds, next_seed=seeds.next)
 
         def measured(means: dict[str, float]) -> dict[str, float]:
             nonlocal shown
@@ -375,9 +374,9 @@ def distill_job(cfg: DistillConfig, cancel: CancelToken) -> Iterator:
     if cfg.encoder is not None:  # the folder then holds what it needs
         atomic_write(out_dir / ENCODER_FILE, lambda tmp: save_file(cpu_tensors(editor.encoder.state_dict()), str(tmp)))
     yield from write_editor(editor, out_dir, {"command": recipe_command(cfg, "portrait distill"),
-                                              "processes": dist.world, "device": device, "steps": step, "seconds": seconds,
-                                              "examples_seen": seeds.next, "lpips": lpips is not None,
-                                              "config": dataclasses.asdict(cfg)})
+                                              "processes": dist.world, "device": device, "steps": step,
+                                              "seconds": seconds, "examples_seen": seeds.next,
+                                              "lpips": lpips is not None, "config": dataclasses.asdict(cfg)})
 
 
 def write_editor(editor: EmbeddedEditor, out_dir: Path, recipe: dict) -> Iterator:

@@ -227,11 +227,12 @@ class Distributed:
             return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
         return device
 
-    def checkpoint(self, path: Path, state: dict) -> Path:
-        """Write a training state atomically (the main process does; every process gets the path)."""
+    def checkpoint(self, path: Path, optimizer: torch.optim.Optimizer, config, **state) -> Path:
+        """Write a training state atomically: ``state`` (weights, counters), the optimiser's state and the config
+        (the main process does; every process gets the path)."""
         if self.main:
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_torch(path, state)
+            save_torch(path, {**state, "optimizer": optimizer.state_dict(), "config": dataclasses.asdict(config)})
         return path
 
     @property
@@ -308,19 +309,17 @@ def train_encoder_job(cfg: EncoderConfig, cancel: CancelToken) -> Iterator:
     prior = load_prior(cfg.prior).requires_grad_(False).to(device)
     torch.manual_seed(cfg.seed)
     encoder = EmbeddedEncoder()
-    optimizer_state = None
     step, seconds, next_seed = 0, 0.0, 0
     state = read_training_state(state_path)
     if state is not None:
         encoder.load_state_dict(state["encoder"])
-        optimizer_state = state["optimizer"]
         step, seconds, next_seed = state["step"], state["seconds"], state["next_seed"]
     elif cfg.init is not None:
         encoder.load_state_dict(load_encoder(cfg.init).state_dict())
     encoder = encoder.to(device).train()
     optimizer = torch.optim.Adam(encoder.parameters(), lr=cfg.lr, betas=cfg.betas)
-    if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
     model = dist.wrap(encoder)
     # each process draws its own heads: seeds interleave by rank, streams are keyed by (seed, step, rank)
     rng = np.random.default_rng([cfg.seed, step, dist.rank])
@@ -334,9 +333,8 @@ def train_encoder_job(cfg: EncoderConfig, cancel: CancelToken) -> Iterator:
         shown: torch.Tensor | None = None
 
         def save() -> Path:
-            return dist.checkpoint(state_path, {"encoder": cpu_tensors(encoder.state_dict()), "optimizer":
-                                                optimizer.state_dict(), "step": step, "seconds": seconds,
-                                                "next_seed": seeds.next, "config": dataclasses.asdict(cfg)})
+            return dist.checkpoint(state_path, optimizer, cfg, encoder=cpu_tensors(encoder.state_dict()), step=step,
+                                   seconds=seconds, next_seed=seeds.next)
 
         def measured(means: dict[str, float]) -> dict[str, float]:
             nonlocal shown
