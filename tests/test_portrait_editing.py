@@ -17,13 +17,16 @@ from safetensors.torch import load_file, save_file
 
 from engine.core.errors import CheckpointError, UserInputError
 from engine.core.jobs import Artifact, CancelToken, Metrics
+from engine.core.metrics import psnr
 from engine.portrait.adapt import AdaptConfig, adapt_job, adaptable, read_pairs, write_synthetic_pairs
-from engine.portrait.distill import (DistillConfig, EditExample, EmbeddedEditor, distill_job, distill_losses,
-                                     load_editor, make_example, teacher_render, with_references, write_editor)
+from engine.portrait.cameras import camera_labels
+from engine.portrait.distill import (EDITOR_DIR, DistillConfig, EditExample, EmbeddedEditor, distill_job,
+                                     distill_losses, load_editor, make_example, teacher_render, with_references,
+                                     write_editor)
 from engine.portrait.editing import PortraitEditRequest, blend, portrait_edit_job
 from engine.portrait.heads import GROUP_LABELS, HeadParams, render_heads
-from engine.portrait.live3d import WEIGHTS_FILE, EmbeddedEncoder, input_view, load_encoder
-from engine.portrait.prior import load_prior
+from engine.portrait.live3d import WEIGHTS_FILE, EmbeddedEncoder, input_view, load_encoder, render_planes
+from engine.portrait.prior import HELD_OUT_SEED, load_prior
 from engine.portrait.prompts import PromptEncoder
 from engine.portrait.vocabulary import (EDITS, TEST_PHRASINGS, TRAIN_PHRASINGS, TRAINED_EDITS, PortraitTeacher,
                                         edit_named, parse_prompt, phrasings)
@@ -114,6 +117,20 @@ def test_an_undistilled_editor_reproduces_the_reconstruction(editor_dir):
         edited = editor(x, editor.tokens("make it a bronze statue"))
         assert torch.allclose(edited, editor.encoder(x), atol=1e-5)
         assert torch.allclose(blend(edited * 0 + 1, edited, 0.0), edited)
+
+
+def test_fast_inference_renders_the_shipped_editors_edit_as_float32_does(prior):
+    editor = load_editor(EDITOR_DIR)
+    x = teacher_render([HeadParams.from_seed(HELD_OUT_SEED)], input_view()[None], 128) * 2 - 1
+    tokens = editor.tokens("make it a bronze statue")
+    c = torch.from_numpy(camera_labels([0.0, 30.0], [0.0, 0.0]))
+    with torch.no_grad():
+        exact = render_planes(prior, editor(x, tokens).expand(2, -1, -1, -1), c)["rgb"]
+        fast = editor.edit(x, tokens)
+        assert fast.dtype == torch.float32
+        assert psnr(render_planes(prior, fast.expand(2, -1, -1, -1), c)["rgb"], exact) >= 45
+        edited, plain = editor.edit_and_reconstruct(x, tokens)
+        assert torch.equal(edited, fast) and torch.equal(plain, editor.reconstruct(x))
 
 
 def test_distillation_lowers_its_losses_and_trains_only_the_prompt_side(prior):

@@ -87,6 +87,18 @@ def test_renders_that_skip_empty_and_hidden_space_match_full_renders(prior_head,
     assert sum(decoded) <= 0.8 * full_count
 
 
+def test_a_colour_only_render_is_the_full_renders_first_three_channels(prior_head):
+    generator, planes, occupancy = prior_head
+    c = torch.from_numpy(camera_labels([20.0], [5.0]))
+    with torch.no_grad():
+        for grid in (None, occupancy):
+            full, full_depth = generator.render_features(planes, c, 32, deterministic_sampling=True, occupancy=grid)
+            rgb, depth = generator.render_features(planes, c, 32, deterministic_sampling=True, occupancy=grid,
+                                                   channels=3)
+            assert rgb.shape == (1, 3, 32, 32)
+            assert torch.allclose(rgb, full[:, :3], atol=1e-5) and torch.allclose(depth, full_depth, atol=1e-5)
+
+
 def test_importing_the_engine_keeps_freed_tensor_memory_for_reuse():
     # the imports above ran engine/__init__.py, which tunes the allocator
     torch.empty(4 << 20).fill_(1)  # 16 MB, freed at once

@@ -47,3 +47,27 @@ def check_device(choice: str) -> str:
         if parsed.index is not None and parsed.index >= count:
             raise UserInputError(f"device {choice!r}: this machine has {count} CUDA GPU(s), numbered from 0")
     return device
+
+
+def native_bfloat16(device: str = "cpu") -> bool:
+    """Whether ``device`` is a CPU with bfloat16 matrix instructions (AVX512-BF16 or AMX), where
+    bfloat16 convolutions run about 1.5 times as fast as float32 ones."""
+    import torch
+
+    if torch.device(device).type != "cpu":
+        return False
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(probe() for probe in probes if probe is not None)
+
+
+def fast_inference(device: str = "cpu"):
+    """A context for a feed-forward network's inference: bfloat16 autocast where the CPU computes it
+    natively (``native_bfloat16``), else nothing changes.  For convolutional encoders whose outputs stay
+    within a rendering's tolerance, not for renderers (ray geometry needs float32)."""
+    import contextlib
+
+    import torch
+
+    if native_bfloat16(device):
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -169,21 +169,23 @@ class TriPlaneGenerator(nn.Module):
         return {"image": image, "image_raw": features[:, :3], "image_depth": depth, "planes": planes}
 
     def render_features(self, planes: torch.Tensor, c: torch.Tensor, resolution: int,
-                        deterministic_sampling: bool = False,
-                        occupancy: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        deterministic_sampling: bool = False, occupancy: torch.Tensor | None = None,
+                        channels: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Volume-render triplanes from cameras c: the 32-channel feature image (N, 32, r, r), its
-        first three channels the raw colour in [-1, 1], and the depth image (N, 1, r, r)."""
+        first three channels the raw colour in [-1, 1] (``channels=3``: those alone, faster), and the
+        depth image (N, 1, r, r)."""
         origins, directions = sample_rays(c[:, :16].view(-1, 4, 4), c[:, 16:25].view(-1, 3, 3), resolution)
-        features, depth = self.render_rays(planes, origins, directions, deterministic_sampling, occupancy)
+        features, depth = self.render_rays(planes, origins, directions, deterministic_sampling, occupancy, channels)
         return ray_image(features, resolution).contiguous(), ray_image(depth, resolution)
 
     def render_rays(self, planes: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor,
-                    deterministic_sampling: bool = False,
-                    occupancy: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features (N, M, 32) and depths (N, M, 1) along any rays (N, M, 3) through triplanes
-        (N, 96, H, W): e.g. a random subset of an image's pixels when training."""
+                    deterministic_sampling: bool = False, occupancy: torch.Tensor | None = None,
+                    channels: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (N, M, 32, or ``channels``) and depths (N, M, 1) along any rays (N, M, 3) through
+        triplanes (N, 96, H, W): e.g. a random subset of an image's pixels when training."""
         features, depth, _ = self.renderer(texel_major(planes), self.decoder, origins, directions, self.rendering_kwargs,
-                                           deterministic=deterministic_sampling, occupancy=occupancy)
+                                           deterministic=deterministic_sampling, occupancy=occupancy,
+                                           channels=channels)
         return features, depth
 
     def forward(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0,

@@ -288,8 +288,9 @@ def encoder_losses(encoder: nn.Module, prior: TriPlaneGenerator, batch: HeadSamp
 def render_planes(prior: TriPlaneGenerator, planes: torch.Tensor, c: torch.Tensor,
                   resolution: int = VIEW_SIZE, occupancy: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Raw colour in [0, 1] and depth of triplanes seen from cameras c, through the prior's renderer."""
-    features, depth = prior.render_features(planes, c, resolution, deterministic_sampling=True, occupancy=occupancy)
-    return {"rgb": ((features[:, :3] + 1) / 2).clamp(0, 1), "depth": depth}
+    rgb, depth = prior.render_features(planes, c, resolution, deterministic_sampling=True, occupancy=occupancy,
+                                       channels=3)
+    return {"rgb": ((rgb + 1) / 2).clamp(0, 1), "depth": depth}
 
 
 def train_encoder_job(cfg: EncoderConfig, cancel: CancelToken) -> Iterator:

@@ -206,12 +206,12 @@ def ray_losses(generator: TriPlaneGenerator, planes: torch.Tensor, c: torch.Tens
     def gather(values: torch.Tensor) -> torch.Tensor:  # (N·V, R², C) → the picked pixels, (N, V·M, C)
         return torch.gather(values, 1, pick[..., None].expand(-1, -1, values.shape[-1])).reshape(n, -1, values.shape[-1])
 
-    features, rendered_depth = generator.render_rays(planes, gather(origins), gather(directions))
+    rgb_rendered, rendered_depth = generator.render_rays(planes, gather(origins), gather(directions), channels=3)
     per_pixel = lambda image: gather(image.flatten(0, 1).flatten(2).transpose(1, 2))  # noqa: E731
     true_depth, foreground = per_pixel(depth), per_pixel(mask.float())
     depth_error = foreground * (rendered_depth - true_depth).abs() + (1 - foreground) * F.relu(BACKDROP_DEPTH -
                                                                                                rendered_depth)
-    return {"rgb": F.l1_loss((features[..., :3] + 1) / 2, per_pixel(rgb)), "depth": depth_error.mean() / CAMERA_DISTANCE}
+    return {"rgb": F.l1_loss((rgb_rendered + 1) / 2, per_pixel(rgb)), "depth": depth_error.mean() / CAMERA_DISTANCE}
 
 
 def training_losses(generator: TriPlaneGenerator, truth: ViewBatch, cfg: PriorConfig, train_sr: bool,
@@ -359,12 +359,13 @@ def bench_prior(generator: TriPlaneGenerator, heads: int = 16, views: int = 4, f
         for k in range(fps_frames + 2):
             c = truth.c[k % len(seeds)][None]
             start = time.perf_counter()
-            fast, _ = generator.render_features(planes, c, 64, deterministic_sampling=True, occupancy=occupancy)
+            fast, _ = generator.render_features(planes, c, 64, deterministic_sampling=True, occupancy=occupancy,
+                                                channels=3)
             times.append(time.perf_counter() - start)
             start = time.perf_counter()
-            full, _ = generator.render_features(planes, c, 64, deterministic_sampling=True)
+            full, _ = generator.render_features(planes, c, 64, deterministic_sampling=True, channels=3)
             full_times.append(time.perf_counter() - start)
-            fast_psnrs.append(psnr((fast[:, :3] + 1) / 2, (full[:, :3] + 1) / 2))
+            fast_psnrs.append(psnr((fast + 1) / 2, (full + 1) / 2))
     return {"psnr": statistics.fmean(psnrs), "psnr_min": min(psnrs), "mask_iou": statistics.fmean(ious),
             "mask_iou_min": min(ious), "depth_error_rel": statistics.fmean(depth_errors),
             "fps_cached_64": 1.0 / statistics.median(times[2:]), "cached_vs_full_psnr_min": min(fast_psnrs),

@@ -106,11 +106,12 @@ class FullyConnectedLayer(nn.Module):
         self.bias = nn.Parameter(torch.full([out_features], float(bias_init))) if bias else None
         self.weight_gain, self.bias_gain = lr_multiplier / math.sqrt(in_features), lr_multiplier
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (N, in) → (N, out).  A linear layer folds its bias into the matrix product (one addmm)."""
-        bias = None if self.bias is None else self.bias * self.bias_gain
+    def forward(self, x: torch.Tensor, outputs: int | None = None) -> torch.Tensor:
+        """x (N, in) → (N, out), or its first ``outputs`` columns alone.  A linear layer folds its bias
+        into the matrix product (one addmm)."""
+        weight, bias = self.weight[:outputs], None if self.bias is None else self.bias[:outputs] * self.bias_gain
         fold = self.activation == "linear"
-        y = F.linear(x, self.weight * self.weight_gain, bias if fold else None)
+        y = F.linear(x, weight * self.weight_gain, bias if fold else None)
         return y if fold else activate(y, bias, self.activation)
 
 

@@ -51,7 +51,7 @@ class _Softplus(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         ctx.save_for_backward(x)
-        return torch.relu(x) + torch.log(1 + torch.exp(-x.abs()))
+        return x.abs().neg_().exp_().add_(1).log_().add_(x.clamp(min=0))  # in place on its own temporaries
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
@@ -116,12 +116,14 @@ class OSGDecoder(nn.Module):
                                  FullyConnectedLayer(DECODER_HIDDEN, 1 + decoder_output_dim,
                                                      lr_multiplier=decoder_lr_mul))
 
-    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, features: torch.Tensor, channels: int | None = None) -> dict[str, torch.Tensor]:
         """``features`` (N, M, C), the mean of the three planes' samples → {"rgb": (N, M, 32),
-        "sigma": (N, M, 1)}."""
+        "sigma": (N, M, 1)}; only the first ``channels`` of "rgb" when given (3: the colour alone, which
+        skips most of the last layer's work)."""
         n, m, c = features.shape
         first, _, last = self.net  # the official module tree; its softplus computed by the faster formula
-        x = last(softplus(first(features.reshape(n * m, c)))).reshape(n, m, -1)
+        x = last(softplus(first(features.reshape(n * m, c))), None if channels is None else 1 + channels)
+        x = x.reshape(n, m, -1)
         return {"rgb": torch.sigmoid(x[..., 1:]) * (1 + 2 * RGB_PAD) - RGB_PAD, "sigma": x[..., :1]}
 
 
@@ -232,7 +234,7 @@ def occupancy_grid(planes: torch.Tensor, decoder: OSGDecoder, box_warp: float,
     axis = torch.linspace(-box_warp / 2, box_warp / 2, resolution, device=planes.device)
     z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
     points = torch.stack([x, y, z], -1).reshape(1, -1, 3)
-    sigma = torch.stack([decoder(sample_planes(planes[k:k + 1], points, box_warp))["sigma"]
+    sigma = torch.stack([decoder(sample_planes(planes[k:k + 1], points, box_warp), 0)["sigma"]
                          for k in range(planes.shape[0])])
     return sigma.reshape(-1, 1, resolution, resolution, resolution)
 
@@ -266,10 +268,10 @@ class ImportanceRenderer(nn.Module):
     render (tests/test_portrait_eg3d.py measures it)."""
 
     def forward(self, planes: torch.Tensor, decoder: OSGDecoder, origins: torch.Tensor, directions: torch.Tensor,
-                options: dict, deterministic: bool = False,
-                occupancy: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Planes (N, 96, H, W) rendered along rays (N, M, 3): (features (N, M, 32) in [-1, 1],
-        depth (N, M, 1), accumulated weight (N, M, 1))."""
+                options: dict, deterministic: bool = False, occupancy: torch.Tensor | None = None,
+                channels: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Planes (N, 96, H, W) rendered along rays (N, M, 3): (features (N, M, 32) in [-1, 1], or their
+        first ``channels``, depth (N, M, 1), accumulated weight (N, M, 1))."""
         n, m, _ = origins.shape
         start, end, coarse = options["ray_start"], options["ray_end"], options["depth_resolution"]
         box_warp = options["box_warp"]
@@ -278,7 +280,7 @@ class ImportanceRenderer(nn.Module):
         depths = stratified_depths((n, m), start, end, coarse, deterministic, origins.device)
         points = origins.unsqueeze(-2) + depths * directions.unsqueeze(-2)
         skip = None if occupancy is None else skippable(occupancy, points, depths, box_warp)
-        colors, densities = self._run(planes, decoder, points, box_warp, skip)
+        colors, densities = self._run(planes, decoder, points, box_warp, skip, channels)
         fine = options.get("depth_resolution_importance", 0)
         order = None
         if fine > 0:
@@ -292,7 +294,7 @@ class ImportanceRenderer(nn.Module):
                                                              order.expand(-1, -1, -1, 3)),
                                      torch.gather(depths, -2, order), box_warp)
                 skip = torch.empty_like(in_order).scatter_(-1, order[..., 0], in_order)[..., coarse:]
-            fine_colors, fine_densities = self._run(planes, decoder, fine_points, box_warp, skip)
+            fine_colors, fine_densities = self._run(planes, decoder, fine_points, box_warp, skip, channels)
             colors = torch.cat([colors, fine_colors], -2)
             densities = torch.cat([densities, fine_densities], -2)
         rgb, depth, weights = composite(colors, densities, depths, options.get("white_back", False), order)
@@ -300,17 +302,19 @@ class ImportanceRenderer(nn.Module):
 
     @staticmethod
     def _run(planes: torch.Tensor, decoder: OSGDecoder, points: torch.Tensor, box_warp: float,
-             skip: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Colours (N, M, S, 32) and raw densities (N, M, S, 1) at points (N, M, S, 3), skipped ones empty."""
+             skip: torch.Tensor | None = None, channels: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Colours (N, M, S, 32, or ``channels``) and raw densities (N, M, S, 1) at points (N, M, S, 3),
+        skipped ones empty."""
         n, m, samples, _ = points.shape
         points = points.reshape(n, -1, 3)
         if skip is None:
-            out = decoder(sample_planes(planes, points, box_warp))
+            out = decoder(sample_planes(planes, points, box_warp), channels)
             return out["rgb"].reshape(n, m, samples, -1), out["sigma"].reshape(n, m, samples, 1)
-        colors = points.new_zeros(n, m * samples, decoder.net[-1].out_features - 1)
+        width = decoder.net[-1].out_features - 1 if channels is None else channels
+        colors = points.new_zeros(n, m * samples, width)
         sigma = points.new_full((n, m * samples, 1), SKIPPED_SIGMA)
         for k in range(n):
             kept = torch.nonzero(~skip[k].flatten()).squeeze(1)
-            out = decoder(sample_planes(planes[k:k + 1], points[k:k + 1, kept], box_warp))
+            out = decoder(sample_planes(planes[k:k + 1], points[k:k + 1, kept], box_warp), channels)
             colors[k, kept], sigma[k, kept] = out["rgb"][0], out["sigma"][0]
         return colors.reshape(n, m, samples, -1), sigma.reshape(n, m, samples, 1)

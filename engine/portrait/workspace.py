@@ -179,9 +179,8 @@ class PortraitSession:
                                             deterministic_sampling=True, planes=head.planes,
                                             occupancy=head.occupancy)["image"]
             else:
-                features, depth = generator.render_features(head.planes, c, neural, deterministic_sampling=True,
-                                                            occupancy=head.occupancy)
-                image = features[:, :3]
+                image, depth = generator.render_features(head.planes, c, neural, deterministic_sampling=True,
+                                                         occupancy=head.occupancy, channels=3)
             if mode == "rgb":
                 return to_uint8((_resize(image, resolution)[0].permute(1, 2, 0) + 1) / 2)
             depth = _resize(depth, resolution)[0, 0].cpu().numpy()
