@@ -199,6 +199,37 @@ def test_adaptation_tunes_only_the_prompt_encoder_and_the_final_norms(editor_dir
         "--name 'marble statue' " in command and f"--editor {editor_dir} " in command
 
 
+def test_adaptation_keeps_the_weights_that_edit_the_held_out_pairs_best(editor_dir, tmp_path, monkeypatch):
+    from engine.portrait import adapt
+
+    pairs = write_synthetic_pairs(tmp_path / "pairs", "marble statue", count=5, first_seed=50)
+    trained_on, snapshots, scores = set(), [], iter([20.0, 23.0, 21.0])
+    step = adapt.distill_step
+
+    def recording_step(editor, model, prior, examples, *args):
+        trained_on.update(id(e.photo) for e in examples)
+        return step(editor, model, prior, examples, *args)
+
+    def scripted_psnr(editor, prior, examples):
+        if len(examples) == 2:  # the held-out pairs (the other three train): score the weights as they are now
+            assert not trained_on & {id(e.photo) for e in examples}
+            snapshots.append({n: p.detach().clone() for n, p in _allowed(editor)})
+            return next(scores)
+        return 0.0
+
+    monkeypatch.setattr(adapt, "distill_step", recording_step)
+    monkeypatch.setattr(adapt, "pair_psnr", scripted_psnr)
+    cfg = AdaptConfig(pairs=str(pairs), name="marble statue", editor=str(editor_dir), out=str(tmp_path / "adapted"),
+                      steps=3, batch=1, lpips="off", validate_every_s=0.0)
+    list(adapt_job(cfg, CancelToken()))
+    assert len(snapshots) == 3
+    adapted = dict(_allowed(load_editor(tmp_path / "adapted", encoder=editor_dir)))
+    assert all(torch.equal(adapted[n], snapshots[1][n]) for n in snapshots[1])  # step 2's, scored best
+    assert any(not torch.equal(snapshots[1][n], snapshots[2][n]) for n in snapshots[1])
+    recipe = json.loads((tmp_path / "adapted" / "recipe.json").read_text())
+    assert len(recipe["held_out_pairs"]) == 2 and recipe["chosen_step"] == 2 and recipe["held_out_pair_psnr"] == 23.0
+
+
 def _allowed(editor: EmbeddedEditor):
     params = {id(p) for p in adaptable(editor)}
     return [(n, p) for n, p in editor.named_parameters() if id(p) in params]

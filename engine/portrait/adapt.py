@@ -9,6 +9,7 @@ crops at any size) framed alike; each is resized to the editor's 128² input.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import statistics
 from collections.abc import Callable, Iterator
@@ -55,8 +56,11 @@ class AdaptConfig:
     """pairs per step"""
     lr: float = 0.003
     """Adam learning rate"""
+    holdout: int = 2
+    """pairs kept out of training to choose the weights: the editor written is the one that edited them best
+    (ten pairs over-fit after a few minutes); 0 trains on every pair and keeps the last weights"""
     seed: int = 0
-    """seeds the pairs drawn, views and prompt kinds"""
+    """seeds the held-out pairs, the pairs drawn, views and prompt kinds"""
     lpips: str = field(default="auto", metadata={"choices": ("auto", "imagenet", "random", "off")})
     """LPIPS backbone (see distill)"""
     decay_fraction: float = field(default=0.3, metadata=INTERNAL)
@@ -71,6 +75,8 @@ class AdaptConfig:
     """without LPIPS: pixels of each view compared per step (as in distillation)"""
     metrics_every: int = field(default=10, metadata=INTERNAL)
     """steps between metric events"""
+    validate_every_s: float = field(default=10.0, metadata=INTERNAL)
+    """seconds of training between edits of the held-out pairs"""
 
 
 def _image(path: Path) -> torch.Tensor:
@@ -130,30 +136,84 @@ def adapt_job(cfg: AdaptConfig, cancel: CancelToken,
         yield JobWarning(why)
     prior = load_prior()
     rng = np.random.default_rng(cfg.seed)
-    examples = [EditExample(x, y, cfg.name, cfg.name) for _, x, y in pairs]
-    yield Progress(0, budget.steps, f"adapting to {cfg.name!r} from {len(pairs)} pairs")
+    held_count = cfg.holdout if len(pairs) >= cfg.holdout + MIN_PAIRS else 0
+    if held_count < cfg.holdout:
+        yield JobWarning(f"{len(pairs)} pairs are too few to hold {cfg.holdout} out: training on all of them and "
+                         "keeping the last weights")
+    order = rng.permutation(len(pairs))
+    held_names = sorted(pairs[int(k)][0] for k in order[:held_count])
+    examples = [EditExample(x, y, cfg.name, cfg.name) for name, x, y in pairs if name not in held_names]
+    held = [EditExample(x, y, cfg.name, cfg.name) for name, x, y in pairs if name in held_names]
+    chosen = ChosenWeights(params)
+    yield Progress(0, budget.steps, f"adapting to {cfg.name!r} from {len(examples)} pairs"
+                   + (f", {len(held)} held out to choose the weights" if held else ""))
     curve = list(CURVE_MINUTES) if evaluate is not None else []
     loop = BudgetedLoop(budget, cancel, "adaptation", message=f"adapting to {cfg.name!r}", save=lambda: Path(),
                         optimizer=optimizer, learning_rate=lambda fraction: learning_rate(cfg, fraction),
-                        checkpoint_every_s=float("inf"), metrics_every=cfg.metrics_every)
+                        checkpoint_every_s=float("inf"), metrics_every=cfg.metrics_every,
+                        extra_metrics=lambda values: {} if chosen.latest is None else {"held_out_psnr": chosen.latest})
+    validated_at = -float("inf")
     for _ in loop:
         losses = distill_step(editor, editor, prior, examples, optimizer, cfg.batch, cfg, lpips, rng)
         loop.done(**{f"loss_{key}": float(value.detach()) for key, value in losses.items()})
+        due = bool(curve) and loop.seconds >= 60 * curve[0]  # the curve scores what stopping now would write
+        if held and (loop.seconds - validated_at >= cfg.validate_every_s or loop.fraction >= 1 or due):
+            editor.eval()
+            chosen.offer(pair_psnr(editor, prior, held), loop.step)
+            editor.train()
+            validated_at = loop.seconds
         yield from loop.events()
         while curve and loop.seconds >= 60 * curve[0]:
             editor.eval()
-            figures = evaluate(editor)
+            with chosen.applied():
+                figures = evaluate(editor)
             editor.train()
             yield Metrics(loop.step, {"minutes": curve.pop(0), **figures})
     if cancel.cancelled:
         return
     editor.eval()
+    chosen.apply()
     out = Path(cfg.out) if cfg.out else user_editor_dir()
     recipe = {"command": recipe_command(cfg, "portrait adapt"),
-              "adapted_from": str(source), "pairs": [name for name, _, _ in pairs], "steps": loop.step,
-              "seconds": loop.seconds, "config": dataclasses.asdict(cfg),
-              "train_pair_psnr": pair_psnr(editor, prior, examples)}
+              "adapted_from": str(source), "pairs": [name for name, _, _ in pairs], "held_out_pairs": held_names,
+              "steps": loop.step, "chosen_step": chosen.step if held else loop.step, "seconds": loop.seconds,
+              "config": dataclasses.asdict(cfg), "train_pair_psnr": pair_psnr(editor, prior, examples),
+              "held_out_pair_psnr": chosen.score if held else None}
     yield from write_editor(editor, out, recipe)
+
+
+class ChosenWeights:
+    """The weights adaptation keeps: those whose edits of the held-out pairs scored best so far (``offer``);
+    until a score is offered, the current ones."""
+
+    def __init__(self, params: list[torch.nn.Parameter]) -> None:
+        self.params, self.values = params, None
+        self.score, self.step, self.latest = -float("inf"), 0, None
+
+    def offer(self, score: float, step: int) -> None:
+        """The held-out pairs' PSNR under the current weights (after ``step`` steps): kept when the best yet."""
+        self.latest = score
+        if score > self.score:
+            self.score, self.step, self.values = score, step, [p.detach().clone() for p in self.params]
+
+    def apply(self) -> None:
+        """Put the chosen weights in place."""
+        if self.values is not None:
+            with torch.no_grad():
+                for param, value in zip(self.params, self.values):
+                    param.copy_(value)
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """The chosen weights in place for a while (an evaluation of what stopping now would write)."""
+        current = [p.detach().clone() for p in self.params]
+        self.apply()
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for param, value in zip(self.params, current):
+                    param.copy_(value)
 
 
 def pair_psnr(editor: EmbeddedEditor, prior, examples: list[EditExample]) -> float:
