@@ -1,8 +1,8 @@
 """Retouch3D engine: torch + numpy only. Never imports Qt or the app package."""
 
-from engine.core.threads import prefer_passive_waiting
+from engine.core.threads import prefer_short_spinning
 
-prefer_passive_waiting()  # before anything imports torch
+prefer_short_spinning()  # before anything imports torch
 
 from engine.core.allocator import keep_freed_memory  # noqa: E402
 
