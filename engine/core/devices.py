@@ -7,6 +7,8 @@ costs seconds.
 
 from __future__ import annotations
 
+import functools
+
 from engine.core.errors import UserInputError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -49,6 +51,7 @@ def check_device(choice: str) -> str:
     return device
 
 
+@functools.lru_cache(maxsize=None)
 def native_bfloat16(device: str = "cpu") -> bool:
     """Whether ``device`` is a CPU with bfloat16 matrix instructions (AVX512-BF16 or AMX), where
     bfloat16 convolutions run about 1.5 times as fast as float32 ones."""

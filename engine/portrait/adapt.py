@@ -199,9 +199,7 @@ class ChosenWeights:
     def apply(self) -> None:
         """Put the chosen weights in place."""
         if self.values is not None:
-            with torch.no_grad():
-                for param, value in zip(self.params, self.values):
-                    param.copy_(value)
+            self._put(self.values)
 
     @contextlib.contextmanager
     def applied(self) -> Iterator[None]:
@@ -211,9 +209,12 @@ class ChosenWeights:
         try:
             yield
         finally:
-            with torch.no_grad():
-                for param, value in zip(self.params, current):
-                    param.copy_(value)
+            self._put(current)
+
+    @torch.no_grad()
+    def _put(self, values: list[torch.Tensor]) -> None:
+        for param, value in zip(self.params, values):
+            param.copy_(value)
 
 
 def pair_psnr(editor: EmbeddedEditor, prior, examples: list[EditExample]) -> float:
