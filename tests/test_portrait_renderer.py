@@ -47,14 +47,37 @@ def test_plane_sampling_refuses_planes_that_are_not_square():
         triplane.sample_planes(torch.zeros(1, 96, 32, 16), torch.zeros(1, 4, 3), 1.0)
 
 
-def test_softplus_matches_torch_in_value_and_gradient():
-    x = torch.cat([torch.linspace(-120, 120, 20000), torch.zeros(1)]).requires_grad_()
+@pytest.mark.parametrize("path", ["kernel", "torch"])
+def test_softplus_matches_torch_in_value_and_gradient(path, monkeypatch):
+    if path == "torch":
+        monkeypatch.setattr(triplane.KERNELS, "load", lambda: None)
+    elif triplane.KERNELS.load() is None:
+        pytest.skip("no C compiler for the renderer's kernel")
+    torch.manual_seed(0)
+    x = torch.cat([torch.linspace(-87, 120, 200001), torch.randn(100000) * 8, torch.zeros(1)]).requires_grad_()
     fast = triplane.softplus(x)
-    reference = F.softplus(x)
+    reference = F.softplus(x.double())
+    if path == "kernel":
+        assert ((fast - reference).abs() / reference).max() <= 1e-6
     assert (fast - reference).abs().max() <= 2e-6
     (got,) = torch.autograd.grad(fast.sum(), x)
-    (expected,) = torch.autograd.grad(reference.sum(), x)
+    (expected,) = torch.autograd.grad(F.softplus(x).sum(), x)
     assert (got - expected).abs().max() <= 1e-5
+    special = torch.tensor([float("nan"), float("inf"), -float("inf"), -1000.0])
+    assert torch.equal(triplane.softplus(special)[:2].isnan(), torch.tensor([True, False]))
+    assert triplane.softplus(special)[1] == float("inf") and triplane.softplus(special)[2:].abs().max() < 1e-37
+    with torch.no_grad():
+        temporary = x.detach()[::2].clone()
+        expected_values = triplane.softplus(temporary.clone())
+        assert torch.equal(triplane.softplus(temporary, inplace=True), expected_values)
+        if path == "kernel":
+            assert torch.equal(temporary, expected_values)  # written over, no new tensor
+        strided = x.detach()[::3]  # not contiguous: a new tensor, the input untouched
+        before = strided.clone()
+        assert torch.equal(triplane.softplus(strided, inplace=True), triplane.softplus(before))
+        assert torch.equal(strided, before)
+        assert torch.equal(triplane.softplus(strided), triplane.softplus(before)) and torch.equal(strided, before)
+    assert x.grad is None and triplane.softplus(x, inplace=True).requires_grad  # a gradient wanted: never in place
 
 
 @pytest.fixture(scope="module")

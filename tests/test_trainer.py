@@ -147,7 +147,7 @@ def test_the_kernels_compile_before_the_training_clock_starts_and_the_user_is_to
         native.load_kernels.cache_clear()
     messages = [e.message for e in events if isinstance(e, Progress)]
     assert messages[0].startswith("compiling the CPU kernels") and messages[1] == "training"
-    assert list((tmp_path / "cache" / "native").glob("kernels-*.so"))  # compiled then, before the first step
+    assert list((tmp_path / "cache" / "native").glob("scene-native-kernels-*.so"))  # compiled then, before the first step
 
 
 def test_render_without_a_project_is_a_clear_error(tmp_path):

@@ -1,6 +1,6 @@
 /* CPU kernels for the fast radiance field: multi-resolution hash-grid encoding
  * (forward and backward) and occupancy-guided ray marching.  Plain C + OpenMP,
- * called through ctypes with raw float/int pointers; engine/native/__init__.py
+ * called through ctypes with raw float/int pointers; engine/core/native.py
  * compiles it on first use and engine/encodings.py holds the torch reference
  * implementations these must match exactly. */
 #include <math.h>
