@@ -110,6 +110,26 @@ class PlainDict(dict):
         return collections.OrderedDict, (list(self.items()),), vars(self) or None
 
 
+class Record:
+    """Stand-in for a pickled object of a class a reader names (``record_class``): the class it named and the
+    state it carried; nothing of that class is imported or run."""
+
+    class_name = ""
+
+    def __init__(self, class_name: str, state: Any) -> None:
+        self.class_name = class_name
+        self.state = state
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+def record_class(qualified: str) -> type[Record]:
+    """A Record type standing in for the class ``qualified`` ("module.Class") in a reader's table: the file may
+    create it (NEWOBJ) and set its state (BUILD)."""
+    return type(qualified.rpartition(".")[2], (Record,), {"class_name": qualified})
+
+
 class _ExactReader:
     """``read(n)`` gives n bytes or raises EOFError: a truncated file ends the unpickling, and a length
     field never allocates more than is left (``stream`` is a BytesIO or an mmap, which read at most that)."""
@@ -140,8 +160,8 @@ class SafeUnpickler(pickle._Unpickler):
     """Python's pure-Python unpickler resolving globals through ``table`` only, within ``limits``;
     ``storage`` resolves persistent ids (the storages of a ``torch.save`` file)."""
 
-    INSTANTIABLE: tuple[type, ...] = (dict,)
-    """classes a file may create with NEWOBJ (subclasses add theirs)"""
+    INSTANTIABLE: tuple[type, ...] = (dict, Record)
+    """classes a file may create with NEWOBJ (subclasses add theirs; Records only where the table names them)"""
 
     def __init__(self, stream: io.BytesIO | mmap.mmap, limits: Limits, table: Mapping[str, Any] | None = None,
                  storage: Callable[[Any], Storage] | None = None) -> None:
@@ -173,7 +193,11 @@ class SafeUnpickler(pickle._Unpickler):
         return self.storage(pid)
 
     def set_state(self, obj: Any, state: Any) -> None:
-        """BUILD: a PlainDict keeps torch's ``_metadata``; other types refuse (subclasses allow theirs)."""
+        """BUILD: a PlainDict keeps torch's ``_metadata``, a Record its state; other types refuse (subclasses allow
+        theirs)."""
+        if isinstance(obj, Record):
+            obj.__setstate__(state)
+            return
         if type(obj) is PlainDict and isinstance(state, dict) and set(state) <= {"_metadata"}:
             vars(obj).update(state)
             return

@@ -53,7 +53,8 @@ from safetensors.torch import load_file, save_file
 
 from engine.core.errors import CheckpointError
 from engine.core.project import atomic_write
-from engine.core.safe_pickle import Limits, SafeUnpickler, check_nesting, load_torch, mapped, reading
+from engine.core.safe_pickle import (Limits, Record, SafeUnpickler, check_nesting, load_torch, mapped, reading,
+                                     record_class)
 
 __all__ = ["CheckpointError", "GENERATOR_FILE", "GeneratorCheckpoint", "META_FILE", "read_generator_checkpoint",
            "write_converted"]
@@ -88,19 +89,6 @@ class GeneratorCheckpoint(NamedTuple):
     argument: 128 for the official FFHQ 512 model), None when the file does not say"""
 
 
-class _Inert:
-    """Stand-in for a pickled network object: the class it named and the state it carried, nothing executed."""
-
-    class_name = ""
-
-    def __init__(self, class_name: str, state: Any) -> None:
-        self.class_name = class_name
-        self.state = state
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-
 def _plain_values(value: Any, where: str) -> Any:
     """``value`` as JSON-like data: mappings to dicts, sequences to lists, numpy scalars to Python ones."""
     if isinstance(value, Mapping):
@@ -121,8 +109,6 @@ _NDARRAY = object()
 class _RestrictedUnpickler(SafeUnpickler):
     """Unpickles tensors, numpy values, plain containers and inert network records; refuses any other global."""
 
-    INSTANTIABLE = (dict, _Inert)
-
     def __init__(self, stream: mmap.mmap, limits: Limits) -> None:
         reconstruct, scalar = np.empty(0).__reduce__()[0], np.float64(0).__reduce__()[0]
         numpy = {"multiarray._reconstruct": self._empty_array, "multiarray.scalar": scalar,
@@ -136,14 +122,14 @@ class _RestrictedUnpickler(SafeUnpickler):
             **{f"{package}.{name}": fn for package in ("numpy.core", "numpy._core") for name, fn in numpy.items()},
         })
         self._numpy_reconstruct = reconstruct
-        self._inert_classes: dict[str, type[_Inert]] = {}
+        self._inert_classes: dict[str, type[Record]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
         qualified = f"{module}.{name}"
         if qualified in self.table or not module.startswith(INERT_MODULE_PREFIXES):
             return super().find_class(module, name)
         if qualified not in self._inert_classes:
-            self._inert_classes[qualified] = type(name, (_Inert,), {"class_name": qualified})
+            self._inert_classes[qualified] = record_class(qualified)
         return self._inert_classes[qualified]
 
     def persistent_load(self, pid: Any) -> Any:
@@ -151,10 +137,9 @@ class _RestrictedUnpickler(SafeUnpickler):
                               "(a torch.save file renamed .pkl? give it as .pth)")
 
     def set_state(self, obj: Any, state: Any) -> None:
-        """BUILD of inert records and numpy arrays and dtypes (never of object arrays: they nest without end)."""
-        if isinstance(obj, _Inert):
-            obj.__setstate__(state)
-        elif type(obj) is np.ndarray or isinstance(obj, np.dtype):
+        """BUILD of numpy arrays and dtypes (never of object arrays: they nest without end), and what the base
+        class allows (inert records)."""
+        if type(obj) is np.ndarray or isinstance(obj, np.dtype):
             obj.__setstate__(state)
             if (obj if isinstance(obj, np.dtype) else obj.dtype).hasobject:
                 raise self.limits.refuse("it holds a numpy array of Python objects")
@@ -167,16 +152,16 @@ class _RestrictedUnpickler(SafeUnpickler):
             raise self.limits.refuse(f"it asks for a numpy array of shape {reprlib.repr(shape)} before its data")
         return self._numpy_reconstruct(np.ndarray, shape, dtype)
 
-    def _persistent_object(self, meta: Any) -> _Inert:
+    def _persistent_object(self, meta: Any) -> Record:
         """The inert record of a ``torch_utils.persistence`` object; its ``module_src`` is ignored, never run."""
         if not (isinstance(meta, Mapping) and isinstance(meta.get("class_name"), str)
                 and isinstance(meta.get("state"), Mapping)):
             raise self.limits.damaged("a pickled network lacks its class name or state")
-        return _Inert(meta["class_name"], meta["state"])
+        return Record(meta["class_name"], meta["state"])
 
     def _reconstructor(self, cls: Any, base: Any, state: Any) -> Any:
         """``copyreg._reconstructor`` (protocol 0/1 objects), for inert stand-ins and EasyDicts only."""
-        if base is object and state is None and isinstance(cls, type) and issubclass(cls, _Inert):
+        if base is object and state is None and isinstance(cls, type) and issubclass(cls, Record):
             return cls.__new__(cls)
         if cls is dict and base is dict:
             return dict(state or {})
@@ -194,7 +179,7 @@ def _module_field(state: Mapping, key: str, kind: type | tuple[type, ...], path:
     return value
 
 
-def _module_state_dict(record: _Inert, path: Path, prefix: str = "",
+def _module_state_dict(record: Record, path: Path, prefix: str = "",
                        seen: set[int] | None = None) -> dict[str, torch.Tensor]:
     """Parameters and persistent buffers of an inert module tree under dotted names, as ``state_dict()`` orders them.
 
@@ -223,7 +208,7 @@ def _module_state_dict(record: _Inert, path: Path, prefix: str = "",
     for name, child in dict(children).items():
         if child is None:
             continue
-        if not isinstance(child, _Inert):
+        if not isinstance(child, Record):
             raise CheckpointError(f"{path} is damaged: submodule {prefix}{name} is a {type(child).__name__}")
         tensors.update(_module_state_dict(child, path, f"{prefix}{name}.", seen))
     return tensors
@@ -282,7 +267,7 @@ def _read_pickle(path: Path) -> GeneratorCheckpoint:
         raise CheckpointError(f"{path} holds no generator (no 'G_ema' or 'G'; it holds {_held(data)}): "
                               "give the network snapshot with G_ema")
     generator = data[key]
-    if not isinstance(generator, _Inert):
+    if not isinstance(generator, Record):
         raise CheckpointError(f"{path}: {key} is a {type(generator).__name__}, not a pickled network")
     state_dict = _module_state_dict(generator, path)
     recorded = _recorded_kwargs(generator.state.get("_init_args"), generator.state.get("_init_kwargs"), path)
