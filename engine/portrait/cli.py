@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from engine.core.errors import UserInputError
+from engine.portrait import semantic_cli
 
 SUMMARY = "3D portraits: photo alignment, EG3D checkpoints and the embedded prior"
 """the ``portrait`` command's line in ``--help``"""
@@ -101,11 +102,9 @@ def cmd_bench_prior(args) -> int:
     print(f"held-out heads at 64²: PSNR {report['psnr']:.2f} dB (worst {report['psnr_min']:.2f}), foreground IoU "
           f"{report['mask_iou']:.3f}, depth error {100 * report['depth_error_rel']:.2f}% of the camera distance; "
           f"{report['fps_cached_64']:.1f} frames/s from cached triplanes")
-    if args.report:
-        from engine.core.machine import machine_info
+    from engine.core.machine import write_report
 
-        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(json.dumps({**report, "machine": machine_info()}, indent=2) + "\n")
+    write_report(args.report, report)
     return 0
 
 
@@ -271,15 +270,14 @@ def cmd_bench_3dpe(args) -> int:
         report["landmark_error_median"] = _landmark_error_median(Path(args.photos))
         print(f"built-in detector: median landmark error {report['landmark_error_median']:.4f} of the inter-ocular "
               f"distance")
-    if args.report:
-        from engine.core.machine import machine_info
+    from engine.core.machine import write_report
 
-        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(json.dumps({**report, "machine": machine_info()}, indent=2) + "\n")
+    write_report(args.report, report)
     return 0
 
 
 TOOLS = {
+    "semantic": (semantic_cli.SUMMARY, semantic_cli.add_semantic, semantic_cli.cmd_semantic),
     "edit": ("edit a portrait photo in 3D from a text prompt or a reference image (3DPE): edited image, novel views, "
              "orbit video, mesh", _add_edit, cmd_edit),
     "edit-video": ("edit a talking-head video frame by frame (3DPE): the edit from the input view and from a moving "

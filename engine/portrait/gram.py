@@ -313,24 +313,46 @@ def level_crossings(points: torch.Tensor, scalars: torch.Tensor,
 
 
 def composite(colour: torch.Tensor, sigma: torch.Tensor, distance: torch.Tensor, valid: torch.Tensor,
-              opaque: torch.Tensor, cfg: GramConfig) -> dict[str, torch.Tensor]:
+              opaque: torch.Tensor, opaque_spacing: float = OPAQUE_SPACING, last_back: bool = False,
+              white_back: bool = False) -> dict[str, torch.Tensor]:
     """Alpha-composite points sorted by distance (..., N, 1): each point's alpha uses MANIFOLD_SPACING, the
-    ``opaque`` ones' (the background) and the last one's OPAQUE_SPACING (with a background); invalid points
-    are transparent.  Returns rgb (..., 3) in [0, 1], depth (..., 1) and weights (..., N, 1)."""
-    far = OPAQUE_SPACING if cfg.background else MANIFOLD_SPACING
+    ``opaque`` ones' (the background) and the last one's ``opaque_spacing``; invalid points are transparent.
+    Returns rgb (..., C) (``colour``'s channels, in its units), depth (..., 1) and weights (..., N, 1)."""
     spacing = torch.full_like(distance, MANIFOLD_SPACING)
-    spacing[..., -1, :] = far
-    spacing = torch.where(opaque, far, spacing)
+    spacing[..., -1, :] = opaque_spacing
+    spacing = torch.where(opaque, opaque_spacing, spacing)
     alpha = (1 - torch.exp(-spacing * sigma)) * valid
     light = torch.cumprod(torch.cat([torch.ones_like(alpha[..., :1, :]), 1 - alpha + 1e-10], -2), -2)[..., :-1, :]
     weights = alpha * light
     total = weights.sum(-2)
-    if cfg.last_back:
+    if last_back:
         weights = torch.cat([weights[..., :-1, :], weights[..., -1:, :] + (1 - total[..., None, :])], -2)
     rgb = (weights * colour).sum(-2)
-    if cfg.white_back:
+    if white_back:
         rgb = rgb + 1 - total
     return {"rgb": rgb, "depth": (weights * distance).sum(-2) / total, "weights": weights}
+
+
+def manifold_points(sampler: nn.Module, samples: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor,
+                    levels: torch.Tensor, background_z: float | None = BACKGROUND_Z) -> dict[str, torch.Tensor]:
+    """Every ray's points (B, R, N, 3) on the level sets of ``sampler``'s scalar and (``background_z`` given) on
+    the background plane, sorted by distance, with distance (B, R, N, 1), valid (B, R, N, 1) and opaque (the
+    background point; B, R, N, 1); ``samples`` (B, R, S, 3) are the rays' evenly spaced points from origins
+    (B, 3) along world directions (B, R, 3)."""
+    scalars = sampler(samples)[..., 0]
+    points, valid = level_crossings(samples, scalars, levels.to(samples.device))
+    origins = origins[:, None, :]  # (B, 1, 3)
+    opaque = torch.zeros_like(valid, dtype=torch.bool)
+    if background_z is not None:
+        travel = (torch.full_like(directions[..., 2:], background_z) - origins[..., 2:]) / directions[..., 2:]
+        back = origins + directions * travel
+        points = torch.cat([points, back[..., None, :]], -2)
+        valid = torch.cat([valid, torch.ones_like(valid[..., :1, :])], -2)
+        opaque = torch.cat([opaque, torch.ones_like(opaque[..., :1, :])], -2)
+    distance = torch.sqrt(((points - origins[..., None, :]) ** 2).sum(-1, keepdim=True))
+    order = torch.sort(distance, dim=-2).indices  # ties (at a ray's far end) in torch's order, as the official
+    pick = lambda values: torch.gather(values, -2, order.expand(*order.shape[:-1], values.shape[-1]))  # noqa: E731
+    return {"points": pick(points), "distance": pick(distance), "valid": pick(valid), "opaque": pick(opaque)}
 
 
 class GramGenerator(nn.Module):
@@ -357,46 +379,28 @@ class GramGenerator(nn.Module):
         z = torch.randn(samples, self.cfg.z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
         return tuple(s.mean(0, keepdim=True) for s in self.representation.rf_network.styles(z))  # type: ignore
 
-    def manifold_points(self, transform: torch.Tensor, directions: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every ray's points (B, R, N, 3) on the surfaces and the background plane, sorted by distance, with
-        distance (B, R, N, 1), valid (B, R, N, 1) and opaque (the background point; B, R, N, 1), for rays of
-        camera-space ``directions`` (B, R, 3) through cameras ``transform`` (B, 4, 4)."""
-        cfg = self.cfg
-        b, r, _ = directions.shape
-        depths = torch.linspace(cfg.ray_start, cfg.ray_end, cfg.num_samples, device=directions.device)
-        samples = to_world(transform, (directions[..., None, :] * depths[:, None]).reshape(b, -1, 3), 1.0)
-        samples = samples.reshape(b, r, cfg.num_samples, 3)
-        scalars = self.representation.sample_network(samples)[..., 0]
-        points, valid = level_crossings(samples, scalars, cfg.levels.to(directions.device))
-        origins = transform[:, None, :3, 3]  # (B, 1, 3)
-        opaque = torch.zeros_like(valid, dtype=torch.bool)
-        if cfg.background:
-            world = to_world(transform, directions, None)
-            travel = (torch.full_like(world[..., 2:], BACKGROUND_Z) - origins[..., 2:]) / world[..., 2:]
-            back = origins + world * travel
-            points = torch.cat([points, back[..., None, :]], -2)
-            valid = torch.cat([valid, torch.ones_like(valid[..., :1, :])], -2)
-            opaque = torch.cat([opaque, torch.ones_like(opaque[..., :1, :])], -2)
-        distance = torch.sqrt(((points - origins[..., None, :]) ** 2).sum(-1, keepdim=True))
-        order = torch.sort(distance, dim=-2).indices  # ties (at a ray's far end) in torch's order, as the official
-        pick = lambda values: torch.gather(values, -2, order.expand(*order.shape[:-1], values.shape[-1]))  # noqa: E731
-        return {"points": pick(points), "distance": pick(distance), "valid": pick(valid), "opaque": pick(opaque)}
-
     def render_rays(self, styles: tuple[torch.Tensor, torch.Tensor], transform: torch.Tensor,
                     directions: torch.Tensor) -> dict[str, torch.Tensor]:
         """Render rays of camera-space ``directions`` (B, R, 3) through cameras ``transform`` (B, 4, 4): rgb
         (B, R, 3) in [0, 1], depth, and per point (sorted by distance) points, outputs (rgb then sigma), z_vals
         and weights."""
-        found = self.manifold_points(transform, directions)
-        b, r, n, _ = found["points"].shape
-        if self.cfg.lock_view_dependence:
+        cfg = self.cfg
+        b, r, _ = directions.shape
+        depths = torch.linspace(cfg.ray_start, cfg.ray_end, cfg.num_samples, device=directions.device)
+        samples = to_world(transform, (directions[..., None, :] * depths[:, None]).reshape(b, -1, 3), 1.0)
+        world = to_world(transform, directions, None)
+        found = manifold_points(self.representation.sample_network, samples.reshape(b, r, cfg.num_samples, 3),
+                                transform[:, :3, 3], world, cfg.levels, BACKGROUND_Z if cfg.background else None)
+        n = found["points"].shape[2]
+        if cfg.lock_view_dependence:
             seen = torch.tensor([0.0, 0.0, -1.0], device=directions.device).expand(b, r, n, 3)
         else:
-            seen = to_world(transform, directions, None)[..., None, :].expand(b, r, n, 3)
+            seen = world[..., None, :].expand(b, r, n, 3)
         colour, sigma = self.representation.rf_network(found["points"].reshape(b, -1, 3), seen.reshape(b, -1, 3),
                                                        styles)
         colour, sigma = colour.view(b, r, n, 3), sigma.view(b, r, n, 1)
-        shaded = composite(colour, sigma, found["distance"], found["valid"], found["opaque"], self.cfg)
+        shaded = composite(colour, sigma, found["distance"], found["valid"], found["opaque"],
+                           OPAQUE_SPACING if cfg.background else MANIFOLD_SPACING, cfg.last_back, cfg.white_back)
         return {**shaded, "points": found["points"], "outputs": torch.cat([colour, sigma], -1),
                 "z_vals": found["distance"]}
 
@@ -439,8 +443,9 @@ def official_parameter_order(cfg: GramConfig) -> list[str]:
 def load_gram(path: str | Path) -> GramGenerator:
     """A GRAM generator in eval mode from a folder or file in the golden fixture's layout (generator.safetensors
     + meta.json) or an official ``generator.pth`` (its ema.pth beside it applied; FFHQ_default settings with the
-    network sizes its parameters show, unless a meta.json beside it says otherwise).  A CheckpointError names the file and the problem: missing or extra
-    parameters, shapes of another size, a pickle that asks to run code."""
+    network sizes its parameters show, unless a meta.json beside it says otherwise).  A CheckpointError names
+    the file and the problem: missing or extra parameters, shapes of another size, a pickle that asks to run
+    code."""
     path = Path(path)
     if path.is_dir():
         candidates = [path / WEIGHTS_FILE, path / OFFICIAL_WEIGHTS]
@@ -542,5 +547,5 @@ def _apply_ema(generator: GramGenerator, path: Path) -> None:
             own[name].copy_(value)
 
 
-__all__ = ["GramConfig", "GramGenerator", "camera_origins", "camera_to_world", "composite", "level_crossings", "load_gram",
-           "official_parameter_order"]
+__all__ = ["GramConfig", "GramGenerator", "camera_origins", "camera_to_world", "composite", "level_crossings",
+           "load_gram", "manifold_points", "official_parameter_order"]
