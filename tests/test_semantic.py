@@ -76,11 +76,109 @@ def test_the_commands_train_sample_swap_and_measure_an_embedded_generator(tmp_pa
                  str(out), "--out", str(tmp_path / "bad")]) == 2
     assert "unknown semantic group 'beard': the groups are background, hair, face, garment" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+    # paint the sampled face's own map with a hair patch, then invert a photo with its label map
+    from PIL import Image
+
+    from engine.portrait.heads import render_heads
+
+    painted = Image.open(tmp_path / "sample" / "face3_yaw-30_semantic.png")
+    painted.paste((225, 160, 45), (8, 8, 16, 16))
+    painted.save(tmp_path / "painted.png")
+    assert main(["portrait", "semantic", "paint", "--seed", "3", "--mask", str(tmp_path / "painted.png"), "--yaw",
+                 "-30", "--steps", "2", "--views", "1", "--size", "24", "--generator", str(out), "--out",
+                 str(tmp_path / "paint")]) == 0
+    assert {"before_yaw+0.png", "after_yaw+0_semantic.png", "face.safetensors", "report.json"} <= {
+        p.name for p in (tmp_path / "paint").iterdir()}
+    from engine.portrait.cameras import camera_labels
+    from engine.portrait.heads import HeadParams
+
+    truth = render_heads(HeadParams.from_seed(5), camera_labels(0.0, 0.0), 64)
+    Image.fromarray((truth.rgb[0] * 255).astype("uint8")).resize((512, 512)).save(tmp_path / "photo.png")
+    celebamask = {0: 0, 1: 13, 2: 1, 3: 18}  # background, hair, face (skin), garment (cloth)
+    ids = [[celebamask[int(v)] for v in row] for row in truth.labels_group[0]]
+    Image.fromarray(__import__("numpy").array(ids, "uint8")).resize((512, 512), Image.NEAREST).save(
+        tmp_path / "photo_labels.png")
+    assert main(["portrait", "semantic", "invert", "--image", str(tmp_path / "photo.png"), "--labels",
+                 str(tmp_path / "photo_labels.png"), "--steps", "2", "--views", "1", "--size", "24", "--generator",
+                 str(out), "--out", str(tmp_path / "inverted")]) == 0
+    inverted = json.loads((tmp_path / "inverted" / "report.json").read_text())
+    assert 0 <= inverted["miou"] <= 1 and inverted["psnr_input_view"] > 5 and inverted["pose_yaw_pitch"] == [0, 0]
+    assert main(["portrait", "semantic", "paint", "--face", str(tmp_path / "inverted"), "--mask",
+                 str(tmp_path / "painted.png"), "--steps", "1", "--views", "1", "--size", "24", "--generator",
+                 str(out), "--out", str(tmp_path / "paint2")]) == 0
     report = tmp_path / "bench.json"
-    assert main(["portrait", "semantic", "bench", "--heads", "1", "--generator", str(out), "--report",
-                 str(report)]) == 0
+    assert main(["portrait", "semantic", "bench", "--heads", "1", "--edit-heads", "0", "--generator", str(out),
+                 "--report", str(report)]) == 0
     figures = json.loads(report.read_text())
     for key in ("reconstruction_psnr", "reconstruction_miou", "swap_outside_change", "swap_inside_psnr",
                 "swap_seconds_64"):
         assert isinstance(figures[key], float)
     assert 0 <= figures["reconstruction_miou"] <= 1
+
+
+def _tiny() -> SemanticGenerator:
+    torch.manual_seed(0)
+    return SemanticGenerator(SemanticConfig(width=32, geometry_layers=3, appearance_width=16, appearance_layers=2,
+                                            mapping_width=32, num_samples=24))
+
+
+def test_painting_lowers_the_mask_loss_and_moves_only_the_geometry():
+    from engine.portrait.semantic_edit import PaintSettings, paint_geometry
+    from engine.portrait.semantic_training import latents_of
+
+    generator = _tiny().requires_grad_(False)
+    styles = generator.styles(latents_of(torch.randn(1, 36)))
+    c = torch.from_numpy(camera_labels([0.0], [0.0])).float()
+    with torch.no_grad():
+        original = generator.render(styles, c, 16)["semantic"].argmax(1)[0]
+    painted = original.clone()
+    painted[4:12, 4:12] = HAIR  # a patch of hair painted in the middle
+    steps = list(paint_geometry(generator, styles, c, painted, PaintSettings(steps=12, size=16, lr=0.05)))
+    assert steps[-1][1] < steps[0][1]
+    edited = steps[-1][2]
+    assert all(torch.equal(a, b) for pair_a, pair_b in zip(edited.appearance, styles.appearance)
+               for a, b in zip(pair_a, pair_b))
+    assert not torch.equal(edited.geometry[0], styles.geometry[0])
+
+
+def test_inversion_lowers_its_loss_and_pivotal_tuning_changes_the_weights():
+    from engine.portrait.semantic_edit import InvertSettings, invert
+
+    generator = _tiny().requires_grad_(False)
+    c = torch.from_numpy(camera_labels([0.0], [0.0])).float()
+    image = torch.rand(3, 16, 16)
+    labels = torch.randint(0, 4, (16, 16))
+    before = {k: v.clone() for k, v in generator.state_dict().items()}
+    steps = list(invert(generator, image, labels, c, InvertSettings(steps=10, tune_steps=3, size=16)))
+    assert len(steps) == 13 and min(s[1] for s in steps[5:]) < steps[0][1]
+    assert any(not torch.equal(before[k], v) for k, v in generator.state_dict().items())
+    assert not any(p.requires_grad for p in generator.parameters())
+
+
+def test_painted_masks_and_label_maps_are_checked(tmp_path):
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    from engine.core.errors import UserInputError
+    from engine.portrait.semantic_edit import GROUP_COLOURS, read_label_map, read_painted_mask
+
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "wide.png")
+    with pytest.raises(UserInputError, match=r"wide\.png: the painted mask is 30x20; paint over a square"):
+        read_painted_mask(tmp_path / "wide.png", 16)
+    Image.fromarray(np.full((8, 8), 7, np.uint8)).save(tmp_path / "seven.png")
+    with pytest.raises(UserInputError, match=r"seven\.png: unknown labels \[7\]"):
+        read_painted_mask(tmp_path / "seven.png", 16)
+    colours = GROUP_COLOURS[np.array([[0, 1], [2, 3]])].repeat(4, 0).repeat(4, 1)
+    Image.fromarray(colours).save(tmp_path / "map.png")
+    assert read_painted_mask(tmp_path / "map.png", 4).tolist() == [[0, 0, 1, 1]] * 2 + [[2, 2, 3, 3]] * 2
+    labels = np.zeros((8, 8), np.uint8)
+    labels[:4] = 13  # CelebAMask-HQ hair; BiSeNet's 13 is the lower lip (face)
+    Image.fromarray(labels).save(tmp_path / "labels.png")
+    assert read_label_map(tmp_path / "labels.png", "celebamask", (8, 8))[0, 0] == HAIR
+    assert read_label_map(tmp_path / "labels.png", "bisenet", (8, 8))[0, 0] == FACE
+    with pytest.raises(UserInputError, match=r"labels\.png: the label map is 8x8, the photo 16x8"):
+        read_label_map(tmp_path / "labels.png", "celebamask", (16, 8))
+    Image.fromarray(np.full((8, 8), 19, np.uint8)).save(tmp_path / "many.png")
+    with pytest.raises(UserInputError, match=r"many\.png: label 19 is not one of the 19 bisenet labels"):
+        read_label_map(tmp_path / "many.png", "bisenet", (8, 8))

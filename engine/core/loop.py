@@ -104,8 +104,8 @@ class BudgetedLoop:
         while self.fraction < 1 and not self.cancel.cancelled:
             if self.learning_rate is not None:
                 self.lr = self.learning_rate(self.fraction)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = self.lr
+                for group in self.optimizer.param_groups:  # a group's "lr_scale" keeps it at a fraction of the rate
+                    group["lr"] = self.lr * group.get("lr_scale", 1.0)
             self._clock = time.perf_counter()
             yield self.step
             if self._clock is not None:

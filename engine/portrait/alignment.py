@@ -213,8 +213,9 @@ def estimate_pose(landmarks: np.ndarray, height: int) -> tuple[float, float]:
     return math.degrees(math.atan2(x, z)), math.degrees(math.atan2(y, math.hypot(x, z)))
 
 
-def align_face(image: np.ndarray, landmarks: np.ndarray) -> AlignedFace:
-    """The OUTPUT² EG3D crop of ``image`` (H, W, 3 uint8) for its five ``landmarks`` (pixels, y down)."""
+def align_face(image: np.ndarray, landmarks: np.ndarray, labels: bool = False) -> AlignedFace:
+    """The OUTPUT² EG3D crop of ``image`` (H, W, 3 uint8) for its five ``landmarks`` (pixels, y down); ``labels``:
+    the image is a label map (H, W), resampled by nearest neighbour so no label is blended with another."""
     height, width = image.shape[:2]
     landmarks = check_landmarks(landmarks, (width, height))
     translation, fitted, _ = fit_template(landmarks, height)
@@ -228,14 +229,16 @@ def align_face(image: np.ndarray, landmarks: np.ndarray) -> AlignedFace:
     box = np.array([left + offset, up + offset, left + offset + CENTRE, up + offset + CENTRE], dtype=np.float64)
     sx, sy = scaled_w / width, scaled_h / height
     source = box / np.array([sx, sy, sx, sy])
-    crop = _resample(image, source, CENTRE)
-    aligned = crop.resize((OUTPUT, OUTPUT), Image.Resampling.LANCZOS)
+    filters = (Image.Resampling.NEAREST,) * 2 if labels else (Image.Resampling.BICUBIC, Image.Resampling.LANCZOS)
+    crop = _resample(np.repeat(image[..., None], 3, -1) if labels else image, source, CENTRE, filters[0])
+    aligned = np.asarray(crop.resize((OUTPUT, OUTPUT), filters[1]), dtype=np.uint8)
     points = (landmarks * np.array([sx, sy]) - box[:2]) * (OUTPUT / CENTRE)
-    return AlignedFace(np.asarray(aligned, dtype=np.uint8).copy(), points, scale)
+    return AlignedFace((aligned[..., 0] if labels else aligned).copy(), points, scale)
 
 
-def _resample(image: np.ndarray, box: np.ndarray, side: int) -> Image.Image:
-    """The window ``box`` (x0, y0, x1, y1 in photo pixels) resampled to side² with bicubic filtering, as resizing
+def _resample(image: np.ndarray, box: np.ndarray, side: int,
+              resample: Image.Resampling = Image.Resampling.BICUBIC) -> Image.Image:
+    """The window ``box`` (x0, y0, x1, y1 in photo pixels) resampled to side² with ``resample``, as resizing
     the whole photo then cropping would give; output pixels beyond the photo are black, as EG3D's crop leaves them.
     Only the part of the photo inside the window is resampled, however large the window."""
     height, width = image.shape[:2]
@@ -245,7 +248,7 @@ def _resample(image: np.ndarray, box: np.ndarray, side: int) -> Image.Image:
     canvas = Image.new("RGB", (side, side))
     if (last > first).all():
         inner = (*np.maximum(box[:2] + first * step, 0.0), *np.minimum(box[:2] + last * step, [width, height]))
-        part = Image.fromarray(image).resize(tuple(int(v) for v in last - first), Image.Resampling.BICUBIC, box=inner)
+        part = Image.fromarray(image).resize(tuple(int(v) for v in last - first), resample, box=inner)
         canvas.paste(part, (int(first[0]), int(first[1])))
     return canvas
 

@@ -44,6 +44,24 @@ APPEARANCE_PARAMS: dict[str, tuple[str, ...]] = {
     "garment": ("garment_red", "garment_green", "garment_blue", "garment_stripes", "garment_stripe_frequency"),
 }
 """a synthetic head's appearance parameters of each group: that group's latent on the embedded path"""
+LABEL_ORDERS: dict[str, tuple[str, ...]] = {
+    "celebamask": ("background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",
+                   "mouth", "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth"),
+    "bisenet": ("background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear", "ear_r",
+                "nose", "mouth", "u_lip", "l_lip", "neck", "neck_l", "cloth", "hair", "hat"),
+}
+"""the 19 face-parsing labels by id: CelebAMask-HQ's (MaskGAN's; 2 = nose, 13 = hair) and the BiSeNet face-parsing
+model's (2 = left brow, 17 = hair)"""
+FINE_GROUPS = {"hair": "hair", "cloth": "garment", "background": "background", "hat": "background"}
+"""the group of each fine label; every other one (skin, eyes, brows, nose, mouth, lips, ears, neck, eyeglasses,
+earrings, necklace) is the face"""
+
+
+def group_table(order: str) -> torch.Tensor:
+    """For a label order (``LABEL_ORDERS``), the group id of each of its 19 label ids."""
+    return torch.tensor([GROUPS.index(FINE_GROUPS.get(name, "face")) for name in LABEL_ORDERS[order]])
+
+
 INVISIBLE_WEIGHT = 1e-5
 """points weighing less than this in their pixel are not coloured (most of a ray's points lie behind the face)"""
 GEOMETRY_PARAMS = tuple(name for name in PARAM_NAMES
@@ -326,5 +344,5 @@ class SemanticGenerator(nn.Module):
                 "depth": image(out["depth"]), "rays": out}
 
 
-__all__ = ["APPEARANCE_PARAMS", "GEOMETRY_PARAMS", "GROUPS", "Latents", "SemanticConfig", "SemanticGenerator",
-           "Styles", "point_groups"]
+__all__ = ["APPEARANCE_PARAMS", "GEOMETRY_PARAMS", "GROUPS", "LABEL_ORDERS", "Latents", "SemanticConfig",
+           "SemanticGenerator", "Styles", "group_table", "point_groups"]

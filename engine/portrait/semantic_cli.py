@@ -44,21 +44,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     return run_and_list(train_semantic_job(config_from_args(SemanticTrainConfig, args), CancelToken()))
 
 
+def _seed_styles(generator, seed: int):
+    from engine.portrait.semantic_edit import face_z
+    from engine.portrait.semantic_training import latents_of
+
+    return generator.styles(latents_of(face_z(seed)))
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
-    from engine.portrait.semantic_edit import face_z, write_views
+    from engine.portrait.semantic_edit import write_views
     from engine.portrait.semantic_training import load_semantic
 
     yaws = _yaws(args.views)
+    generator = load_semantic(args.generator)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    written = write_views(load_semantic(args.generator), face_z(args.seed), out, yaws, f"face{args.seed}", args.size)
+    written = write_views(generator, _seed_styles(generator, args.seed), out, yaws, f"face{args.seed}", args.size)
     print(f"wrote {len(written)} images of face {args.seed} (colour and semantic map) to {out}")
     return 0
 
 
 def cmd_swap(args: argparse.Namespace) -> int:
     from engine.portrait.semantic_edit import face_z, group_index, swapped_z, write_views
-    from engine.portrait.semantic_training import load_semantic
+    from engine.portrait.semantic_training import latents_of, load_semantic
 
     group_index(args.group)
     yaws = _yaws(args.views)
@@ -66,26 +74,134 @@ def cmd_swap(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     z = face_z(args.face)
-    written = write_views(generator, z, out, yaws, "before", args.size)
-    written += write_views(generator, swapped_z(z, face_z(args.donor), args.group), out, yaws, "after", args.size)
+    written = write_views(generator, generator.styles(latents_of(z)), out, yaws, "before", args.size)
+    after = generator.styles(latents_of(swapped_z(z, face_z(args.donor), args.group)))
+    written += write_views(generator, after, out, yaws, "after", args.size)
     print(f"wrote {len(written)} images to {out}: face {args.face} before and after taking face {args.donor}'s "
           f"{args.group}")
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from engine.portrait.semantic_edit import bench_semantic
+def cmd_paint(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
+    from engine.core.project import write_json
+    from engine.portrait.cameras import camera_labels
+    from engine.portrait.semantic_edit import (PaintSettings, load_face, mean_iou, paint_geometry, read_painted_mask,
+                                               save_face, write_views)
     from engine.portrait.semantic_training import load_semantic
 
-    report = bench_semantic(load_semantic(args.generator), heads=args.heads)
+    if (args.seed is None) == (args.face is None):
+        raise UserInputError("give the face to paint: --seed S (a sampled face) or --face DIR (from invert or paint)")
+    settings = PaintSettings(steps=args.steps)
+    painted = read_painted_mask(args.mask, settings.size)
+    yaws = _yaws(args.views)
+    generator = load_semantic(args.generator)
+    styles = _seed_styles(generator, args.seed) if args.face is None else load_face(args.face, generator)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    camera = torch.from_numpy(camera_labels(args.yaw, args.pitch)).float()
+    start, edited, loss = time.perf_counter(), styles, float("nan")
+    for step, loss, edited in paint_geometry(generator, styles, camera, painted, settings):
+        print(f"step {step}/{settings.steps}: loss {loss:.4f}", flush=True)
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        miou = mean_iou(generator.render(edited, camera, settings.size)["semantic"].argmax(1)[0], painted)
+    written = write_views(generator, styles, out, yaws, "before", args.size)
+    written += write_views(generator, edited, out, yaws, "after", args.size)
+    save_face(out, edited, {"painted": str(args.mask), "from": args.face or f"seed {args.seed}",
+                            "camera": [args.yaw, args.pitch], "generator": args.generator or "embedded"})
+    write_json(out / "report.json", {"miou_painted_view": miou, "loss": loss, "steps": settings.steps,
+                                     "seconds": seconds})
+    print(f"painted in {seconds:.1f} s: the painted view's map now matches the mask at mIoU {miou:.3f}; wrote "
+          f"{len(written)} images, face.safetensors and report.json to {out}")
+    return 0
+
+
+def cmd_invert(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
+    from engine.core.imaging import write_png
+    from engine.core.metrics import psnr
+    from engine.core.project import write_json
+    from engine.portrait.semantic_edit import InvertSettings, invert, mean_iou, photo_face, save_face, write_views
+    from engine.portrait.semantic_training import load_semantic
+
+    settings = InvertSettings(steps=args.steps, tune_steps=args.tune_steps)
+    face = photo_face(args.image, args.labels, args.label_order, args.landmarks, settings.size)
+    for note in face.notes:
+        print(f"warning: {note}")
+    yaws = _yaws(args.views)
+    generator = load_semantic(args.generator)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_png(out / "aligned.png", face.aligned)
+    start, styles = time.perf_counter(), None
+    for step, loss, styles in invert(generator, face.image, face.labels, face.camera, settings):
+        print(f"step {step}/{settings.steps + settings.tune_steps}: loss {loss:.4f}", flush=True)
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        seen = generator.render(styles, face.camera, settings.size)
+    report = {"miou": mean_iou(seen["semantic"].argmax(1)[0], face.labels),
+              "psnr_input_view": psnr(seen["rgb"][0], face.image), "pose_yaw_pitch": list(face.pose),
+              "steps": settings.steps, "tune_steps": settings.tune_steps, "seconds": seconds}
+    written = write_views(generator, styles, out, yaws, "inverted", args.size)
+    save_face(out, styles, {"image": str(args.image), "labels": str(args.labels), "label_order": args.label_order,
+                            "pose_yaw_pitch": list(face.pose), "generator": args.generator or "embedded"})
+    write_json(out / "report.json", report)
+    print(f"inverted in {seconds:.1f} s: mIoU {report['miou']:.3f}, PSNR {report['psnr_input_view']:.2f} dB at the "
+          f"input view; wrote {len(written)} views, face.safetensors and report.json to {out}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from engine.portrait.semantic_edit import bench_invert, bench_paint, bench_semantic
+    from engine.portrait.semantic_training import load_semantic
+
+    generator = load_semantic(args.generator)
+    report = bench_semantic(generator, heads=args.heads)
     print(f"{args.heads} held-out heads at 64²: reconstruction PSNR {report['reconstruction_psnr']:.2f} dB, mIoU "
           f"{report['reconstruction_miou']:.3f}; swaps: worst change outside the group "
           f"{255 * report['swap_outside_change']:.2f}/255 ({report['swap_outside_worst_group']}), inside PSNR "
-          f"{report['swap_inside_psnr']:.2f} dB, {1000 * report['swap_seconds_64']:.1f} ms per swap at 64²")
+          f"{report['swap_inside_psnr']:.2f} dB, {1000 * report['swap_seconds_64']:.1f} ms per swap at 64²",
+          flush=True)
+    if args.edit_heads > 0:
+        report.update(bench_paint(generator, heads=args.edit_heads))
+        print(f"mask painting ({', '.join(report['paint_edits'])}) on {args.edit_heads} heads: mIoU "
+              f"{report['paint_miou']:.3f} over yaw ±30° (before {report['paint_miou_before']:.3f}) after "
+              f"{report['paint_steps']} steps, {report['paint_seconds']:.1f} s each", flush=True)
+        report.update(bench_invert(generator, heads=args.edit_heads))
+        print(f"inversion of {args.edit_heads} heads from the front in {report['invert_steps']} steps: mIoU "
+              f"{report['invert_miou_50']:.3f}, PSNR {report['invert_psnr_input_view']:.2f} dB there and "
+              f"{report['invert_psnr_side_views']:.2f} dB at yaw ±30°, {report['invert_seconds']:.1f} s each")
+    golden = Path(args.gram_golden)
+    if golden.is_dir():
+        report.update(gram_golden_errors(golden))
+        print(f"GRAM against the official outputs: image {report['gram_image_error']:.1e}, points / outputs "
+              f"{report['gram_point_error']:.1e}")
     from engine.core.machine import write_report
 
     write_report(args.report, report)
     return 0
+
+
+def gram_golden_errors(folder: Path) -> dict:
+    """The largest differences between GRAM here and the official outputs of a golden fixture folder."""
+    import torch
+    from safetensors.torch import load_file
+
+    from engine.portrait.gram import load_gram
+
+    expected = load_file(str(folder / "expected.safetensors"))
+    with torch.no_grad():
+        out = load_gram(folder).render(expected["z"], expected["camera_pos"], img_size=expected["image"].shape[-1])
+    error = lambda key: float((out[key] - expected[key]).abs().max())  # noqa: E731
+    return {"gram_image_error": error("image"),
+            "gram_point_error": max(error(k) for k in ("points", "outputs", "z_vals", "weights"))}
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
@@ -108,8 +224,42 @@ def _add_swap(p: argparse.ArgumentParser) -> None:
     _add_generator(p)
 
 
+def _add_paint(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=None, help="the face to paint (a synthetic head's seed) ...")
+    p.add_argument("--face", default=None, help="... or a face folder from portrait semantic invert / paint")
+    p.add_argument("--mask", required=True, help="the painted semantic map: a square PNG in the groups' colours "
+                   "(as sample writes maps) or of group ids 0-3 (background, hair, face, garment)")
+    p.add_argument("--yaw", type=float, default=0.0, help="the view the mask was painted in (degrees)")
+    p.add_argument("--pitch", type=float, default=0.0, help="(degrees)")
+    p.add_argument("--steps", type=int, default=50, help="optimisation steps")
+    _add_views(p)
+    _add_generator(p)
+
+
+def _add_invert(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image", required=True, help="the portrait photo (aligned as every portrait engine aligns "
+                   "photos; a 512² crop without landmarks is taken as aligned)")
+    p.add_argument("--labels", required=True, help="its face-parsing label map (a PNG of 19-class ids, the "
+                   "photo's size)")
+    p.add_argument("--label-order", default="celebamask", choices=("celebamask", "bisenet"),
+                   help="the label map's order: CelebAMask-HQ's (2 = nose, 13 = hair) or BiSeNet face-parsing's "
+                   "(2 = left brow, 17 = hair)")
+    p.add_argument("--landmarks", default=None, help="its five landmarks (default: detections/NAME.txt beside the "
+                   "photo, else the built-in detector)")
+    p.add_argument("--steps", type=int, default=50, help="optimisation steps (latents, then styles)")
+    p.add_argument("--tune-steps", type=int, default=0, help="then steps tuning the generator around them (pivotal "
+                   "tuning)")
+    _add_views(p)
+    _add_generator(p)
+
+
 def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heads", type=int, default=16, help="held-out heads (each seen from four views)")
+    p.add_argument("--edit-heads", type=int, default=4, help="held-out heads painted and inverted (0 leaves "
+                   "painting and inversion out)")
+    p.add_argument("--gram-golden", default=str(Path(__file__).resolve().parents[3] / "shared" / "fixtures" /
+                                               "gram-golden"),
+                   help="GRAM's golden fixture, to report its errors (left out when absent)")
     p.add_argument("--report", default=None, help="also write the figures to this JSON file")
     _add_generator(p)
 
@@ -119,6 +269,10 @@ COMMANDS = {
               _add_train, cmd_train),
     "sample": ("render a face's views and semantic maps", _add_sample, cmd_sample),
     "swap": ("give one semantic group of a face another face's look; the rest stays as it was", _add_swap, cmd_swap),
+    "paint": ("edit a face's shape by painting its semantic map: the geometry follows in 3D, the rest stays",
+              _add_paint, cmd_paint),
+    "invert": ("find a portrait photo (with its label map) in the generator, so every edit applies to it",
+               _add_invert, cmd_invert),
     "bench": ("the embedded generator's figures against synthetic ground truth: reconstruction, appearance swaps",
               _add_bench, cmd_bench),
 }

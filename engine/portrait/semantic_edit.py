@@ -9,21 +9,27 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from engine.core.errors import UserInputError
+from engine.core.jobs import CancelToken
 from engine.core.metrics import psnr
 from engine.portrait.cameras import camera_labels
-from engine.portrait.heads import PARAM_NAMES, HeadParams, render_heads
+from engine.portrait.heads import PARAM_COUNT, PARAM_NAMES, HeadParams, render_heads
 from engine.portrait.prior import HELD_OUT_SEED
-from engine.portrait.semantic import APPEARANCE_PARAMS, GROUPS, SemanticGenerator
+from engine.portrait.semantic import APPEARANCE_PARAMS, GROUPS, LABEL_ORDERS, SemanticGenerator, Styles, group_table
 from engine.portrait.semantic_training import VIEW_SIZE, latents_of
 
 GROUP_COLOURS = np.array([[30, 30, 30], [225, 160, 45], [235, 195, 165], [60, 110, 200]], dtype=np.uint8)
 """how a semantic map shows each group (GROUPS order): background, hair, face, garment"""
+FACE_FILE = "face.safetensors"
+"""a face found by inversion (or edited): its styles, one tensor each"""
 BENCH_YAWS, BENCH_PITCHES = (-30.0, -10.0, 10.0, 30.0), (0.0, 5.0, -5.0, 0.0)
 """the views every face of the benchmark is seen from"""
 
@@ -121,29 +127,354 @@ def bench_semantic(generator: SemanticGenerator, heads: int = 16) -> dict:
             "bench_views": [list(v) for v in zip(BENCH_YAWS, BENCH_PITCHES)]}
 
 
-def render_face(generator: SemanticGenerator, z: torch.Tensor, yaw: float, pitch: float,
-                size: int = VIEW_SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """(RGB, coloured semantic map), uint8 (size, size, 3) each, of latent vector z (1, 36) from (yaw, pitch)."""
+def shifted(styles: tuple[torch.Tensor, torch.Tensor], offset: tuple[torch.Tensor, torch.Tensor]
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """W+ styles moved by an offset (each (B, layers, width))."""
+    return styles[0] + offset[0], styles[1] + offset[1]
+
+
+@dataclass
+class PaintSettings:
+    """How a painted semantic map becomes a 3D geometry edit (an offset of the geometry latent in W+)."""
+
+    steps: int = 50
+    """optimisation steps"""
+    lr: float = 0.02
+    """Adam's learning rate on the offset"""
+    keep_weight: float = 1.0
+    """weight of keeping the unpainted pixels as they were (their groups and colours)"""
+    keep_fraction: float = 0.25
+    """share of the unpainted pixels compared at each step (a new random draw each time)"""
+    size: int = VIEW_SIZE
+    """resolution the painted view is compared at"""
+
+
+def paint_geometry(generator: SemanticGenerator, styles: Styles, c: torch.Tensor, painted: torch.Tensor,
+                   settings: PaintSettings | None = None, cancel: CancelToken | None = None) -> Iterator:
+    """Optimise an offset of the geometry's W+ styles (appearance fixed) so the semantic map rendered from camera
+    c (1, 25) matches ``painted`` (size, size) group ids where it differs from the face's own map, and stays as
+    it was elsewhere (groups and colours).  Each step renders every repainted pixel and ``keep_fraction`` of the
+    others.  Yields (step, loss, styles) after each step; the last styles are the edit, seen from every view."""
+    from engine.portrait.cameras import rays
+
+    settings = settings or PaintSettings()
+    origins, directions = rays(c.numpy(), settings.size)
+    origins = origins[:, 0]
+    with torch.no_grad():
+        before = generator.render_rays(styles, origins, directions)
+    original = before["semantic"][0].argmax(-1)
+    wanted = painted.flatten()
+    changed = torch.nonzero(wanted != original).squeeze(1)
+    kept = torch.nonzero(wanted == original).squeeze(1)
+    g = torch.Generator().manual_seed(0)
+    offset = tuple(torch.zeros_like(s, requires_grad=True) for s in styles.geometry)
+    optimizer = torch.optim.Adam(offset, lr=settings.lr)
+    for step in range(settings.steps):
+        if cancel is not None and cancel.cancelled:
+            return
+        keep = kept[torch.randperm(len(kept), generator=g)[:max(1, int(settings.keep_fraction * len(kept)))]]
+        chosen = torch.cat([changed, keep])
+        edited = Styles(shifted(styles.geometry, offset), styles.appearance)
+        out = generator.render_rays(edited, origins, directions[:, chosen])
+        log_semantic = out["semantic"][0].clamp_min(1e-6).log()
+        loss = settings.keep_weight * (F.nll_loss(log_semantic[len(changed):], original[keep])
+                                       + F.mse_loss(out["rgb"][0, len(changed):], before["rgb"][0, keep]))
+        if len(changed):
+            loss = loss + F.nll_loss(log_semantic[:len(changed)], wanted[changed])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        yield step + 1, float(loss.detach()), Styles(tuple(s.detach() for s in shifted(styles.geometry, offset)),
+                                                     styles.appearance)
+
+
+@dataclass
+class InvertSettings:
+    """How a portrait is inverted into the generator's W / W+ space, then the generator tuned around it."""
+
+    steps: int = 50
+    """optimisation steps: the latents for the first half, then the styles themselves (W+)"""
+    tune_steps: int = 0
+    """pivotal tuning: steps that then fine-tune the generator's weights around the found latents"""
+    lr: float = 0.05
+    """Adam's learning rate on the latents and styles"""
+    tune_lr: float = 0.0003
+    """Adam's learning rate when tuning the weights"""
+    semantic_weight: float = 0.1
+    """weight of the label map's cross-entropy beside the colour L2"""
+    size: int = VIEW_SIZE
+    """resolution the photo is compared at"""
+
+
+def _style_list(styles: Styles) -> list[torch.Tensor]:
+    return [part for pair in [styles.geometry, *styles.appearance] for part in pair]
+
+
+def _styles_from(parts: list[torch.Tensor]) -> Styles:
+    return Styles((parts[0], parts[1]), [(parts[k], parts[k + 1]) for k in range(2, len(parts), 2)])
+
+
+def invert(generator: SemanticGenerator, image: torch.Tensor, labels: torch.Tensor, c: torch.Tensor,
+           settings: InvertSettings | None = None, cancel: CancelToken | None = None) -> Iterator:
+    """Invert a portrait ``image`` (3, size, size) in [0, 1] with its group ``labels`` (size, size) seen from
+    camera c (1, 25): first its latents (through the mapping networks, from the average face) for half of the
+    steps, then its styles freely, every layer its own (W+); then, with ``tune_steps``, the generator's weights
+    tuned around them (pivotal tuning; the generator is changed in place).  Yields (step, loss, styles)."""
+    settings = settings or InvertSettings()
+    z = torch.zeros(1, PARAM_COUNT, requires_grad=True)
+    optimizer = torch.optim.Adam([z], lr=settings.lr)
+    target, truth = image.flatten(1).t(), labels.flatten()
+    free: list[torch.Tensor] | None = None
+    for step in range(settings.steps + settings.tune_steps):
+        if cancel is not None and cancel.cancelled:
+            return
+        if step == settings.steps // 2:  # W+: the styles themselves
+            with torch.no_grad():
+                free = [part.clone().requires_grad_(True) for part in _style_list(generator.styles(latents_of(z)))]
+            optimizer = torch.optim.Adam(free, lr=settings.lr)
+        if step == settings.steps and settings.tune_steps:  # pivotal tuning around the found styles
+            free = [part.detach() for part in free]
+            generator.requires_grad_(True)
+            optimizer = torch.optim.Adam(generator.parameters(), lr=settings.tune_lr)
+        styles = generator.styles(latents_of(z)) if free is None else _styles_from(free)
+        out = generator.render(styles, c, settings.size)
+        loss = F.mse_loss(out["rgb"].flatten(2)[0].t(), target) + settings.semantic_weight * F.nll_loss(
+            out["semantic"].flatten(2)[0].t().clamp_min(1e-6).log(), truth)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        yield step + 1, float(loss.detach()), _styles_from([part.detach() for part in _style_list(styles)])
+    generator.requires_grad_(False)
+
+
+PAINT_EDITS: dict[str, dict[str, float]] = {"longer hair": {"hair_length": 1.0}, "fuller hair": {"hair_volume": 0.02},
+                                            "wider mouth": {"mouth_width": 0.015}}
+"""the benchmark's painted edits: changes of a head's shape parameters whose new labels are painted"""
+SWEEP_YAWS = (-30.0, -15.0, 0.0, 15.0, 30.0)
+
+
+def repeated(styles: Styles, count: int) -> Styles:
+    """One face's styles (batch 1) for ``count`` views at once."""
+    grow = lambda pair: tuple(part.expand(count, *part.shape[1:]) for part in pair)  # noqa: E731
+    return Styles(grow(styles.geometry), [grow(pair) for pair in styles.appearance])
+
+
+def changed_head(head: HeadParams, changes: dict[str, float]) -> HeadParams:
+    """``head`` with parameters moved by ``changes`` (clipped to their ranges)."""
+    from engine.portrait.heads import PARAM_HIGH, PARAM_LOW
+
+    values = head.to_vector()
+    for name, delta in changes.items():
+        k = PARAM_NAMES.index(name)
+        values[k] = np.clip(values[k] + delta, PARAM_LOW[k], PARAM_HIGH[k])
+    return HeadParams.from_vector(values)
+
+
+def bench_paint(generator: SemanticGenerator, heads: int = 4, settings: PaintSettings | None = None) -> dict:
+    """Mask painting on held-out heads: the frontal map of the head with a shape parameter changed
+    (``PAINT_EDITS``) is painted, the geometry optimised; mIoU of the edited head's maps against the changed head's
+    from every view of a yaw sweep ±30° (and before the edit), seconds per edit."""
+    settings = settings or PaintSettings()
+    front = torch.from_numpy(camera_labels(0.0, 0.0)).float()
+    sweep = camera_labels(np.array(SWEEP_YAWS), np.zeros(len(SWEEP_YAWS)))
+    after, before, seconds = [], [], []
+    for k in range(heads):
+        head = HeadParams.from_seed(HELD_OUT_SEED + k)
+        styles = generator.styles(latents_of(face_z(HELD_OUT_SEED + k)))
+        for changes in PAINT_EDITS.values():
+            target = changed_head(head, changes)
+            painted = torch.from_numpy(render_heads(target, front.numpy(), settings.size).labels_group[0]).long()
+            start = time.perf_counter()
+            *_, (_, _, edited) = paint_geometry(generator, styles, front, painted, settings)
+            seconds.append(time.perf_counter() - start)
+            truth = torch.from_numpy(render_heads([target] * len(sweep), sweep, settings.size).labels_group).long()
+            with torch.no_grad():
+                for found, scores in ((edited, after), (styles, before)):
+                    maps = generator.render(repeated(found, len(sweep)), torch.from_numpy(sweep).float(),
+                                            settings.size)["semantic"].argmax(1)
+                    scores.append(mean_iou(maps, truth))
+    return {"paint_miou": statistics.fmean(after), "paint_miou_before": statistics.fmean(before),
+            "paint_seconds": statistics.median(seconds), "paint_steps": settings.steps, "paint_heads": heads,
+            "paint_edits": list(PAINT_EDITS), "paint_yaws": list(SWEEP_YAWS)}
+
+
+def bench_invert(generator: SemanticGenerator, heads: int = 4, settings: InvertSettings | None = None) -> dict:
+    """Inversion of held-out heads from their frontal view: mIoU and PSNR there, PSNR at yaw ±30°, seconds."""
+    settings = settings or InvertSettings()
+    front = torch.from_numpy(camera_labels(0.0, 0.0)).float()
+    sides = camera_labels(np.array([-30.0, 30.0]), np.zeros(2))
+    miou, psnr_front, psnr_sides, seconds = [], [], [], []
+    for k in range(heads):
+        head = HeadParams.from_seed(HELD_OUT_SEED + k)
+        truth = render_heads(head, front.numpy(), settings.size)
+        image = torch.from_numpy(truth.rgb[0]).permute(2, 0, 1)
+        labels = torch.from_numpy(truth.labels_group[0]).long()
+        start = time.perf_counter()
+        *_, (_, _, styles) = invert(generator, image, labels, front, settings)
+        seconds.append(time.perf_counter() - start)
+        with torch.no_grad():
+            out = generator.render(styles, front, settings.size)
+            miou.append(mean_iou(out["semantic"].argmax(1)[0], labels))
+            psnr_front.append(psnr(out["rgb"][0], image))
+            side_truth = torch.from_numpy(render_heads([head] * 2, sides, settings.size).rgb).permute(0, 3, 1, 2)
+            side = generator.render(repeated(styles, 2), torch.from_numpy(sides).float(), settings.size)["rgb"]
+            psnr_sides += [psnr(side[v], side_truth[v]) for v in range(2)]
+    return {"invert_miou_50": statistics.fmean(miou), "invert_psnr_input_view": statistics.fmean(psnr_front),
+            "invert_psnr_side_views": statistics.fmean(psnr_sides), "invert_seconds": statistics.median(seconds),
+            "invert_steps": settings.steps + settings.tune_steps, "invert_heads": heads}
+
+
+def read_label_map(path: str | Path, order: str, size: tuple[int, int]) -> np.ndarray:
+    """A face-parsing label PNG (19 labels in ``order``, one id per pixel) of a photo of ``size`` (width, height)
+    as group ids (H, W) uint8; a UserInputError naming the file and the problem otherwise."""
+    from PIL import Image
+
+    if order not in LABEL_ORDERS:
+        raise UserInputError(f"unknown label order {order!r}: use {' or '.join(LABEL_ORDERS)}")
+    try:
+        with Image.open(path) as opened:
+            image = opened.convert("L") if opened.mode in ("L", "P", "RGB") else opened.convert("I")
+            labels = np.asarray(image).astype(np.int64)
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"{path}: not a readable label image ({exc})") from None
+    if (labels.shape[1], labels.shape[0]) != tuple(size):
+        raise UserInputError(f"{path}: the label map is {labels.shape[1]}x{labels.shape[0]}, the photo "
+                             f"{size[0]}x{size[1]}; give the photo's own label map")
+    if labels.min() < 0 or labels.max() >= len(LABEL_ORDERS[order]):
+        raise UserInputError(f"{path}: label {labels.max()} is not one of the {len(LABEL_ORDERS[order])} {order} "
+                             f"labels (is it a label map, in that order?)")
+    return group_table(order).numpy().astype(np.uint8)[labels]
+
+
+@dataclass
+class PhotoFace:
+    """A photo made ready for inversion: its 512² aligned crop, the crop and its group labels at the inversion's
+    resolution, and the camera estimated from its landmarks."""
+
+    aligned: np.ndarray
+    image: torch.Tensor
+    """(3, size, size) in [0, 1]"""
+    labels: torch.Tensor
+    """(size, size) group ids"""
+    camera: torch.Tensor
+    """(1, 25) EG3D camera label"""
+    pose: tuple[float, float]
+    """(yaw, pitch) in degrees"""
+    notes: tuple[str, ...]
+
+
+def photo_face(image: str | Path, labels: str | Path, order: str = "celebamask", landmarks: str | Path | None = None,
+               size: int = VIEW_SIZE) -> PhotoFace:
+    """Align a photo and its label map as every portrait engine aligns photos (a 512² crop with no landmarks is
+    taken as aligned, seen frontally), and estimate the camera from the landmarks."""
+    from PIL import Image
+
+    from engine.portrait.alignment import (OUTPUT, align_face, detections_file, estimate_pose, locate_landmarks,
+                                           read_photo)
+
+    photo = read_photo(image)
+    height, width = photo.image.shape[:2]
+    groups = read_label_map(labels, order, (width, height))
+    notes = photo.notes
+    if (height, width) == (OUTPUT, OUTPUT) and landmarks is None and not detections_file(photo.path).is_file():
+        aligned, aligned_labels, pose = photo.image, groups, (0.0, 0.0)
+        notes += ("the photo is taken as an aligned crop, seen from the front",)
+    else:
+        found = locate_landmarks(photo, landmarks)
+        aligned = align_face(photo.image, found.points).image
+        aligned_labels = align_face(groups, found.points, labels=True).image
+        pose, notes = estimate_pose(found.points, height), notes + found.notes
+    small = torch.from_numpy(np.array(Image.fromarray(aligned).resize((size, size), Image.Resampling.LANCZOS)))
+    small_labels = np.asarray(Image.fromarray(aligned_labels).resize((size, size), Image.Resampling.NEAREST))
+    return PhotoFace(aligned, small.permute(2, 0, 1).float() / 255, torch.from_numpy(small_labels.astype(np.int64)),
+                     torch.from_numpy(camera_labels(*pose)).float(), pose, notes)
+
+
+def save_face(folder: Path, styles: Styles, about: dict) -> Path:
+    """Write a face's styles (face.safetensors) and what made it (face.json) into ``folder``."""
+    from safetensors.torch import save_file
+
+    from engine.core.project import atomic_write, write_json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {f"style_{k}": part.detach().contiguous() for k, part in enumerate(_style_list(styles))}
+    path = atomic_write(folder / FACE_FILE, lambda tmp: save_file(tensors, str(tmp)))
+    write_json(folder / "face.json", about)
+    return path
+
+
+def load_face(folder: str | Path, generator: SemanticGenerator) -> Styles:
+    """The styles a ``save_face`` folder holds, checked against ``generator``'s sizes."""
+    from safetensors.torch import load_file
+
+    from engine.core.errors import CheckpointError
+
+    path = Path(folder) / FACE_FILE
+    try:
+        tensors = load_file(str(path))
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise UserInputError(f"{folder}: not a face folder from portrait semantic invert ({exc})") from None
+    expected = _style_list(generator.styles(latents_of(torch.zeros(1, PARAM_COUNT))))
+    parts = [tensors.get(f"style_{k}") for k in range(len(expected))]
+    if any(p is None or p.shape != e.shape for p, e in zip(parts, expected)) or len(tensors) != len(expected):
+        raise CheckpointError(f"{path} holds a face of another generator (its styles do not fit this one)")
+    return _styles_from(parts)
+
+
+def render_styles(generator: SemanticGenerator, styles: Styles, yaw: float, pitch: float,
+                  size: int = VIEW_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """(RGB, coloured semantic map), uint8 (size, size, 3) each, of a face from (yaw, pitch) degrees."""
     from engine.core.imaging import to_uint8
 
     with torch.no_grad():
-        out = generator.render(generator.styles(latents_of(z)), torch.from_numpy(camera_labels(yaw, pitch)).float(),
-                               size)
+        out = generator.render(styles, torch.from_numpy(camera_labels(yaw, pitch)).float(), size)
     return to_uint8(out["rgb"][0].permute(1, 2, 0)), colour_labels(out["semantic"][0].argmax(0))
 
 
-def write_views(generator: SemanticGenerator, z: torch.Tensor, out: Path, yaws: list[float], prefix: str,
+def write_views(generator: SemanticGenerator, styles: Styles, out: Path, yaws: list[float], prefix: str,
                 size: int) -> list[Path]:
     """Write ``prefix``_yawY.png and ``prefix``_yawY_semantic.png for each yaw; returns the files."""
     from engine.core.imaging import write_png
 
     written = []
     for yaw in yaws:
-        rgb, labels = render_face(generator, z, yaw, 0.0, size)
+        rgb, labels = render_styles(generator, styles, yaw, 0.0, size)
         written.append(write_png(out / f"{prefix}_yaw{yaw:+.0f}.png", rgb))
         written.append(write_png(out / f"{prefix}_yaw{yaw:+.0f}_semantic.png", labels))
     return written
 
 
-__all__ = ["GROUP_COLOURS", "bench_semantic", "colour_labels", "face_z", "group_index", "mean_iou", "render_face",
+def read_painted_mask(path: str | Path, size: int) -> torch.Tensor:
+    """A painted semantic map (a square PNG in the groups' colours, as ``portrait semantic sample`` writes maps, or
+    of group ids 0-3) as group ids (size, size), resized by nearest neighbour; a UserInputError naming the file and
+    the problem otherwise."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as opened:
+            grey = opened.mode in ("L", "P", "I", "I;16")
+            pixels = np.asarray(opened.convert("L" if grey else "RGB"))
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"{path}: not a readable image ({exc})") from None
+    if pixels.shape[0] != pixels.shape[1]:
+        raise UserInputError(f"{path}: the painted mask is {pixels.shape[1]}x{pixels.shape[0]}; paint over a square "
+                             "semantic map, as portrait semantic sample writes them")
+    if grey:
+        labels = pixels.astype(np.int64)
+        unknown = sorted(set(np.unique(labels).tolist()) - set(range(len(GROUPS))))
+    else:
+        matches = (pixels[:, :, None, :] == GROUP_COLOURS[None, None]).all(-1)
+        labels = matches.argmax(-1)
+        unknown = [tuple(int(v) for v in c) for c in np.unique(pixels[~matches.any(-1)], axis=0)[:3]]
+    if unknown:
+        colours = ", ".join(f"{g} {tuple(c)}" for g, c in zip(GROUPS, GROUP_COLOURS.tolist()))
+        raise UserInputError(f"{path}: unknown labels {unknown}: paint with the groups' ids 0-{len(GROUPS) - 1} or "
+                             f"colours ({colours})")
+    resized = Image.fromarray(labels.astype(np.uint8)).resize((size, size), Image.Resampling.NEAREST)
+    return torch.from_numpy(np.asarray(resized).astype(np.int64))
+
+
+__all__ = ["GROUP_COLOURS", "InvertSettings", "PaintSettings", "PhotoFace", "bench_invert", "bench_paint",
+           "bench_semantic", "colour_labels", "face_z", "group_index", "invert", "load_face", "mean_iou",
+           "paint_geometry", "photo_face", "read_label_map", "read_painted_mask", "render_styles", "save_face",
            "swapped_z", "with_donor_group", "write_views"]

@@ -113,6 +113,11 @@ class SemanticTrainConfig:
     """distinct heads in the training pool at any time"""
     refresh_per_step: int = 1
     """pool heads replaced by new ones after every step"""
+    sampler_lr_fraction: float = 0.02
+    """the manifold sampler learns at this fraction of ``lr``: the sine layers' steep gradients reach it through
+    the crossings' interpolation and, at the full rate, drag its surfaces off the head within a few hundred steps"""
+    grad_clip: float = 1.0
+    """the gradients' norm is clipped to this (GRAM's setting)"""
     semantic_weight: float = 0.05
     """weight of the semantic map's cross-entropy"""
     depth_weight: float = 1.0
@@ -186,7 +191,10 @@ def train_semantic_job(cfg: SemanticTrainConfig, cancel: CancelToken) -> Iterato
         yield Progress(0, 1, "fitting the manifolds to spheres around the head")
         init_manifolds(generator, cfg.manifold_steps, cfg.seed)
     generator.train()
-    optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=cfg.betas)
+    sampler = list(generator.sampler.parameters())
+    others = [p for name, p in generator.named_parameters() if not name.startswith("sampler.")]
+    optimizer = torch.optim.Adam([{"params": others}, {"params": sampler, "lr_scale": cfg.sampler_lr_fraction}],
+                                 lr=cfg.lr, betas=cfg.betas)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
     rng = np.random.default_rng([cfg.seed, step])
@@ -223,6 +231,7 @@ def train_semantic_job(cfg: SemanticTrainConfig, cancel: CancelToken) -> Iterato
             losses = semantic_losses(generator, batch, cfg, g)
             optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()
+            torch.nn.utils.clip_grad_norm_(generator.parameters(), cfg.grad_clip)
             optimizer.step()
             arrived = heads.ready(cfg.refresh_per_step)[:cfg.pool_heads]
             if arrived:
