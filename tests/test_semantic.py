@@ -69,7 +69,8 @@ def test_the_commands_train_sample_swap_and_measure_an_embedded_generator(tmp_pa
     assert sorted(p.name for p in (tmp_path / "sample").iterdir()) == [
         "face3_yaw+30.png", "face3_yaw+30_semantic.png", "face3_yaw-30.png", "face3_yaw-30_semantic.png"]
     assert main(["portrait", "semantic", "swap", "--face", "3", "--donor", "4", "--group", "hair", "--views", "1",
-                 "--size", "24", "--generator", str(out), "--out", str(tmp_path / "swap")]) == 0
+                 "--take", "both", "--steps", "2", "--size", "24", "--generator", str(out), "--out",
+                 str(tmp_path / "swap")]) == 0
     assert {p.name for p in (tmp_path / "swap").iterdir()} == {"before_yaw+0.png", "before_yaw+0_semantic.png",
                                                                "after_yaw+0.png", "after_yaw+0_semantic.png"}
     assert main(["portrait", "semantic", "swap", "--face", "3", "--donor", "4", "--group", "beard", "--generator",

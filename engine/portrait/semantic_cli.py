@@ -73,9 +73,16 @@ def cmd_swap(args: argparse.Namespace) -> int:
     generator = load_semantic(args.generator)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    z = face_z(args.face)
-    written = write_views(generator, generator.styles(latents_of(z)), out, yaws, "before", args.size)
-    after = generator.styles(latents_of(swapped_z(z, face_z(args.donor), args.group)))
+    z, donor = face_z(args.face), face_z(args.donor)
+    before = generator.styles(latents_of(z))
+    written = write_views(generator, before, out, yaws, "before", args.size)
+    after = generator.styles(latents_of(swapped_z(z, donor, args.group))) if args.take != "shape" else before
+    if args.take != "look":
+        from engine.portrait.semantic_edit import PaintSettings, transfer_geometry
+
+        for step, loss, after in transfer_geometry(generator, after, generator.styles(latents_of(donor)),
+                                                   group_index(args.group), PaintSettings(steps=args.steps)):
+            print(f"shape: step {step}: loss {loss:.4f}", flush=True)
     written += write_views(generator, after, out, yaws, "after", args.size)
     print(f"wrote {len(written)} images to {out}: face {args.face} before and after taking face {args.donor}'s "
           f"{args.group}")
@@ -220,6 +227,10 @@ def _add_swap(p: argparse.ArgumentParser) -> None:
     p.add_argument("--face", type=int, required=True, help="the face edited (a synthetic head's seed)")
     p.add_argument("--donor", type=int, required=True, help="the face whose look the group takes")
     p.add_argument("--group", required=True, help="background, hair, face or garment")
+    p.add_argument("--take", default="look", choices=("look", "shape", "both"),
+                   help="what the group takes from the donor: its look (appearance latent), its shape (the geometry "
+                   "repainted to the donor's maps from three views) or both")
+    p.add_argument("--steps", type=int, default=50, help="optimisation steps of a shape transfer")
     _add_views(p)
     _add_generator(p)
 
@@ -268,7 +279,8 @@ COMMANDS = {
     "train": ("train the embedded SemFaceEdit generator on synthetic heads (resumes a stopped run in --out)",
               _add_train, cmd_train),
     "sample": ("render a face's views and semantic maps", _add_sample, cmd_sample),
-    "swap": ("give one semantic group of a face another face's look; the rest stays as it was", _add_swap, cmd_swap),
+    "swap": ("give one semantic group of a face another face's look or shape; the rest stays as it was", _add_swap,
+             cmd_swap),
     "paint": ("edit a face's shape by painting its semantic map: the geometry follows in 3D, the rest stays",
               _add_paint, cmd_paint),
     "invert": ("find a portrait photo (with its label map) in the generator, so every edit applies to it",

@@ -151,41 +151,62 @@ class PaintSettings:
 
 def paint_geometry(generator: SemanticGenerator, styles: Styles, c: torch.Tensor, painted: torch.Tensor,
                    settings: PaintSettings | None = None, cancel: CancelToken | None = None) -> Iterator:
-    """Optimise an offset of the geometry's W+ styles (appearance fixed) so the semantic map rendered from camera
-    c (1, 25) matches ``painted`` (size, size) group ids where it differs from the face's own map, and stays as
-    it was elsewhere (groups and colours).  Each step renders every repainted pixel and ``keep_fraction`` of the
-    others.  Yields (step, loss, styles) after each step; the last styles are the edit, seen from every view."""
+    """Optimise an offset of the geometry's W+ styles (appearance fixed) so the semantic maps rendered from cameras
+    c (V, 25) match ``painted`` ((V,) size, size group ids) where they differ from the face's own maps, and stay
+    as they were elsewhere (groups and colours).  Each step renders every repainted pixel and ``keep_fraction`` of
+    the others.  Yields (step, loss, styles) after each step; the last styles are the edit, seen from every view."""
     from engine.portrait.cameras import rays
 
     settings = settings or PaintSettings()
+    painted = painted.reshape(len(c), -1)
     origins, directions = rays(c.numpy(), settings.size)
-    origins = origins[:, 0]
-    with torch.no_grad():
-        before = generator.render_rays(styles, origins, directions)
-    original = before["semantic"][0].argmax(-1)
-    wanted = painted.flatten()
-    changed = torch.nonzero(wanted != original).squeeze(1)
-    kept = torch.nonzero(wanted == original).squeeze(1)
+    views = []
+    for v in range(len(c)):
+        with torch.no_grad():
+            before = generator.render_rays(styles, origins[v:v + 1, 0], directions[v:v + 1])
+        original = before["semantic"][0].argmax(-1)
+        changed, kept = (torch.nonzero(test).squeeze(1) for test in (painted[v] != original, painted[v] == original))
+        views.append((origins[v:v + 1, 0], directions[v:v + 1], before["rgb"][0], original, painted[v], changed, kept))
     g = torch.Generator().manual_seed(0)
     offset = tuple(torch.zeros_like(s, requires_grad=True) for s in styles.geometry)
     optimizer = torch.optim.Adam(offset, lr=settings.lr)
     for step in range(settings.steps):
         if cancel is not None and cancel.cancelled:
             return
-        keep = kept[torch.randperm(len(kept), generator=g)[:max(1, int(settings.keep_fraction * len(kept)))]]
-        chosen = torch.cat([changed, keep])
         edited = Styles(shifted(styles.geometry, offset), styles.appearance)
-        out = generator.render_rays(edited, origins, directions[:, chosen])
-        log_semantic = out["semantic"][0].clamp_min(1e-6).log()
-        loss = settings.keep_weight * (F.nll_loss(log_semantic[len(changed):], original[keep])
-                                       + F.mse_loss(out["rgb"][0, len(changed):], before["rgb"][0, keep]))
-        if len(changed):
-            loss = loss + F.nll_loss(log_semantic[:len(changed)], wanted[changed])
+        loss = 0
+        for origin, direction, colour, original, wanted, changed, kept in views:
+            keep = kept[torch.randperm(len(kept), generator=g)[:max(1, int(settings.keep_fraction * len(kept)))]]
+            out = generator.render_rays(edited, origin, direction[:, torch.cat([changed, keep])])
+            log_semantic = out["semantic"][0].clamp_min(1e-6).log()
+            loss = loss + settings.keep_weight * (F.nll_loss(log_semantic[len(changed):], original[keep])
+                                                  + F.mse_loss(out["rgb"][0, len(changed):], colour[keep]))
+            if len(changed):
+                loss = loss + F.nll_loss(log_semantic[:len(changed)], wanted[changed])
+        loss = loss / len(views)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         yield step + 1, float(loss.detach()), Styles(tuple(s.detach() for s in shifted(styles.geometry, offset)),
                                                      styles.appearance)
+
+
+TRANSFER_YAWS = (-25.0, 0.0, 25.0)
+"""the views a geometry transfer compares"""
+
+
+def transfer_geometry(generator: SemanticGenerator, styles: Styles, donor: Styles, group: int,
+                      settings: PaintSettings | None = None, cancel: CancelToken | None = None) -> Iterator:
+    """Give a face another face's shape for one group (e.g. its hair): in each of TRANSFER_YAWS the donor's map is
+    painted wherever either face shows the group, the face's own map elsewhere; ``paint_geometry`` then finds the
+    geometry that matches all views at once.  Yields what it yields."""
+    settings = settings or PaintSettings()
+    c = torch.from_numpy(camera_labels(np.array(TRANSFER_YAWS), np.zeros(len(TRANSFER_YAWS)))).float()
+    with torch.no_grad():
+        own = generator.render(repeated(styles, len(c)), c, settings.size)["semantic"].argmax(1)
+        theirs = generator.render(repeated(donor, len(c)), c, settings.size)["semantic"].argmax(1)
+    painted = torch.where((own == group) | (theirs == group), theirs, own)
+    yield from paint_geometry(generator, styles, c, painted, settings, cancel)
 
 
 @dataclass
@@ -477,4 +498,4 @@ def read_painted_mask(path: str | Path, size: int) -> torch.Tensor:
 __all__ = ["GROUP_COLOURS", "InvertSettings", "PaintSettings", "PhotoFace", "bench_invert", "bench_paint",
            "bench_semantic", "colour_labels", "face_z", "group_index", "invert", "load_face", "mean_iou",
            "paint_geometry", "photo_face", "read_label_map", "read_painted_mask", "render_styles", "save_face",
-           "swapped_z", "with_donor_group", "write_views"]
+           "swapped_z", "transfer_geometry", "with_donor_group", "write_views"]
