@@ -65,9 +65,14 @@ def test_the_commands_train_sample_swap_and_measure_an_embedded_generator(tmp_pa
     recipe = json.loads((out / "recipe.json").read_text())
     assert recipe["steps"] == 2 and recipe["command"].startswith("python main.py portrait semantic train")
     assert main(["portrait", "semantic", "sample", "--seed", "3", "--generator", str(out), "--views", "2",
-                 "--size", "24", "--out", str(tmp_path / "sample")]) == 0
+                 "--size", "24", "--video", "--orbit-frames", "3", "--out", str(tmp_path / "sample")]) == 0
     assert sorted(p.name for p in (tmp_path / "sample").iterdir()) == [
-        "face3_yaw+30.png", "face3_yaw+30_semantic.png", "face3_yaw-30.png", "face3_yaw-30_semantic.png"]
+        "face3_orbit.mp4", "face3_yaw+30.png", "face3_yaw+30_semantic.png", "face3_yaw-30.png",
+        "face3_yaw-30_semantic.png"]
+    import imageio.v2 as imageio
+
+    video = imageio.mimread(tmp_path / "sample" / "face3_orbit.mp4")
+    assert len(video) == 3 and video[0].shape == (24, 48, 3)  # colour beside the semantic map
     assert main(["portrait", "semantic", "swap", "--face", "3", "--donor", "4", "--group", "hair", "--views", "1",
                  "--take", "both", "--steps", "2", "--size", "24", "--generator", str(out), "--out",
                  str(tmp_path / "swap")]) == 0

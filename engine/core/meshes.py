@@ -26,18 +26,24 @@ class Mesh:
     colours: np.ndarray
 
 
-def write_ply(path: str | Path, points: np.ndarray, colours: np.ndarray, faces: np.ndarray | None = None) -> Path:
-    """Atomically write a binary little-endian PLY: float x y z, uchar red green blue per vertex, and
-    triangles (uchar count, int indices) when ``faces`` (M, 3) is given."""
-    vertex = np.empty(len(points), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
-                                          ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+def write_ply(path: str | Path, points: np.ndarray, colours: np.ndarray, faces: np.ndarray | None = None,
+              labels: dict[str, np.ndarray] | None = None) -> Path:
+    """Atomically write a binary little-endian PLY: float x y z, uchar red green blue per vertex (then one uchar
+    property per entry of ``labels``, e.g. a semantic class), and triangles (uchar count, int indices) when
+    ``faces`` (M, 3) is given."""
+    labels = labels or {}
+    vertex = np.empty(len(points), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"),
+                                          ("blue", "u1"), *((name, "u1") for name in labels)])
     for k, axis in enumerate("xyz"):
         vertex[axis] = points[:, k]
     for k, channel in enumerate(("red", "green", "blue")):
         vertex[channel] = colours[:, k]
+    for name, values in labels.items():
+        vertex[name] = values
     header = ["ply", "format binary_little_endian 1.0", "comment written by Retouch3D",
               f"element vertex {len(points)}", "property float x", "property float y", "property float z",
-              "property uchar red", "property uchar green", "property uchar blue"]
+              "property uchar red", "property uchar green", "property uchar blue",
+              *(f"property uchar {name}" for name in labels)]
     body = [vertex.tobytes()]
     if faces is not None:
         face = np.empty(len(faces), dtype=[("n", "u1"), ("v", "<i4", (3,))])

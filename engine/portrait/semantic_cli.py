@@ -29,6 +29,19 @@ def _add_views(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder for the images")
     p.add_argument("--views", type=int, default=3, help="views written, spread over yaw ±30°")
     p.add_argument("--size", type=int, default=128, help="image side in pixels")
+    p.add_argument("--video", action="store_true", help="also write an orbit video (colour beside the semantic map)")
+    p.add_argument("--orbit-frames", type=int, default=48, help="frames of the orbit video (24 a second)")
+    p.add_argument("--mesh", action="store_true", help="also write the face as a mesh: PLY with vertex colours and "
+                   "each vertex's group (a 'label' property), and GLB")
+
+
+def _finish(generator, styles, args: argparse.Namespace, prefix: str) -> list[Path]:
+    """The views of the result, and its video and mesh when asked for."""
+    from engine.portrait.semantic_edit import write_outputs, write_views
+
+    out = Path(args.out)
+    return write_views(generator, styles, out, _yaws(args.views), prefix, args.size) + write_outputs(
+        generator, styles, out, prefix, args.video, args.mesh, args.orbit_frames, args.size)
 
 
 def _yaws(count: int) -> list[float]:
@@ -52,14 +65,13 @@ def _seed_styles(generator, seed: int):
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from engine.portrait.semantic_edit import write_views
     from engine.portrait.semantic_training import load_semantic
 
-    yaws = _yaws(args.views)
+    _yaws(args.views)  # a bad --views is refused before any work
     generator = load_semantic(args.generator)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    written = write_views(generator, _seed_styles(generator, args.seed), out, yaws, f"face{args.seed}", args.size)
+    written = _finish(generator, _seed_styles(generator, args.seed), args, f"face{args.seed}")
     print(f"wrote {len(written)} images of face {args.seed} (colour and semantic map) to {out}")
     return 0
 
@@ -83,8 +95,8 @@ def cmd_swap(args: argparse.Namespace) -> int:
         for step, loss, after in transfer_geometry(generator, after, generator.styles(latents_of(donor)),
                                                    group_index(args.group), PaintSettings(steps=args.steps)):
             print(f"shape: step {step}: loss {loss:.4f}", flush=True)
-    written += write_views(generator, after, out, yaws, "after", args.size)
-    print(f"wrote {len(written)} images to {out}: face {args.face} before and after taking face {args.donor}'s "
+    written += _finish(generator, after, args, "after")
+    print(f"wrote {len(written)} files to {out}: face {args.face} before and after taking face {args.donor}'s "
           f"{args.group}")
     return 0
 
@@ -117,7 +129,7 @@ def cmd_paint(args: argparse.Namespace) -> int:
     with torch.no_grad():
         miou = mean_iou(generator.render(edited, camera, settings.size)["semantic"].argmax(1)[0], painted)
     written = write_views(generator, styles, out, yaws, "before", args.size)
-    written += write_views(generator, edited, out, yaws, "after", args.size)
+    written += _finish(generator, edited, args, "after")
     save_face(out, edited, {"painted": str(args.mask), "from": args.face or f"seed {args.seed}",
                             "camera": [args.yaw, args.pitch], "generator": args.generator or "embedded"})
     write_json(out / "report.json", {"miou_painted_view": miou, "loss": loss, "steps": settings.steps,
@@ -135,14 +147,14 @@ def cmd_invert(args: argparse.Namespace) -> int:
     from engine.core.imaging import write_png
     from engine.core.metrics import psnr
     from engine.core.project import write_json
-    from engine.portrait.semantic_edit import InvertSettings, invert, mean_iou, photo_face, save_face, write_views
+    from engine.portrait.semantic_edit import InvertSettings, invert, mean_iou, photo_face, save_face
     from engine.portrait.semantic_training import load_semantic
 
     settings = InvertSettings(steps=args.steps, tune_steps=args.tune_steps)
     face = photo_face(args.image, args.labels, args.label_order, args.landmarks, settings.size)
     for note in face.notes:
         print(f"warning: {note}")
-    yaws = _yaws(args.views)
+    _yaws(args.views)
     generator = load_semantic(args.generator)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -156,7 +168,7 @@ def cmd_invert(args: argparse.Namespace) -> int:
     report = {"miou": mean_iou(seen["semantic"].argmax(1)[0], face.labels),
               "psnr_input_view": psnr(seen["rgb"][0], face.image), "pose_yaw_pitch": list(face.pose),
               "steps": settings.steps, "tune_steps": settings.tune_steps, "seconds": seconds}
-    written = write_views(generator, styles, out, yaws, "inverted", args.size)
+    written = _finish(generator, styles, args, "inverted")
     save_face(out, styles, {"image": str(args.image), "labels": str(args.labels), "label_order": args.label_order,
                             "pose_yaw_pitch": list(face.pose), "generator": args.generator or "embedded"})
     write_json(out / "report.json", report)

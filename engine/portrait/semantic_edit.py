@@ -18,7 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from engine.core.errors import UserInputError
+from engine.core.imaging import to_uint8
 from engine.core.jobs import CancelToken
+from engine.core.meshes import Mesh, write_mesh
 from engine.core.metrics import psnr
 from engine.portrait.cameras import camera_labels
 from engine.portrait.heads import PARAM_COUNT, PARAM_NAMES, HeadParams, render_heads
@@ -445,8 +447,6 @@ def load_face(folder: str | Path, generator: SemanticGenerator) -> Styles:
 def render_styles(generator: SemanticGenerator, styles: Styles, yaw: float, pitch: float,
                   size: int = VIEW_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """(RGB, coloured semantic map), uint8 (size, size, 3) each, of a face from (yaw, pitch) degrees."""
-    from engine.core.imaging import to_uint8
-
     with torch.no_grad():
         out = generator.render(styles, torch.from_numpy(camera_labels(yaw, pitch)).float(), size)
     return to_uint8(out["rgb"][0].permute(1, 2, 0)), colour_labels(out["semantic"][0].argmax(0))
@@ -462,6 +462,88 @@ def write_views(generator: SemanticGenerator, styles: Styles, out: Path, yaws: l
         rgb, labels = render_styles(generator, styles, yaw, 0.0, size)
         written.append(write_png(out / f"{prefix}_yaw{yaw:+.0f}.png", rgb))
         written.append(write_png(out / f"{prefix}_yaw{yaw:+.0f}_semantic.png", labels))
+    return written
+
+
+MESH_YAWS = (-30.0, -15.0, 0.0, 15.0, 30.0)
+MESH_PITCHES = (-10.0, 0.0, 10.0)
+"""the views whose depth maps a face's mesh is fused from (within the range the generator was trained on)"""
+MESH_RESOLUTION = 96
+MESH_TRUNCATION = 0.04
+"""world units: how far behind a depth map's surface a view still speaks for the space"""
+
+
+@torch.no_grad()
+def semantic_mesh(generator: SemanticGenerator, styles: Styles, resolution: int = MESH_RESOLUTION,
+                  size: int = 96) -> tuple[Mesh, np.ndarray]:
+    """A face's surface as a mesh with vertex colours, and each vertex's group: the depth maps of a sweep of views
+    (MESH_YAWS × MESH_PITCHES, background pixels as free space) fused into a truncated signed distance over the
+    box, then marching cubes; a vertex takes the colour and group of the views that see it."""
+    from skimage.measure import marching_cubes
+
+    from engine.portrait.cameras import split_label
+
+    yaws, pitches = np.meshgrid(np.array(MESH_YAWS, float), np.array(MESH_PITCHES))
+    labels = camera_labels(yaws.ravel(), pitches.ravel())
+    out = generator.render(repeated(styles, len(labels)), torch.from_numpy(labels).float(), size)
+    c2w, k = (torch.from_numpy(a).float() for a in split_label(labels))
+    groups = out["semantic"].argmax(1)
+    half = generator.cfg.box / 2
+    axis = torch.linspace(-half, half, resolution)
+    grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+
+    def look(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For points (P, 3) in every view: (signed distance to the view's surface along the ray (V, P),
+        whether they project into the image (V, P), their pixel index (V, P))."""
+        local = torch.einsum("vji,vpj->vpi", c2w[:, :3, :3], points[None] - c2w[:, None, :3, 3])
+        u = (k[:, None, 0, 0] * local[..., 0] / local[..., 2] + k[:, None, 0, 2]) * size
+        v = (k[:, None, 1, 1] * local[..., 1] / local[..., 2] + k[:, None, 1, 2]) * size
+        inside = (u >= 0) & (u < size) & (v >= 0) & (v < size) & (local[..., 2] > 0)
+        pixel = v.long().clamp(0, size - 1) * size + u.long().clamp(0, size - 1)
+        surface = torch.gather(out["depth"].flatten(1), 1, pixel)
+        empty = torch.gather(groups.flatten(1), 1, pixel) == GROUPS.index("background")
+        distance = torch.where(empty, torch.full_like(surface, 10.0), surface) - local.norm(dim=-1)
+        return distance, inside, pixel
+
+    distance, inside, _ = look(grid)
+    speaks = inside & (distance > -MESH_TRUNCATION)
+    tsdf = (distance.clamp(max=MESH_TRUNCATION) * speaks).sum(0) / speaks.sum(0).clamp_min(1)
+    tsdf = torch.where(speaks.any(0), tsdf, torch.full_like(tsdf, MESH_TRUNCATION))
+    volume = tsdf.reshape(resolution, resolution, resolution).numpy()
+    if not volume.min() < 0 < volume.max():
+        raise UserInputError("the face has no surface inside the box to mesh")
+    spacing = generator.cfg.box / (resolution - 1)
+    vertices, faces, _, _ = marching_cubes(volume, 0.0, spacing=(spacing,) * 3)
+    vertices = torch.from_numpy(vertices - half).float()
+    distance, inside, pixel = look(vertices)
+    seen = (inside & (distance.abs() < 2 * spacing)).float()
+    seen = torch.where(seen.sum(0, keepdim=True) > 0, seen, inside.float())  # a vertex no view sees well: any view
+    weight = seen / seen.sum(0, keepdim=True).clamp_min(1)
+    rgb = torch.einsum("vp,vcp->pc", weight, torch.gather(out["rgb"].flatten(2), 2, pixel[:, None].expand(-1, 3, -1)))
+    votes = torch.zeros(len(vertices), len(GROUPS)).index_add_(
+        0, torch.arange(len(vertices)).repeat(len(labels)), torch.nn.functional.one_hot(
+            torch.gather(groups.flatten(1), 1, pixel).flatten(), len(GROUPS)).float() * weight.flatten()[:, None])
+    mesh = Mesh(vertices.double().numpy(), np.ascontiguousarray(faces[:, ::-1], dtype=np.int64), to_uint8(rgb))
+    return mesh, votes.argmax(1).numpy().astype(np.uint8)
+
+
+def write_outputs(generator: SemanticGenerator, styles: Styles, out: Path, prefix: str, video: bool, mesh: bool,
+                  frames: int = 48, size: int = 128) -> list[Path]:
+    """On request, ``prefix``_orbit.mp4 (the face swinging over yaw ±30°, colour beside its semantic map) and
+    ``prefix``_mesh.ply (vertex colours and each vertex's group as a ``label`` property) + ``prefix``_mesh.glb."""
+    from engine.core.imaging import write_frames
+    from engine.core.meshes import write_ply
+
+    written = []
+    if video:
+        yaws = 30 * np.sin(np.linspace(0, 2 * np.pi, frames, endpoint=False))
+        pictures = (np.concatenate(render_styles(generator, styles, float(y), 0.0, size), 1) for y in yaws)
+        written.append(write_frames(pictures, out / f"{prefix}_orbit.mp4", fps=24))
+    if mesh:
+        surface, groups = semantic_mesh(generator, styles)
+        written.append(write_ply(out / f"{prefix}_mesh.ply", surface.vertices, surface.colours, surface.faces,
+                                 {"label": groups}))
+        written.append(write_mesh(surface, out / f"{prefix}_mesh.glb"))
     return written
 
 
@@ -498,4 +580,4 @@ def read_painted_mask(path: str | Path, size: int) -> torch.Tensor:
 __all__ = ["GROUP_COLOURS", "InvertSettings", "PaintSettings", "PhotoFace", "bench_invert", "bench_paint",
            "bench_semantic", "colour_labels", "face_z", "group_index", "invert", "load_face", "mean_iou",
            "paint_geometry", "photo_face", "read_label_map", "read_painted_mask", "render_styles", "save_face",
-           "swapped_z", "transfer_geometry", "with_donor_group", "write_views"]
+           "semantic_mesh", "swapped_z", "transfer_geometry", "with_donor_group", "write_outputs", "write_views"]
