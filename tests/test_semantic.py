@@ -167,7 +167,8 @@ def test_painted_masks_and_label_maps_are_checked(tmp_path):
     from PIL import Image
 
     from engine.core.errors import UserInputError
-    from engine.portrait.semantic_edit import GROUP_COLOURS, read_label_map, read_painted_mask
+    from engine.portrait.semantic import GROUP_COLOURS
+    from engine.portrait.semantic_edit import read_label_map, read_painted_mask
 
     Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "wide.png")
     with pytest.raises(UserInputError, match=r"wide\.png: the painted mask is 30x20; paint over a square"):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,6 +38,8 @@ from engine.portrait.heads import GROUP_LABELS, PARAM_NAMES
 
 GROUPS = GROUP_LABELS
 """the semantic groups, id = index: background, hair, face, garment"""
+GROUP_COLOURS = np.array([[30, 30, 30], [225, 160, 45], [235, 195, 165], [60, 110, 200]], dtype=np.uint8)
+"""how a semantic map shows each group (GROUPS order): background, hair, face, garment"""
 APPEARANCE_PARAMS: dict[str, tuple[str, ...]] = {
     "background": ("background_red", "background_green", "background_blue"),
     "hair": ("hair_lightness", "hair_redness", "hair_strand_frequency"),
@@ -344,5 +347,5 @@ class SemanticGenerator(nn.Module):
                 "depth": image(out["depth"]), "rays": out}
 
 
-__all__ = ["APPEARANCE_PARAMS", "GEOMETRY_PARAMS", "GROUPS", "LABEL_ORDERS", "Latents", "SemanticConfig",
+__all__ = ["APPEARANCE_PARAMS", "GEOMETRY_PARAMS", "GROUP_COLOURS", "GROUPS", "LABEL_ORDERS", "Latents", "SemanticConfig",
            "SemanticGenerator", "Styles", "group_table", "point_groups"]

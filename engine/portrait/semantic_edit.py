@@ -25,11 +25,10 @@ from engine.core.metrics import psnr
 from engine.portrait.cameras import camera_labels
 from engine.portrait.heads import PARAM_COUNT, PARAM_NAMES, HeadParams, render_heads
 from engine.portrait.prior import HELD_OUT_SEED
-from engine.portrait.semantic import APPEARANCE_PARAMS, GROUPS, LABEL_ORDERS, SemanticGenerator, Styles, group_table
+from engine.portrait.semantic import (APPEARANCE_PARAMS, GROUP_COLOURS, GROUPS, LABEL_ORDERS, SemanticGenerator, Styles,
+                                      group_table)
 from engine.portrait.semantic_training import VIEW_SIZE, latents_of
 
-GROUP_COLOURS = np.array([[30, 30, 30], [225, 160, 45], [235, 195, 165], [60, 110, 200]], dtype=np.uint8)
-"""how a semantic map shows each group (GROUPS order): background, hair, face, garment"""
 FACE_FILE = "face.safetensors"
 """a face found by inversion (or edited): its styles, one tensor each"""
 BENCH_YAWS, BENCH_PITCHES = (-30.0, -10.0, 10.0, 30.0), (0.0, 5.0, -5.0, 0.0)
