@@ -546,6 +546,49 @@ def write_outputs(generator: SemanticGenerator, styles: Styles, out: Path, prefi
     return written
 
 
+class SemanticSession:
+    """One face being edited, as the Semantic panel holds it: the generator and the face's styles, replaced as a
+    whole by every edit (so an undo step is a styles object)."""
+
+    def __init__(self, generator: SemanticGenerator) -> None:
+        self.generator = generator
+        self.styles: Styles | None = None
+
+    def seed_styles(self, seed: int) -> Styles:
+        """Face ``seed``'s styles (a synthetic head's standardised parameters through the mapping networks)."""
+        with torch.no_grad():
+            return self.generator.styles(latents_of(face_z(seed)))
+
+    def taking(self, group: int, donor: Styles, shape: bool = False, settings: PaintSettings | None = None,
+               cancel: CancelToken | None = None) -> Iterator:
+        """The current face with ``donor``'s look for ``group`` (its appearance styles); with ``shape``, its shape
+        too (``transfer_geometry``).  Yields (step, loss, styles); the last styles are the result."""
+        appearance = list(self.styles.appearance)
+        appearance[group] = donor.appearance[group]
+        looked = Styles(self.styles.geometry, appearance)
+        yield 0, 0.0, looked
+        if shape:
+            yield from transfer_geometry(self.generator, looked, donor, group, settings, cancel)
+
+    def render(self, yaw: float, pitch: float, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+        """(RGB uint8 (size, size, 3), group ids (size, size) uint8) of the face from (yaw, pitch)."""
+        with torch.no_grad():
+            out = self.generator.render(self.styles, torch.from_numpy(camera_labels(yaw, pitch)).float(), size)
+        return to_uint8(out["rgb"][0].permute(1, 2, 0)), out["semantic"][0].argmax(0).byte().numpy()
+
+    def painting(self, painted: np.ndarray, yaw: float, pitch: float, settings: PaintSettings | None = None,
+                 cancel: CancelToken | None = None) -> Iterator:
+        """``paint_geometry`` of the face for a map painted (any square size) in view (yaw, pitch)."""
+        from PIL import Image
+
+        settings = settings or PaintSettings()
+        small = Image.fromarray(np.asarray(painted, dtype=np.uint8)).resize((settings.size,) * 2,
+                                                                            Image.Resampling.NEAREST)
+        wanted = torch.from_numpy(np.asarray(small).astype(np.int64))
+        c = torch.from_numpy(camera_labels(yaw, pitch)).float()
+        yield from paint_geometry(self.generator, self.styles, c, wanted, settings, cancel)
+
+
 def read_painted_mask(path: str | Path, size: int) -> torch.Tensor:
     """A painted semantic map (a square PNG in the groups' colours, as ``portrait semantic sample`` writes maps, or
     of group ids 0-3) as group ids (size, size), resized by nearest neighbour; a UserInputError naming the file and
@@ -576,7 +619,7 @@ def read_painted_mask(path: str | Path, size: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(resized).astype(np.int64))
 
 
-__all__ = ["GROUP_COLOURS", "InvertSettings", "PaintSettings", "PhotoFace", "bench_invert", "bench_paint",
+__all__ = ["InvertSettings", "PaintSettings", "PhotoFace", "SemanticSession", "bench_invert", "bench_paint",
            "bench_semantic", "colour_labels", "face_z", "group_index", "invert", "load_face", "mean_iou",
            "paint_geometry", "photo_face", "read_label_map", "read_painted_mask", "render_styles", "save_face",
            "semantic_mesh", "swapped_z", "transfer_geometry", "with_donor_group", "write_outputs", "write_views"]
