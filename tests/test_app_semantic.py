@@ -90,3 +90,21 @@ def test_cancelling_keeps_what_the_optimisation_reached_and_a_bad_folder_is_one_
     page.open_face(str(tmp_path))
     qtbot.waitUntil(lambda: "not a face folder" in page.error.text(), timeout=TIMEOUT_MS)
     assert page.undo_stack.count() == 2 and np.isfinite(page.painter.labels).all()
+
+
+def test_export_writes_views_maps_video_and_mesh_without_an_undo_step(page, qtbot, tmp_path, monkeypatch):
+    import app.portrait.semantic_panel as panel
+    import engine.portrait.semantic_edit as semantic_edit
+    from engine.core.meshes import Mesh
+
+    monkeypatch.setattr(panel, "EXPORT_SIZE", 16)
+    tetrahedron = Mesh(np.eye(4, 3), np.array([[0, 1, 2], [0, 1, 3], [0, 2, 3], [1, 2, 3]]), np.zeros((4, 3), np.uint8))
+    monkeypatch.setattr(semantic_edit, "semantic_mesh", lambda *_: (tetrahedron, np.array([0, 1, 2, 3], np.uint8)))
+    page.show_face(3)
+    finished(page, qtbot, 1)
+    page.export(str(tmp_path / "out"))
+    qtbot.waitUntil(lambda: page.status.text().startswith("Wrote 9 files"), timeout=TIMEOUT_MS)
+    names = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"face_yaw+0.png", "face_yaw+0_semantic.png", "face_orbit.mp4", "face_mesh.ply", "face_mesh.glb"} <= names
+    qtbot.waitUntil(lambda: page.running is None, timeout=TIMEOUT_MS)
+    assert page.undo_stack.count() == 1

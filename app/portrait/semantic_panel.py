@@ -6,8 +6,8 @@ left view shows it from the yaw / pitch sliders (or a left drag); the right one 
 (app.portrait.mask_painter) over the painted view.  Paint with the brush, eraser, fill or rectangle in a group,
 then Apply: the geometry is optimised (engine.portrait.semantic_edit.paint_geometry) and both views follow live
 until it ends (Cancel stops it).  Each group's row takes that group's look, or shape, from another face, or a
-random look.  Export writes views with their maps, an orbit video and a mesh.  Strokes and edits are steps of
-one undo stack (Ctrl+Z / Ctrl+Shift+Z): undoing an edit brings the face before it back.
+random look.  Export writes views with their maps, an orbit video and a mesh with each vertex's group.  Strokes
+and edits are steps of one undo stack (Ctrl+Z / Ctrl+Shift+Z): undoing an edit brings the face before it back.
 
 Nothing waits on the engine: the generator runs on one LatestRequestWorker (SemanticWorker), newest request
 first; the session factory is a parameter, so tests run the page on a tiny generator.
@@ -20,6 +20,7 @@ import random
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,6 +48,8 @@ YAW_LIMIT_DEG, PITCH_LIMIT_DEG = 30, 20
 """how far the face turns (the embedded generator's trained range)"""
 LIVE_EVERY = 5
 """optimisation steps between live frames"""
+EXPORT_SIZE = 256
+"""side of exported views and video frames"""
 
 
 def _session() -> "SemanticSession":
@@ -72,7 +75,8 @@ class Edit:
         return {"seed": f"face {v.get('seed')}", "random": "a random face", "folder": f"face from {v.get('folder')}",
                 "take": f"{GROUPS[v.get('group', 0)]} {'shape' if v.get('shape') else 'look'} from "
                         f"{v.get('donor', 'a random face')}",
-                "paint": "painted shape", "restore": v.get("what", "")}[self.kind]
+                "paint": "painted shape", "restore": v.get("what", ""),
+                "export": f"export to {v.get('folder')}"}[self.kind]
 
 
 @dataclass(frozen=True)
@@ -91,11 +95,12 @@ class Frame:
 
 class SemanticWorker(QObject):
     """Runs the page's edits and views on one worker thread, newest first; results as signals on the UI thread:
-    ``frame_ready(Frame)``, ``progress(step, steps)``, ``failed(message, details)``."""
+    ``frame_ready(Frame)``, ``progress(step, steps)``, ``exported(files, folder)``, ``failed(message, details)``."""
 
     frame_ready = Signal(object)
     progress = Signal(int, int)
     failed = Signal(str, str)
+    exported = Signal(int, str)
 
     def __init__(self, session_factory: SessionFactory, size: int, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -130,6 +135,9 @@ class SemanticWorker(QObject):
         from engine.portrait.semantic_edit import PaintSettings, load_face
 
         v = edit.values
+        if edit.kind == "export":
+            yield from self._export(session, edit)
+            return
         if edit.kind in ("seed", "random", "folder", "restore"):
             if edit.kind == "restore":
                 styles = v["styles"]
@@ -153,6 +161,17 @@ class SemanticWorker(QObject):
                 yield step, steps, last  # live frames while it optimises
         session.styles = last
         yield steps, steps, last
+
+    def _export(self, session: "SemanticSession", edit: Edit):
+        """Write the face's views with their maps, an orbit video and a mesh into the chosen folder."""
+        from engine.portrait.semantic_edit import write_outputs, write_views
+
+        folder = Path(edit.values["folder"])
+        folder.mkdir(parents=True, exist_ok=True)
+        written = write_views(session.generator, session.styles, folder, [-30.0, 0.0, 30.0], "face", EXPORT_SIZE)
+        written += write_outputs(session.generator, session.styles, folder, "face", True, True, size=EXPORT_SIZE)
+        self._emit(self.exported, len(written), str(folder))
+        yield 1, 1, session.styles
 
     def _emit_frame(self, edit: Edit, styles: Any, done: bool) -> None:
         session = self._session
@@ -203,6 +222,7 @@ class SemanticPage(QWidget):
         self.worker.frame_ready.connect(self._on_frame)
         self.worker.progress.connect(self._on_progress)
         self.worker.failed.connect(self._on_failed)
+        self.worker.exported.connect(self._on_exported)
         self.undo_stack = QUndoStack(self)
         self.styles: Any = None
         """the face on screen (None before one is shown)"""
@@ -289,9 +309,14 @@ class SemanticPage(QWidget):
             for column, widget in enumerate((QLabel(group), donor, look, shape, rand)):
                 groups.addWidget(widget, k, column)
 
+        export = QPushButton("Export…")
+        export.setToolTip("Views with their semantic maps, an orbit video and a mesh (PLY with each vertex's group, "
+                          "GLB)")
+        export.clicked.connect(lambda: self.export())
+
         layout = QVBoxLayout(self)
         top = QHBoxLayout()
-        for widget in (self.seed_box, show, shuffle, open_face):
+        for widget in (self.seed_box, show, shuffle, open_face, export):
             top.addWidget(widget)
         layout.addLayout(top)
         views = QHBoxLayout()
@@ -354,6 +379,18 @@ class SemanticPage(QWidget):
             return
         self._submit("paint", painted=self.painter.labels.copy(), steps=steps)
 
+    def export(self, folder: str | None = None) -> None:
+        """Write the face's views and maps, an orbit video and a mesh into ``folder`` (asked for when not given)."""
+        if self.styles is None:
+            self.error.setText("Show a face first.")
+            return
+        folder = folder or QFileDialog.getExistingDirectory(self, "Export the face into")
+        if folder:
+            self._submit("export", folder=folder)
+
+    def _on_exported(self, count: int, folder: str) -> None:
+        self.status.setText(f"Wrote {count} files (views with their maps, orbit video, mesh) to {folder}")
+
     def cancel(self) -> None:
         if self.running is not None:
             self.running.cancel.cancel()
@@ -372,6 +409,10 @@ class SemanticPage(QWidget):
 
     # -------------------------------------------------------------------------------------------- results
     def _on_frame(self, frame: Frame) -> None:
+        if frame.edit.kind == "export":
+            self.running = None
+            self.cancel_button.setEnabled(False)
+            return
         self.view.set_image(frame.view)
         if frame.edit.paint_view == self.paint_view and (frame.edit.kind != "view" or self._painted != self.paint_view):
             self.painter.set_picture(frame.paint_image, frame.paint_labels)  # strokes not applied stay otherwise
