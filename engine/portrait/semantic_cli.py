@@ -1,7 +1,8 @@
 """``python main.py portrait semantic ...``: SemFaceEdit on the command line (engine.portrait.semantic).
 
 * ``train --out DIR [--minutes M]``: train the embedded generator on synthetic heads (every setting of
-  ``SemanticTrainConfig`` a flag; a stopped run resumes);
+  ``SemanticTrainConfig`` a flag; a stopped run resumes); with ``--data DIR``, adversarially on real portraits
+  (engine.portrait.semantic_gan, ``SemanticGanConfig``);
 * ``sample --seed S --out DIR``: a face's views and semantic maps;
 * ``swap --face S --donor T --group NAME --out DIR``: the face before and after taking the donor's look for one
   group;
@@ -51,10 +52,20 @@ def _yaws(count: int) -> list[float]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from engine.core.config import settable_fields
     from engine.core.jobs import CancelToken, run_and_list
+    from engine.portrait.semantic_gan import SemanticGanConfig, semantic_gan_job
     from engine.portrait.semantic_training import SemanticTrainConfig, train_semantic_job
 
-    return run_and_list(train_semantic_job(config_from_args(SemanticTrainConfig, args), CancelToken()))
+    if getattr(args, "data", None) is None:
+        return run_and_list(train_semantic_job(config_from_args(SemanticTrainConfig, args), CancelToken()))
+    real = {f.name for f, _ in settable_fields(SemanticGanConfig)}
+    synthetic_only = sorted(f.name for f, _ in settable_fields(SemanticTrainConfig) if f.name not in real
+                            and hasattr(args, f.name))
+    if synthetic_only:
+        raise UserInputError(f"--{synthetic_only[0].replace('_', '-')} belongs to the synthetic recipe; with --data "
+                             "the adversarial training's settings apply (see --help)")
+    return run_and_list(semantic_gan_job(config_from_args(SemanticGanConfig, args), CancelToken()))
 
 
 def _seed_styles(generator, seed: int):
@@ -224,9 +235,16 @@ def gram_golden_errors(folder: Path) -> dict:
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
+    from engine.core.config import settable_fields
+    from engine.portrait.semantic_gan import SemanticGanConfig
     from engine.portrait.semantic_training import SemanticTrainConfig
 
-    add_config_arguments(p, SemanticTrainConfig)
+    add_config_arguments(p, SemanticTrainConfig, help_prefix="synthetic heads: ")
+    p.add_argument("--data", default=argparse.SUPPRESS, help="train adversarially on the real portraits in this "
+                   "folder (photos, dataset.json with their EG3D camera labels, labels/ with their label maps) "
+                   "instead of on synthetic heads")
+    shared = tuple(f.name for f, _ in settable_fields(SemanticTrainConfig))
+    add_config_arguments(p, SemanticGanConfig, skip=(*shared, "data"), help_prefix="real portraits (--data): ")
 
 
 def _add_sample(p: argparse.ArgumentParser) -> None:
@@ -288,8 +306,9 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
 
 
 COMMANDS = {
-    "train": ("train the embedded SemFaceEdit generator on synthetic heads (resumes a stopped run in --out)",
-              _add_train, cmd_train),
+    "train": ("train the SemFaceEdit generator: on synthetic heads (the embedded recipe), or adversarially on real "
+              "portraits with --data DIR (the paper's GPU path); a stopped run in --out resumes", _add_train,
+              cmd_train),
     "sample": ("render a face's views and semantic maps", _add_sample, cmd_sample),
     "swap": ("give one semantic group of a face another face's look or shape; the rest stays as it was", _add_swap,
              cmd_swap),
