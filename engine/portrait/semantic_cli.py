@@ -162,7 +162,7 @@ def cmd_invert(args: argparse.Namespace) -> int:
     from engine.portrait.semantic_training import load_semantic
 
     settings = InvertSettings(steps=args.steps, tune_steps=args.tune_steps)
-    face = photo_face(args.image, args.labels, args.label_order, args.landmarks, settings.size)
+    face = photo_face(args.image, args.labels, args.label_order, args.landmarks, settings.size, args.face_parser)
     for note in face.notes:
         print(f"warning: {note}")
     _yaws(args.views)
@@ -180,7 +180,8 @@ def cmd_invert(args: argparse.Namespace) -> int:
               "psnr_input_view": psnr(seen["rgb"][0], face.image), "pose_yaw_pitch": list(face.pose),
               "steps": settings.steps, "tune_steps": settings.tune_steps, "seconds": seconds}
     written = _finish(generator, styles, args, "inverted")
-    save_face(out, styles, {"image": str(args.image), "labels": str(args.labels), "label_order": args.label_order,
+    save_face(out, styles, {"image": str(args.image), "labels": args.labels or f"made by {args.face_parser}",
+                            "label_order": args.label_order if args.labels else "bisenet",
                             "pose_yaw_pitch": list(face.pose), "generator": args.generator or "embedded"})
     write_json(out / "report.json", report)
     print(f"inverted in {seconds:.1f} s: mIoU {report['miou']:.3f}, PSNR {report['psnr_input_view']:.2f} dB at the "
@@ -280,8 +281,10 @@ def _add_paint(p: argparse.ArgumentParser) -> None:
 def _add_invert(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", required=True, help="the portrait photo (aligned as every portrait engine aligns "
                    "photos; a 512² crop without landmarks is taken as aligned)")
-    p.add_argument("--labels", required=True, help="its face-parsing label map (a PNG of 19-class ids, the "
-                   "photo's size)")
+    p.add_argument("--labels", default=None, help="its face-parsing label map (a PNG of 19-class ids, the "
+                   "photo's size) ...")
+    p.add_argument("--face-parser", default=None, help="... or a face-parsing model that makes one: BiSeNet's "
+                   "weights file (face-parsing.PyTorch's 79999_iter.pth, a local file)")
     p.add_argument("--label-order", default="celebamask", choices=("celebamask", "bisenet"),
                    help="the label map's order: CelebAMask-HQ's (2 = nose, 13 = hair) or BiSeNet face-parsing's "
                    "(2 = left brow, 17 = hair)")

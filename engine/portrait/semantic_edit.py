@@ -385,18 +385,23 @@ class PhotoFace:
     notes: tuple[str, ...]
 
 
-def photo_face(image: str | Path, labels: str | Path, order: str = "celebamask", landmarks: str | Path | None = None,
-               size: int = VIEW_SIZE) -> PhotoFace:
+def photo_face(image: str | Path, labels: str | Path | None, order: str = "celebamask",
+               landmarks: str | Path | None = None, size: int = VIEW_SIZE,
+               face_parser: str | Path | None = None) -> PhotoFace:
     """Align a photo and its label map as every portrait engine aligns photos (a 512² crop with no landmarks is
-    taken as aligned, seen frontally), and estimate the camera from the landmarks."""
+    taken as aligned, seen frontally), and estimate the camera from the landmarks.  Without ``labels``, the
+    ``face_parser`` (BiSeNet's weights, engine.portrait.face_parsing) labels the aligned crop."""
     from PIL import Image
 
     from engine.portrait.alignment import (OUTPUT, align_face, detections_file, estimate_pose, locate_landmarks,
                                            read_photo)
 
+    if (labels is None) == (face_parser is None):
+        raise UserInputError("give the photo's label map (--labels) or a face-parsing model to make one "
+                             "(--face-parser, BiSeNet's 79999_iter.pth)")
     photo = read_photo(image)
     height, width = photo.image.shape[:2]
-    groups = read_label_map(labels, order, (width, height))
+    groups = None if labels is None else read_label_map(labels, order, (width, height))
     notes = photo.notes
     if (height, width) == (OUTPUT, OUTPUT) and landmarks is None and not detections_file(photo.path).is_file():
         aligned, aligned_labels, pose = photo.image, groups, (0.0, 0.0)
@@ -404,8 +409,14 @@ def photo_face(image: str | Path, labels: str | Path, order: str = "celebamask",
     else:
         found = locate_landmarks(photo, landmarks)
         aligned = align_face(photo.image, found.points).image
-        aligned_labels = align_face(groups, found.points, labels=True).image
+        aligned_labels = None if groups is None else align_face(groups, found.points, labels=True).image
         pose, notes = estimate_pose(found.points, height), notes + found.notes
+    if aligned_labels is None:
+        from engine.portrait.face_parsing import load_face_parser, parse_face
+
+        parsed = parse_face(load_face_parser(face_parser), aligned)
+        aligned_labels = group_table("bisenet").numpy().astype(np.uint8)[parsed]
+        notes += (f"the label map was made by the face-parsing model {Path(face_parser).name}",)
     small = torch.from_numpy(np.array(Image.fromarray(aligned).resize((size, size), Image.Resampling.LANCZOS)))
     small_labels = np.asarray(Image.fromarray(aligned_labels).resize((size, size), Image.Resampling.NEAREST))
     return PhotoFace(aligned, small.permute(2, 0, 1).float() / 255, torch.from_numpy(small_labels.astype(np.int64)),
