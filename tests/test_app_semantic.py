@@ -108,3 +108,20 @@ def test_export_writes_views_maps_video_and_mesh_without_an_undo_step(page, qtbo
     assert {"face_yaw+0.png", "face_yaw+0_semantic.png", "face_orbit.mp4", "face_mesh.ply", "face_mesh.glb"} <= names
     qtbot.waitUntil(lambda: page.running is None, timeout=TIMEOUT_MS)
     assert page.undo_stack.count() == 1
+
+
+def test_a_photo_is_inverted_with_live_frames_and_is_one_undo_step(page, qtbot, tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.full((512, 512, 3), 140, np.uint8)).save(tmp_path / "photo.png")
+    labels = np.zeros((512, 512), np.uint8)
+    labels[100:400, 150:350] = 1  # CelebAMask-HQ skin: the face
+    Image.fromarray(labels).save(tmp_path / "labels.png")
+    frames = []
+    page.worker.frame_ready.connect(frames.append)
+    page.invert_photo(str(tmp_path / "photo.png"), str(tmp_path / "labels.png"), steps=6)
+    finished(page, qtbot, 1)
+    assert [f.done for f in frames] == [False, True] and page.status.text() == "inverted photo.png"
+    page.invert_photo(str(tmp_path / "photo.png"), str(tmp_path / "photo.png"), steps=2)  # a photo, not labels
+    qtbot.waitUntil(lambda: "label" in page.error.text(), timeout=TIMEOUT_MS)
+    assert page.undo_stack.count() == 1

@@ -50,6 +50,7 @@ LIVE_EVERY = 5
 """optimisation steps between live frames"""
 EXPORT_SIZE = 256
 """side of exported views and video frames"""
+IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.webp *.tif *.tiff);;All files (*)"
 
 
 def _session() -> "SemanticSession":
@@ -61,9 +62,10 @@ def _session() -> "SemanticSession":
 
 @dataclass(frozen=True)
 class Edit:
-    """What the page asks of the worker: ``kind`` one of seed, random, folder, take, paint, restore."""
+    """What the page asks of the worker."""
 
     kind: str
+    """seed, random, folder, invert, take, paint, restore, export, or view (a render alone)"""
     yaw: float
     pitch: float
     paint_view: tuple[float, float]
@@ -76,7 +78,8 @@ class Edit:
                 "take": f"{GROUPS[v.get('group', 0)]} {'shape' if v.get('shape') else 'look'} from "
                         f"{v.get('donor', 'a random face')}",
                 "paint": "painted shape", "restore": v.get("what", ""),
-                "export": f"export to {v.get('folder')}"}[self.kind]
+                "export": f"export to {v.get('folder')}", "invert": f"inverted {Path(v.get('photo', '')).name}"
+                }[self.kind]
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,9 @@ class SemanticWorker(QObject):
         if edit.kind == "export":
             yield from self._export(session, edit)
             return
+        if edit.kind == "invert":
+            yield from self._invert(session, edit)
+            return
         if edit.kind in ("seed", "random", "folder", "restore"):
             if edit.kind == "restore":
                 styles = v["styles"]
@@ -161,6 +167,20 @@ class SemanticWorker(QObject):
                 yield step, steps, last  # live frames while it optimises
         session.styles = last
         yield steps, steps, last
+
+    def _invert(self, session: "SemanticSession", edit: Edit):
+        """Find a photo in the generator (its label map, or the face-parsing model's), the face following live."""
+        from engine.portrait.semantic_edit import InvertSettings, invert, photo_face
+
+        v = edit.values
+        face = photo_face(v["photo"], v.get("labels"), v.get("order", "celebamask"), face_parser=v.get("parser"))
+        settings = InvertSettings(steps=v.get("steps", 50))
+        styles = session.styles
+        for step, _, styles in invert(session.generator, face.image, face.labels, face.camera, settings, edit.cancel):
+            if step < settings.steps:
+                yield step, settings.steps, styles
+        session.styles = styles
+        yield settings.steps, settings.steps, styles
 
     def _export(self, session: "SemanticSession", edit: Edit):
         """Write the face's views with their maps, an orbit video and a mesh into the chosen folder."""
@@ -309,6 +329,10 @@ class SemanticPage(QWidget):
             for column, widget in enumerate((QLabel(group), donor, look, shape, rand)):
                 groups.addWidget(widget, k, column)
 
+        invert_button = QPushButton("Invert photo…")
+        invert_button.setToolTip("Find a portrait photo in the generator, from its label map or a face-parsing model; "
+                                 "every edit then applies to it")
+        invert_button.clicked.connect(lambda: self.invert_photo())
         export = QPushButton("Export…")
         export.setToolTip("Views with their semantic maps, an orbit video and a mesh (PLY with each vertex's group, "
                           "GLB)")
@@ -316,7 +340,7 @@ class SemanticPage(QWidget):
 
         layout = QVBoxLayout(self)
         top = QHBoxLayout()
-        for widget in (self.seed_box, show, shuffle, open_face, export):
+        for widget in (self.seed_box, show, shuffle, open_face, invert_button, export):
             top.addWidget(widget)
         layout.addLayout(top)
         views = QHBoxLayout()
@@ -378,6 +402,23 @@ class SemanticPage(QWidget):
             self.error.setText("Show a face first.")
             return
         self._submit("paint", painted=self.painter.labels.copy(), steps=steps)
+
+    def invert_photo(self, photo: str | None = None, labels: str | None = None, parser: str | None = None,
+                     order: str = "celebamask", steps: int = 50) -> None:
+        """Find a portrait photo in the generator from its label map (``order``) or, without one, from the face-
+        parsing model chosen in ``parser``; asks for the photo and its map when not given."""
+        if photo is None:
+            photo, _ = QFileDialog.getOpenFileName(self, "Invert a portrait photo", "", IMAGE_FILTER)
+            if not photo:
+                return
+            labels, _ = QFileDialog.getOpenFileName(self, "Its label map (cancel to use a face-parsing model)", "",
+                                                    IMAGE_FILTER)
+            if not labels:
+                parser, _ = QFileDialog.getOpenFileName(self, "A face-parsing model (BiSeNet's 79999_iter.pth)", "",
+                                                        "PyTorch weights (*.pth *.pt);;All files (*)")
+                if not parser:
+                    return
+        self._submit("invert", photo=photo, labels=labels or None, parser=parser, order=order, steps=steps)
 
     def export(self, folder: str | None = None) -> None:
         """Write the face's views and maps, an orbit video and a mesh into ``folder`` (asked for when not given)."""
