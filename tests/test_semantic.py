@@ -238,3 +238,42 @@ def test_adversarial_training_on_real_portraits_runs_on_the_cpu_and_refuses_fold
                  "--rays-per-view", "10"]) == 2
     assert "--rays-per-view belongs to the synthetic recipe" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+GAN_DDP_SCRIPT = """
+import hashlib, os, sys
+import torch
+from engine.core.jobs import CancelToken, run_job
+from engine.portrait import semantic, semantic_gan
+data, out, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+kept = []
+original = semantic.SemanticGenerator.__init__
+def remember(self, *args, **kwargs):
+    original(self, *args, **kwargs)
+    kept.append(self)
+semantic.SemanticGenerator.__init__ = remember
+run_job(semantic_gan.semantic_gan_job(semantic_gan.SemanticGanConfig(
+    data=data, out=out, steps=steps, resolution=16, batch=2, device="cpu", checkpoint_every_s=1e9), CancelToken()),
+    lambda event: None)
+digest = hashlib.sha256(b"".join(v.detach().numpy().tobytes() for v in kept[0].state_dict().values())).hexdigest()
+os.makedirs(out, exist_ok=True)
+open(os.path.join(out, f"rank{os.environ.get('RANK', '0')}.sha"), "w").write(digest)
+"""
+
+
+def test_adversarial_training_under_torchrun_keeps_both_processes_identical(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    _real_folder(tmp_path / "data")
+    script = tmp_path / "gan_ddp.py"
+    script.write_text(GAN_DDP_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(script), str(tmp_path / "data"), str(tmp_path / "run"), "2"], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "run" / "rank0.sha").read_text() == (tmp_path / "run" / "rank1.sha").read_text()

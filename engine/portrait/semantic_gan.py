@@ -7,8 +7,8 @@ Losses, as the paper (on GRAM's): the non-saturating GAN loss with an R1 penalty
 discriminators, one on colour and one on colour with the semantic map (so maps and colours must agree); the
 colour discriminator also regresses the camera (yaw, pitch) of every image, real or generated, and the latents of
 generated ones (latent regression: each latent must leave a trace in its image).  Adam with betas (0, 0.9);
-gradients clipped at 1.  Mixed precision on CUDA, as the paper trained; DistributedDataParallel under
-``torchrun`` (NCCL on GPUs, gloo on CPUs), as the 3DPE trainings.
+gradients clipped at 1.  Mixed precision on CUDA, as the paper trained; data-parallel under ``torchrun`` (NCCL on
+GPUs, gloo on CPUs), as the 3DPE trainings: every process its own images and latents, gradients averaged.
 
 The data folder (``SemanticFolder``): the photos, EG3D's ``dataset.json`` (``{"labels": [[file, [25 floats]],
 ...]}``: each photo's camera label), and ``labels/`` holding a label PNG of the same name per photo; the order of
@@ -215,7 +215,6 @@ def semantic_gan_job(cfg: SemanticGanConfig, cancel: CancelToken) -> Iterator:
         g_optimizer.load_state_dict(state["g_optimizer"])
         d_optimizer.load_state_dict(state["d_optimizer"])
     scaler = torch.amp.GradScaler("cuda", enabled=mixed)
-    d_model = dist.wrap(critics)
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + dist.rank)
     frozen = False
 
@@ -245,8 +244,8 @@ def semantic_gan_job(cfg: SemanticGanConfig, cancel: CancelToken) -> Iterator:
         # the discriminators: non-saturating loss, R1 on real images, camera regression on both
         real_rgb.requires_grad_(True)
         with torch.autocast("cuda", enabled=mixed):
-            real = d_model(real_rgb, real_semantic)
-            faked = d_model(fake["rgb"].detach(), fake["semantic"].detach())
+            real = critics(real_rgb, real_semantic)
+            faked = critics(fake["rgb"].detach(), fake["semantic"].detach())
             d_loss = (F.softplus(faked["colour"]) + F.softplus(-real["colour"]) + F.softplus(faked["semantic"])
                       + F.softplus(-real["semantic"])).mean() \
                 + cfg.pose_weight * F.mse_loss(real["angles"], camera_angles(data.cameras[pick].to(device)))
@@ -257,6 +256,7 @@ def semantic_gan_job(cfg: SemanticGanConfig, cancel: CancelToken) -> Iterator:
         d_optimizer.zero_grad(set_to_none=True)
         scaler.scale(d_loss).backward()
         scaler.unscale_(d_optimizer)
+        averaged(critics, dist)
         torch.nn.utils.clip_grad_norm_(critics.parameters(), 1.0)
         scaler.step(d_optimizer)
         # the generator: fool both, and let the camera and the latents be read back from its images
@@ -268,10 +268,7 @@ def semantic_gan_job(cfg: SemanticGanConfig, cancel: CancelToken) -> Iterator:
         g_optimizer.zero_grad(set_to_none=True)
         scaler.scale(g_loss).backward()
         scaler.unscale_(g_optimizer)
-        if dist.world > 1:  # the generator renders outside DDP: average its gradients by hand
-            for p in generator.parameters():
-                if p.grad is not None:
-                    torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.AVG)
+        averaged(generator, dist)
         torch.nn.utils.clip_grad_norm_(generator.parameters(), 1.0)
         scaler.step(g_optimizer)
         scaler.update()
@@ -287,6 +284,15 @@ def semantic_gan_job(cfg: SemanticGanConfig, cancel: CancelToken) -> Iterator:
     yield from write_semantic(generator.cpu().eval(), out_dir, {
         "command": recipe_command(cfg, "portrait semantic train"), "processes": dist.world, "device": device,
         "steps": step, "seconds": seconds, "portraits": len(data), "config": dataclasses.asdict(cfg)})
+
+
+def averaged(module: nn.Module, dist: Distributed) -> None:
+    """Average ``module``'s gradients over the torchrun processes (what DistributedDataParallel does; done by hand
+    because the generator renders outside a forward call and R1 differentiates the discriminators twice)."""
+    if dist.world > 1:
+        for p in module.parameters():
+            if p.grad is not None:
+                torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.AVG)
 
 
 def _cpu(module: nn.Module) -> dict[str, torch.Tensor]:
