@@ -42,6 +42,8 @@ def test_a_face_is_shown_and_a_groups_look_taken_from_another_face(page, qtbot):
     page.show_face(3)
     finished(page, qtbot, 1)
     assert page.view.image is not None and page.painter.labels.shape == (16, 16)
+    page.view.dragged.emit(-10.0, 5.0)  # a drag turns the face
+    assert (page.yaw_slider.value(), page.pitch_slider.value()) == (4, 2)
     first = page.styles
     page.take(HAIR, 7)
     finished(page, qtbot, 2)

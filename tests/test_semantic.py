@@ -186,6 +186,12 @@ def test_painted_masks_and_label_maps_are_checked(tmp_path):
     assert read_label_map(tmp_path / "labels.png", "bisenet", (8, 8))[0, 0] == FACE
     with pytest.raises(UserInputError, match=r"labels\.png: the label map is 8x8, the photo 16x8"):
         read_label_map(tmp_path / "labels.png", "celebamask", (16, 8))
+    from engine.portrait.semantic_edit import label_order_hint
+
+    assert label_order_hint(tmp_path / "labels.png", "celebamask") is None
+    assert label_order_hint(tmp_path / "labels.png", "bisenet") == (
+        "labels.png has label 13 (hair in the celebamask order) but no 17 (hair in the bisenet order it was read "
+        "in): is it a celebamask map? (--label-order celebamask)")
     Image.fromarray(np.full((8, 8), 19, np.uint8)).save(tmp_path / "many.png")
     with pytest.raises(UserInputError, match=r"many\.png: label 19 is not one of the 19 bisenet labels"):
         read_label_map(tmp_path / "many.png", "bisenet", (8, 8))

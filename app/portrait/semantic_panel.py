@@ -2,7 +2,7 @@
 to change its shape in 3D, and each group's look (or shape) taken from another face.
 
 Show a face (by seed, a random one, or a face folder written by ``portrait semantic invert`` / ``paint``): the
-left view shows it from the yaw / pitch sliders (or a left drag); the right one is the mask painter
+left view shows it from the yaw / pitch sliders (or a left drag on it); the right one is the mask painter
 (app.portrait.mask_painter) over the painted view.  Paint with the brush, eraser, fill or rectangle in a group,
 then Apply: the geometry is optimised (engine.portrait.semantic_edit.paint_geometry) and both views follow live
 until it ends (Cancel stops it).  Each group's row takes that group's look, or shape, from another face, or a
@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (QButtonGroup, QFileDialog, QGridLayout, QHBoxLayo
 from app.coalescing import LatestRequestWorker
 from app.portrait.edit_views import PictureView
 from app.portrait.mask_painter import TOOLS, MaskPainter
+from app.portrait.orbit_drag import OrbitDrag
 from app.widgets import error_label
 from engine.core.errors import UserInputError
 from engine.core.jobs import CancelToken
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 SessionFactory = Callable[[], "SemanticSession"]
 YAW_LIMIT_DEG, PITCH_LIMIT_DEG = 30, 20
 """how far the face turns (the embedded generator's trained range)"""
+DRAG_DEG_PER_PX = 0.4
+"""a left drag across the face turns it this many degrees per pixel"""
 LIVE_EVERY = 5
 """optimisation steps between live frames"""
 EXPORT_SIZE = 256
@@ -215,6 +218,16 @@ class SemanticWorker(QObject):
         self._emit(self.failed, f"Could not edit the face: {exc}", traceback.format_exc())
 
 
+class FaceView(OrbitDrag, PictureView):
+    """The face, turned by a left drag (``dragged(dx, dy)`` in pixels)."""
+
+    dragged = Signal(float, float)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("face", 200, parent=parent)
+        self.setCursor(Qt.CursorShape.OpenHandCursor)
+
+
 class FaceCommand(QUndoCommand):
     """One edit of the face: its styles before and after."""
 
@@ -263,7 +276,8 @@ class SemanticPage(QWidget):
         open_face.setToolTip("A face folder from portrait semantic invert or paint (face.safetensors)")
         open_face.clicked.connect(lambda: self.open_face())
 
-        self.view = PictureView("face")
+        self.view = FaceView()
+        self.view.dragged.connect(self._on_drag)
         self.painter = MaskPainter(self.undo_stack)
         self.yaw_slider, self.pitch_slider = QSlider(Qt.Orientation.Horizontal), QSlider(Qt.Orientation.Horizontal)
         for slider, limit in ((self.yaw_slider, YAW_LIMIT_DEG), (self.pitch_slider, PITCH_LIMIT_DEG)):
@@ -443,6 +457,11 @@ class SemanticPage(QWidget):
     def _on_orbit(self) -> None:
         if self.styles is not None:
             self.worker.submit(Edit("view", *self.orbit, self.paint_view))
+
+    def _on_drag(self, dx: float, dy: float) -> None:
+        """A drag turns the face (the sliders follow, which asks for the view)."""
+        self.yaw_slider.setValue(round(self.yaw_slider.value() - dx * DRAG_DEG_PER_PX))
+        self.pitch_slider.setValue(round(self.pitch_slider.value() + dy * DRAG_DEG_PER_PX))
 
     def _paint_this_view(self) -> None:
         self.paint_view = self.orbit

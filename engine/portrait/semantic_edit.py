@@ -368,6 +368,21 @@ def read_label_map(path: str | Path, order: str, size: tuple[int, int]) -> np.nd
     return group_table(order).numpy().astype(np.uint8)[labels]
 
 
+def label_order_hint(path: str | Path, order: str) -> str | None:
+    """A warning when a label map looks like the other order: hair is 13 in CelebAMask-HQ's and 17 in BiSeNet's,
+    so a map with only the other one's hair id most likely uses the other order."""
+    from PIL import Image
+
+    with Image.open(path) as opened:
+        ids = set(np.unique(np.asarray(opened.convert("L"))).tolist())
+    hair = {name: LABEL_ORDERS[name].index("hair") for name in LABEL_ORDERS}
+    other = next(name for name in LABEL_ORDERS if name != order)
+    if hair[other] in ids and hair[order] not in ids:
+        return (f"{Path(path).name} has label {hair[other]} (hair in the {other} order) but no {hair[order]} (hair "
+                f"in the {order} order it was read in): is it a {other} map? (--label-order {other})")
+    return None
+
+
 @dataclass
 class PhotoFace:
     """A photo made ready for inversion: its 512² aligned crop, the crop and its group labels at the inversion's
@@ -402,7 +417,8 @@ def photo_face(image: str | Path, labels: str | Path | None, order: str = "celeb
     photo = read_photo(image)
     height, width = photo.image.shape[:2]
     groups = None if labels is None else read_label_map(labels, order, (width, height))
-    notes = photo.notes
+    hint = None if labels is None else label_order_hint(labels, order)
+    notes = photo.notes + ((hint,) if hint else ())
     if (height, width) == (OUTPUT, OUTPUT) and landmarks is None and not detections_file(photo.path).is_file():
         aligned, aligned_labels, pose = photo.image, groups, (0.0, 0.0)
         notes += ("the photo is taken as an aligned crop, seen from the front",)
