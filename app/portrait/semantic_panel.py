@@ -36,7 +36,7 @@ from app.portrait.orbit_drag import OrbitDrag
 from app.widgets import error_label
 from engine.core.errors import UserInputError
 from engine.core.jobs import CancelToken
-from engine.portrait.semantic import GROUP_COLOURS, GROUPS
+from engine.portrait.semantic import GROUP_COLOURS, GROUPS, LABEL_ORDERS, group_table
 
 if TYPE_CHECKING:
     from app.portrait.workspace import PortraitWorkspace
@@ -305,6 +305,8 @@ class SemanticPage(QWidget):
             button.setChecked(k == self.painter.group)
             r, g, b = GROUP_COLOURS[k]
             button.setStyleSheet(f"QToolButton {{ border-left: 10px solid rgb({r},{g},{b}); padding-left: 4px; }}")
+            fine = [name for name, of in zip(LABEL_ORDERS["celebamask"], group_table("celebamask").tolist()) if of == k]
+            button.setToolTip(f"Paint {group}: the face-parsing labels {', '.join(fine)}")
             button.clicked.connect(lambda _=False, k=k: self.painter.set_group(k))
             self.group_buttons.addButton(button)
             tools.addWidget(button)
