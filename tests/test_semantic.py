@@ -283,3 +283,39 @@ def test_adversarial_training_under_torchrun_keeps_both_processes_identical(tmp_
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "run" / "rank0.sha").read_text() == (tmp_path / "run" / "rank1.sha").read_text()
+
+
+class _SphereFace:
+    """Stands in for a generator: renders a sphere of radius 0.3 at the origin, hair above y = 0.1, face below."""
+
+    cfg = SemanticConfig()
+
+    def render(self, styles, c, size):
+        from engine.portrait.cameras import rays
+
+        origins, directions = rays(c.numpy(), size)
+        b = (origins * directions).sum(-1)
+        disc = b ** 2 - ((origins ** 2).sum(-1) - 0.3 ** 2)
+        hit = disc > 0
+        t = torch.where(hit, -b - disc.clamp_min(0).sqrt(), torch.full_like(b, 3.2))
+        y = (origins + directions * t[..., None])[..., 1]
+        groups = torch.where(hit, torch.where(y > 0.1, HAIR, FACE), BACKGROUND)
+        semantic = torch.nn.functional.one_hot(groups, 4).float()
+        colours = torch.tensor([[0.1, 0.1, 0.1], [0.9, 0.6, 0.1], [0.9, 0.8, 0.7], [0.2, 0.3, 0.8]])[groups]
+        image = lambda values: values.transpose(1, 2).unflatten(2, (size, size))  # noqa: E731
+        return {"rgb": image(colours), "semantic": image(semantic), "depth": image(t[..., None])}
+
+
+def test_a_mesh_is_fused_from_depth_maps_with_each_vertexs_group():
+    from engine.portrait.semantic import Styles
+    from engine.portrait.semantic_edit import semantic_mesh
+
+    styles = Styles((torch.zeros(1, 1, 1), torch.zeros(1, 1, 1)), [(torch.zeros(1, 1, 1), torch.zeros(1, 1, 1))])
+    mesh, groups = semantic_mesh(_SphereFace(), styles, resolution=48, size=64)
+    radius = torch.from_numpy(mesh.vertices).norm(dim=1)
+    front = torch.from_numpy(mesh.vertices[:, 2]) > 0.1  # the part the views see
+    assert (radius[front] - 0.3).abs().max() < 0.03
+    y = mesh.vertices[front.numpy(), 1]
+    seen = groups[front.numpy()]
+    assert (seen[y > 0.14] == HAIR).mean() > 0.95 and (seen[y < 0.06] == FACE).mean() > 0.95
+    assert len(mesh.faces) > 500 and mesh.colours.shape == (len(mesh.vertices), 3)

@@ -504,7 +504,8 @@ def semantic_mesh(generator: SemanticGenerator, styles: Styles, resolution: int 
                   size: int = 96) -> tuple[Mesh, np.ndarray]:
     """A face's surface as a mesh with vertex colours, and each vertex's group: the depth maps of a sweep of views
     (MESH_YAWS × MESH_PITCHES, background pixels as free space) fused into a truncated signed distance over the
-    box, then marching cubes; a vertex takes the colour and group of the views that see it."""
+    box (space behind every view's surface is solid), then marching cubes; a vertex takes the colour and group
+    of the views that see it."""
     from skimage.measure import marching_cubes
 
     from engine.portrait.cameras import split_label
@@ -534,7 +535,8 @@ def semantic_mesh(generator: SemanticGenerator, styles: Styles, resolution: int 
     distance, inside, _ = look(grid)
     speaks = inside & (distance > -MESH_TRUNCATION)
     tsdf = (distance.clamp(max=MESH_TRUNCATION) * speaks).sum(0) / speaks.sum(0).clamp_min(1)
-    tsdf = torch.where(speaks.any(0), tsdf, torch.full_like(tsdf, MESH_TRUNCATION))
+    hidden = torch.where(inside.any(0), -MESH_TRUNCATION, MESH_TRUNCATION)  # behind every surface: solid
+    tsdf = torch.where(speaks.any(0), tsdf, hidden)
     volume = tsdf.reshape(resolution, resolution, resolution).numpy()
     if not volume.min() < 0 < volume.max():
         raise UserInputError("the face has no surface inside the box to mesh")
