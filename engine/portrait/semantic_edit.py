@@ -504,8 +504,8 @@ def semantic_mesh(generator: SemanticGenerator, styles: Styles, resolution: int 
                   size: int = 96) -> tuple[Mesh, np.ndarray]:
     """A face's surface as a mesh with vertex colours, and each vertex's group: the depth maps of a sweep of views
     (MESH_YAWS × MESH_PITCHES, background pixels as free space) fused into a truncated signed distance over the
-    box (space behind every view's surface is solid), then marching cubes; a vertex takes the colour and group
-    of the views that see it."""
+    box (space behind every view's surface is solid), then marching cubes, keeping the surface some view saw; a
+    vertex takes the colour and group of the views that see it."""
     from skimage.measure import marching_cubes
 
     from engine.portrait.cameras import split_label
@@ -542,10 +542,16 @@ def semantic_mesh(generator: SemanticGenerator, styles: Styles, resolution: int 
         raise UserInputError("the face has no surface inside the box to mesh")
     spacing = generator.cfg.box / (resolution - 1)
     vertices, faces, _, _ = marching_cubes(volume, 0.0, spacing=(spacing,) * 3)
-    vertices = torch.from_numpy(vertices - half).float()
+    distance, inside, _ = look(torch.from_numpy(vertices - half).float())
+    observed = ((distance.abs() < 2 * spacing) & inside).any(0).numpy()
+    faces = faces[observed[faces].all(1)]  # surfaces no view saw (the solid's back and sides) are left out
+    if not len(faces):
+        raise UserInputError("no view of the face sees a surface to mesh")
+    kept = np.unique(faces)
+    faces = np.searchsorted(kept, faces)
+    vertices = torch.from_numpy(vertices[kept] - half).float()
     distance, inside, pixel = look(vertices)
     seen = (inside & (distance.abs() < 2 * spacing)).float()
-    seen = torch.where(seen.sum(0, keepdim=True) > 0, seen, inside.float())  # a vertex no view sees well: any view
     weight = seen / seen.sum(0, keepdim=True).clamp_min(1)
     rgb = torch.einsum("vp,vcp->pc", weight, torch.gather(out["rgb"].flatten(2), 2, pixel[:, None].expand(-1, 3, -1)))
     votes = torch.zeros(len(vertices), len(GROUPS)).index_add_(
