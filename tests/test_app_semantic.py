@@ -127,3 +127,19 @@ def test_a_photo_is_inverted_with_live_frames_and_is_one_undo_step(page, qtbot, 
     page.invert_photo(str(tmp_path / "photo.png"), str(tmp_path / "photo.png"), steps=2)  # a photo, not labels
     qtbot.waitUntil(lambda: "label" in page.error.text(), timeout=TIMEOUT_MS)
     assert page.undo_stack.count() == 1
+
+
+def test_a_photo_without_a_label_map_is_painted_then_inverted_with_that_map(page, qtbot, tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.full((512, 512, 3), 90, np.uint8)).save(tmp_path / "photo.png")
+    page.invert_photo(str(tmp_path / "photo.png"))  # no label map, no face-parsing model: the user paints one
+    qtbot.waitUntil(lambda: page.photo_to_invert is not None and page.running is None, timeout=TIMEOUT_MS)
+    assert page.apply_button.text() == "Invert with this map" and (page.painter.labels == 0).all()
+    assert page.painter.image is not None and page.undo_stack.count() == 0
+    painted = page.painter.labels.copy()
+    painted[4:12, 5:11] = GROUPS.index("face")
+    page.painter.show_labels(painted)
+    page.apply_painting(steps=4)
+    finished(page, qtbot, 1)
+    assert page.status.text() == "inverted photo.png" and page.apply_button.text() == "Apply painting"

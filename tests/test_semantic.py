@@ -192,6 +192,9 @@ def test_painted_masks_and_label_maps_are_checked(tmp_path):
     assert label_order_hint(tmp_path / "labels.png", "bisenet") == (
         "labels.png has label 13 (hair in the celebamask order) but no 17 (hair in the bisenet order it was read "
         "in): is it a celebamask map? (--label-order celebamask)")
+    painted = GROUP_COLOURS[np.array([[0, 1], [2, 3]])].repeat(4, 0).repeat(4, 1)  # painted over the photo
+    Image.fromarray(painted).save(tmp_path / "painted.png")
+    assert read_label_map(tmp_path / "painted.png", "bisenet", (8, 8))[::4, ::4].tolist() == [[0, 1], [2, 3]]
     Image.fromarray(np.full((8, 8), 19, np.uint8)).save(tmp_path / "many.png")
     with pytest.raises(UserInputError, match=r"many\.png: label 19 is not one of the 19 bisenet labels"):
         read_label_map(tmp_path / "many.png", "bisenet", (8, 8))

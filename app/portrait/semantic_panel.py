@@ -68,7 +68,7 @@ class Edit:
     """What the page asks of the worker."""
 
     kind: str
-    """seed, random, folder, invert, take, paint, restore, export, or view (a render alone)"""
+    """seed, random, folder, invert, align (a photo to paint), take, paint, restore, export, or view"""
     yaw: float
     pitch: float
     paint_view: tuple[float, float]
@@ -81,17 +81,18 @@ class Edit:
                 "take": f"{GROUPS[v.get('group', 0)]} {'shape' if v.get('shape') else 'look'} from "
                         f"{v.get('donor', 'a random face')}",
                 "paint": "painted shape", "restore": v.get("what", ""),
-                "export": f"export to {v.get('folder')}", "invert": f"inverted {Path(v.get('photo', '')).name}"
-                }[self.kind]
+                "export": f"export to {v.get('folder')}", "invert": f"inverted {Path(v.get('photo', '')).name}",
+                "align": f"aligned {Path(v.get('photo', '')).name}"}[self.kind]
 
 
 @dataclass(frozen=True)
 class Frame:
     """A rendered face: the orbit view, and the painted view with its map."""
 
-    view: np.ndarray
-    paint_image: np.ndarray
-    paint_labels: np.ndarray
+    view: np.ndarray | None
+    paint_image: np.ndarray | None
+    paint_labels: np.ndarray | None
+    """None for work that shows nothing new (an export, aligning a photo to paint)"""
     styles: Any
     """the face's styles (an undo step holds them)"""
     edit: Edit
@@ -101,12 +102,14 @@ class Frame:
 
 class SemanticWorker(QObject):
     """Runs the page's edits and views on one worker thread, newest first; results as signals on the UI thread:
-    ``frame_ready(Frame)``, ``progress(step, steps)``, ``exported(files, folder)``, ``failed(message, details)``."""
+    ``frame_ready(Frame)``, ``progress(step, steps)``, ``exported(files, folder)``, ``aligned(crop, photo)`` (a
+    photo to paint the map of), ``failed(message, details)``."""
 
     frame_ready = Signal(object)
     progress = Signal(int, int)
     failed = Signal(str, str)
     exported = Signal(int, str)
+    aligned = Signal(object, str)
 
     def __init__(self, session_factory: SessionFactory, size: int, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -147,6 +150,12 @@ class SemanticWorker(QObject):
         if edit.kind == "invert":
             yield from self._invert(session, edit)
             return
+        if edit.kind == "align":
+            from engine.portrait.alignment import portrait_input
+
+            self._emit(self.aligned, portrait_input(v["photo"]).image, v["photo"])
+            yield 1, 1, session.styles
+            return
         if edit.kind in ("seed", "random", "folder", "restore"):
             if edit.kind == "restore":
                 styles = v["styles"]
@@ -176,7 +185,8 @@ class SemanticWorker(QObject):
         from engine.portrait.semantic_edit import InvertSettings, invert, photo_face
 
         v = edit.values
-        face = photo_face(v["photo"], v.get("labels"), v.get("order", "celebamask"), face_parser=v.get("parser"))
+        face = photo_face(v["photo"], v.get("labels"), v.get("order", "celebamask"), face_parser=v.get("parser"),
+                          painted=v.get("painted"))
         settings = InvertSettings(steps=v.get("steps", 50))
         styles = session.styles
         for step, _, styles in invert(session.generator, face.image, face.labels, face.camera, settings, edit.cancel):
@@ -197,6 +207,9 @@ class SemanticWorker(QObject):
         yield 1, 1, session.styles
 
     def _emit_frame(self, edit: Edit, styles: Any, done: bool) -> None:
+        if edit.kind in ("export", "align"):  # nothing new to show: the page only learns the work ended
+            self._emit(self.frame_ready, Frame(None, None, None, styles, edit, done))
+            return
         session = self._session
         kept, session.styles = session.styles, styles
         try:
@@ -256,6 +269,7 @@ class SemanticPage(QWidget):
         self.worker.progress.connect(self._on_progress)
         self.worker.failed.connect(self._on_failed)
         self.worker.exported.connect(self._on_exported)
+        self.worker.aligned.connect(self._on_aligned)
         self.undo_stack = QUndoStack(self)
         self.styles: Any = None
         """the face on screen (None before one is shown)"""
@@ -264,6 +278,8 @@ class SemanticPage(QWidget):
         self._painted: tuple[float, float] | None = None
         """the view whose map the painter holds"""
         self.running: Edit | None = None
+        self.photo_to_invert: str | None = None
+        """a photo whose map is being painted (Apply then inverts it)"""
 
         self.seed_box = QSpinBox()
         self.seed_box.setRange(0, 2**31 - 1)
@@ -413,7 +429,12 @@ class SemanticPage(QWidget):
         self._submit("take", group=group, donor=donor, shape=shape, steps=steps)
 
     def apply_painting(self, steps: int = 50) -> None:
-        """Optimise the face's geometry to the painted map."""
+        """Optimise the face's geometry to the painted map (or, with a photo being painted, invert it with it)."""
+        if self.photo_to_invert is not None:
+            photo, self.photo_to_invert = self.photo_to_invert, None
+            self.apply_button.setText("Apply painting")
+            self._submit("invert", photo=photo, painted=self.painter.labels.copy(), steps=steps)
+            return
         if self.styles is None or self.painter.labels is None:
             self.error.setText("Show a face first.")
             return
@@ -430,11 +451,24 @@ class SemanticPage(QWidget):
             labels, _ = QFileDialog.getOpenFileName(self, "Its label map (cancel to use a face-parsing model)", "",
                                                     IMAGE_FILTER)
             if not labels:
-                parser, _ = QFileDialog.getOpenFileName(self, "A face-parsing model (BiSeNet's 79999_iter.pth)", "",
+                parser, _ = QFileDialog.getOpenFileName(self, "A face-parsing model, BiSeNet's 79999_iter.pth "
+                                                        "(cancel to paint the map yourself)", "",
                                                         "PyTorch weights (*.pth *.pt);;All files (*)")
-                if not parser:
-                    return
+        if not labels and not parser:
+            self._submit("align", photo=photo)  # the user paints its map, then inverts with it
+            return
         self._submit("invert", photo=photo, labels=labels or None, parser=parser, order=order, steps=steps)
+
+    def _on_aligned(self, crop: np.ndarray, photo: str) -> None:
+        """Show the aligned photo in the painter, its map all background, to be painted and inverted with."""
+        from PIL import Image
+
+        side = self.worker.size
+        small = np.asarray(Image.fromarray(crop).resize((side, side), Image.Resampling.LANCZOS))
+        self.painter.set_picture(small, np.zeros((side, side), np.uint8))
+        self._painted, self.photo_to_invert = None, photo
+        self.apply_button.setText("Invert with this map")
+        self.status.setText(f"Paint the groups over {Path(photo).name}, then Invert with this map.")
 
     def export(self, folder: str | None = None) -> None:
         """Write the face's views and maps, an orbit video and a mesh into ``folder`` (asked for when not given)."""
@@ -471,7 +505,7 @@ class SemanticPage(QWidget):
 
     # -------------------------------------------------------------------------------------------- results
     def _on_frame(self, frame: Frame) -> None:
-        if frame.edit.kind == "export":
+        if frame.edit.kind in ("export", "align"):
             self.running = None
             self.cancel_button.setEnabled(False)
             return

@@ -347,25 +347,42 @@ def bench_invert(generator: SemanticGenerator, heads: int = 4, settings: InvertS
 
 
 def read_label_map(path: str | Path, order: str, size: tuple[int, int]) -> np.ndarray:
-    """A face-parsing label PNG (19 labels in ``order``, one id per pixel) of a photo of ``size`` (width, height)
-    as group ids (H, W) uint8; a UserInputError naming the file and the problem otherwise."""
+    """A label PNG of a photo of ``size`` (width, height) as group ids (H, W) uint8: face-parsing labels (19 in
+    ``order``, one id per pixel), or a map painted over the photo in the groups' colours (GROUP_COLOURS); a
+    UserInputError naming the file and the problem otherwise."""
     from PIL import Image
 
     if order not in LABEL_ORDERS:
         raise UserInputError(f"unknown label order {order!r}: use {' or '.join(LABEL_ORDERS)}")
     try:
         with Image.open(path) as opened:
-            image = opened.convert("L") if opened.mode in ("L", "P", "RGB") else opened.convert("I")
-            labels = np.asarray(image).astype(np.int64)
+            rgb = np.asarray(opened.convert("RGB")) if opened.mode in ("RGB", "RGBA") else None
+            colour = rgb is not None and not ((rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])).all()
+            pixels = rgb if colour else np.asarray(opened.convert("L") if opened.mode in ("L", "P", "RGB", "RGBA")
+                                                    else opened.convert("I")).astype(np.int64)
     except (OSError, ValueError) as exc:
         raise UserInputError(f"{path}: not a readable label image ({exc})") from None
-    if (labels.shape[1], labels.shape[0]) != tuple(size):
-        raise UserInputError(f"{path}: the label map is {labels.shape[1]}x{labels.shape[0]}, the photo "
+    if (pixels.shape[1], pixels.shape[0]) != tuple(size):
+        raise UserInputError(f"{path}: the label map is {pixels.shape[1]}x{pixels.shape[0]}, the photo "
                              f"{size[0]}x{size[1]}; give the photo's own label map")
-    if labels.min() < 0 or labels.max() >= len(LABEL_ORDERS[order]):
-        raise UserInputError(f"{path}: label {labels.max()} is not one of the {len(LABEL_ORDERS[order])} {order} "
+    if colour:
+        return painted_groups(pixels, path)  # a map painted over the photo in the groups' colours
+    if pixels.min() < 0 or pixels.max() >= len(LABEL_ORDERS[order]):
+        raise UserInputError(f"{path}: label {pixels.max()} is not one of the {len(LABEL_ORDERS[order])} {order} "
                              f"labels (is it a label map, in that order?)")
-    return group_table(order).numpy().astype(np.uint8)[labels]
+    return group_table(order).numpy().astype(np.uint8)[pixels]
+
+
+def painted_groups(pixels: np.ndarray, path: str | Path) -> np.ndarray:
+    """Group ids (H, W) uint8 of an image (H, W, 3) painted in the groups' colours; a UserInputError naming the
+    first colours that are not a group's."""
+    matches = (pixels[:, :, None, :] == GROUP_COLOURS[None, None]).all(-1)
+    if not matches.any(-1).all():
+        unknown = [tuple(int(v) for v in c) for c in np.unique(pixels[~matches.any(-1)], axis=0)[:3]]
+        colours = ", ".join(f"{g} {tuple(c)}" for g, c in zip(GROUPS, GROUP_COLOURS.tolist()))
+        raise UserInputError(f"{path}: unknown labels {unknown}: paint with the groups' ids 0-{len(GROUPS) - 1} or "
+                             f"colours ({colours})")
+    return matches.argmax(-1).astype(np.uint8)
 
 
 def label_order_hint(path: str | Path, order: str) -> str | None:
@@ -402,17 +419,18 @@ class PhotoFace:
 
 def photo_face(image: str | Path, labels: str | Path | None, order: str = "celebamask",
                landmarks: str | Path | None = None, size: int = VIEW_SIZE,
-               face_parser: str | Path | None = None) -> PhotoFace:
+               face_parser: str | Path | None = None, painted: np.ndarray | None = None) -> PhotoFace:
     """Align a photo and its label map as every portrait engine aligns photos (a 512² crop with no landmarks is
-    taken as aligned, seen frontally), and estimate the camera from the landmarks.  Without ``labels``, the
-    ``face_parser`` (BiSeNet's weights, engine.portrait.face_parsing) labels the aligned crop."""
+    taken as aligned, seen frontally), and estimate the camera from the landmarks.  Instead of ``labels``: the
+    ``face_parser`` (BiSeNet's weights, engine.portrait.face_parsing) labels the aligned crop, or ``painted``
+    holds group ids painted over the aligned crop (any square size)."""
     from PIL import Image
 
     from engine.portrait.alignment import (OUTPUT, align_face, detections_file, estimate_pose, locate_landmarks,
                                            read_photo)
 
-    if (labels is None) == (face_parser is None):
-        raise UserInputError("give the photo's label map (--labels) or a face-parsing model to make one "
+    if sum(given is not None for given in (labels, face_parser, painted)) != 1:
+        raise UserInputError("give the photo's label map (--labels), or a face-parsing model to make one "
                              "(--face-parser, BiSeNet's 79999_iter.pth)")
     photo = read_photo(image)
     height, width = photo.image.shape[:2]
@@ -427,7 +445,10 @@ def photo_face(image: str | Path, labels: str | Path | None, order: str = "celeb
         aligned = align_face(photo.image, found.points).image
         aligned_labels = None if groups is None else align_face(groups, found.points, labels=True).image
         pose, notes = estimate_pose(found.points, height), notes + found.notes
-    if aligned_labels is None:
+    if painted is not None:
+        aligned_labels = np.asarray(Image.fromarray(np.asarray(painted, dtype=np.uint8)).resize(
+            aligned.shape[1::-1], Image.Resampling.NEAREST))
+    elif aligned_labels is None:
         from engine.portrait.face_parsing import load_face_parser, parse_face
 
         parsed = parse_face(load_face_parser(face_parser), aligned)
@@ -642,14 +663,11 @@ def read_painted_mask(path: str | Path, size: int) -> torch.Tensor:
     if grey:
         labels = pixels.astype(np.int64)
         unknown = sorted(set(np.unique(labels).tolist()) - set(range(len(GROUPS))))
+        if unknown:
+            raise UserInputError(f"{path}: unknown labels {unknown}: paint with the groups' ids 0-{len(GROUPS) - 1} "
+                                 "or their colours")
     else:
-        matches = (pixels[:, :, None, :] == GROUP_COLOURS[None, None]).all(-1)
-        labels = matches.argmax(-1)
-        unknown = [tuple(int(v) for v in c) for c in np.unique(pixels[~matches.any(-1)], axis=0)[:3]]
-    if unknown:
-        colours = ", ".join(f"{g} {tuple(c)}" for g, c in zip(GROUPS, GROUP_COLOURS.tolist()))
-        raise UserInputError(f"{path}: unknown labels {unknown}: paint with the groups' ids 0-{len(GROUPS) - 1} or "
-                             f"colours ({colours})")
+        labels = painted_groups(pixels, path)
     resized = Image.fromarray(labels.astype(np.uint8)).resize((size, size), Image.Resampling.NEAREST)
     return torch.from_numpy(np.asarray(resized).astype(np.int64))
 
