@@ -3,10 +3,13 @@
 * ``train --out DIR [--minutes M]``: train the embedded generator on synthetic heads (every setting of
   ``SemanticTrainConfig`` a flag; a stopped run resumes); with ``--data DIR``, adversarially on real portraits
   (engine.portrait.semantic_gan, ``SemanticGanConfig``);
-* ``sample --seed S --out DIR``: a face's views and semantic maps;
-* ``swap --face S --donor T --group NAME --out DIR``: the face before and after taking the donor's look for one
-  group;
+* ``sample --seed S``: a face's views and semantic maps;
+* ``swap --face S --donor T --group NAME [--take look|shape|both]``: a group's look or shape from another face;
+* ``paint (--seed S | --face DIR) --mask PNG``: the geometry repainted to a semantic map;
+* ``invert --image FILE (--labels PNG | --face-parser FILE)``: a photo found in the generator, as a face folder;
 * ``bench [--report FILE.json]``: the embedded path's figures against synthetic ground truth.
+Each editing command writes views (``--views``, ``--size``) into ``--out`` and, on request, an orbit video
+(``--video``) and a mesh (``--mesh``).
 """
 
 from __future__ import annotations
