@@ -1,5 +1,8 @@
-"""Editing with SemFaceEdit (engine.portrait.semantic) on the embedded generator: sampled faces, appearance swaps of
-one semantic group, and the figures measured against synthetic heads' ground truth (``bench_semantic``).
+"""Editing with SemFaceEdit (engine.portrait.semantic): appearance swaps of one group, mask painting (the geometry's
+W+ styles optimised to a painted map) and shape transfer, inversion of a photo (its label map, one painted over
+it, or a face-parsing model's), faces saved as folders, views, orbit videos and meshes with each vertex's group,
+the Semantic page's session (``SemanticSession``), and the figures measured against synthetic heads' ground
+truth (``bench_semantic``, ``bench_paint``, ``bench_invert``).
 
 Faces on the embedded path are synthetic heads: face ``seed`` is the head ``HeadParams.from_seed(seed)``, its
 latents that head's standardised parameters, so every render has an exact ground truth to score against.
