@@ -206,7 +206,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.edit_heads > 0:
         report.update(bench_paint(generator, heads=args.edit_heads))
         print(f"mask painting ({', '.join(report['paint_edits'])}) on {args.edit_heads} heads: mIoU "
-              f"{report['paint_miou']:.3f} over yaw ±30° (before {report['paint_miou_before']:.3f}) after "
+              f"{report['paint_miou']:.3f} over yaw ±30° (worst view {report['paint_miou_worst_view']:.3f}; before "
+              f"{report['paint_miou_before']:.3f}; {100 * report['paint_changed_pixels_right']:.0f} % of the changed "
+              f"pixels right, {100 * report['paint_changed_pixels_right_before']:.0f} % before) after "
               f"{report['paint_steps']} steps, {report['paint_seconds']:.1f} s each", flush=True)
         report.update(bench_invert(generator, heads=args.edit_heads))
         print(f"inversion of {args.edit_heads} heads from the front in {report['invert_steps']} steps: mIoU "
