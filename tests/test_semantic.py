@@ -54,10 +54,15 @@ def test_an_appearance_swap_changes_only_that_groups_pixels():
                 assert not same[touched].all()
 
 
-def test_the_commands_train_sample_swap_and_measure_an_embedded_generator(tmp_path, capsys):
+def test_the_commands_train_sample_swap_and_measure_an_embedded_generator(tmp_path, capsys, monkeypatch):
     import json
 
+    import engine.portrait.semantic_edit as semantic_edit
     from engine.cli import main
+
+    fuse = semantic_edit.semantic_mesh
+    monkeypatch.setattr(semantic_edit, "semantic_mesh", lambda generator, styles: fuse(
+        _SphereFace(), styles, resolution=24, size=32))  # a 2-step generator has no surface yet
 
     out = tmp_path / "generator"
     assert main(["portrait", "semantic", "train", "--out", str(out), "--steps", "2", "--batch", "2", "--views", "1",
@@ -65,10 +70,12 @@ def test_the_commands_train_sample_swap_and_measure_an_embedded_generator(tmp_pa
     recipe = json.loads((out / "recipe.json").read_text())
     assert recipe["steps"] == 2 and recipe["command"].startswith("python main.py portrait semantic train")
     assert main(["portrait", "semantic", "sample", "--seed", "3", "--generator", str(out), "--views", "2",
-                 "--size", "24", "--video", "--orbit-frames", "3", "--out", str(tmp_path / "sample")]) == 0
+                 "--size", "24", "--video", "--orbit-frames", "3", "--mesh", "--out", str(tmp_path / "sample")]) == 0
     assert sorted(p.name for p in (tmp_path / "sample").iterdir()) == [
-        "face3_orbit.mp4", "face3_yaw+30.png", "face3_yaw+30_semantic.png", "face3_yaw-30.png",
-        "face3_yaw-30_semantic.png"]
+        "face3_mesh.glb", "face3_mesh.ply", "face3_orbit.mp4", "face3_yaw+30.png", "face3_yaw+30_semantic.png",
+        "face3_yaw-30.png", "face3_yaw-30_semantic.png"]
+    header = (tmp_path / "sample" / "face3_mesh.ply").read_bytes()[:400]
+    assert b"property uchar label" in header  # each vertex's group
     import imageio.v2 as imageio
 
     video = imageio.mimread(tmp_path / "sample" / "face3_orbit.mp4")
