@@ -116,6 +116,9 @@ def test_the_commands_train_sample_swap_and_measure_an_embedded_generator(tmp_pa
                  str(out), "--out", str(tmp_path / "inverted")]) == 0
     inverted = json.loads((tmp_path / "inverted" / "report.json").read_text())
     assert 0 <= inverted["miou"] <= 1 and inverted["psnr_input_view"] > 5 and inverted["pose_yaw_pitch"] == [0, 0]
+    assert main(["portrait", "semantic", "swap", "--face", str(tmp_path / "inverted"), "--donor", "4", "--group",
+                 "garment", "--views", "1", "--size", "24", "--generator", str(out), "--out",
+                 str(tmp_path / "swap2")]) == 0
     assert main(["portrait", "semantic", "paint", "--face", str(tmp_path / "inverted"), "--mask",
                  str(tmp_path / "painted.png"), "--steps", "1", "--views", "1", "--size", "24", "--generator",
                  str(out), "--out", str(tmp_path / "paint2")]) == 0

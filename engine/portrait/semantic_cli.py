@@ -90,28 +90,34 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_swap(args: argparse.Namespace) -> int:
-    from engine.portrait.semantic_edit import face_z, group_index, swapped_z, write_views
-    from engine.portrait.semantic_training import latents_of, load_semantic
+def _face_styles(generator, face: str):
+    """A face's styles: a synthetic head's seed, or a face folder from invert / paint."""
+    from engine.portrait.semantic_edit import load_face
 
-    group_index(args.group)
+    return _seed_styles(generator, int(face)) if face.isdigit() else load_face(face, generator)
+
+
+def cmd_swap(args: argparse.Namespace) -> int:
+    from engine.portrait.semantic_edit import PaintSettings, SemanticSession, group_index, write_views
+    from engine.portrait.semantic_training import load_semantic
+
+    group = group_index(args.group)
     yaws = _yaws(args.views)
-    generator = load_semantic(args.generator)
+    session = SemanticSession(load_semantic(args.generator))
+    session.styles = _face_styles(session.generator, args.face)
+    donor = _face_styles(session.generator, args.donor)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    z, donor = face_z(args.face), face_z(args.donor)
-    before = generator.styles(latents_of(z))
-    written = write_views(generator, before, out, yaws, "before", args.size)
-    after = generator.styles(latents_of(swapped_z(z, donor, args.group))) if args.take != "shape" else before
-    if args.take != "look":
-        from engine.portrait.semantic_edit import PaintSettings, transfer_geometry
-
-        for step, loss, after in transfer_geometry(generator, after, generator.styles(latents_of(donor)),
-                                                   group_index(args.group), PaintSettings(steps=args.steps)):
+    written = write_views(session.generator, session.styles, out, yaws, "before", args.size)
+    if args.take == "shape":  # the shape alone: the face keeps its own look for the group
+        donor = type(donor)(donor.geometry, session.styles.appearance)
+    after = session.styles
+    for step, loss, after in session.taking(group, donor, args.take != "look", PaintSettings(steps=args.steps)):
+        if step:
             print(f"shape: step {step}: loss {loss:.4f}", flush=True)
-    written += _finish(generator, after, args, "after")
-    print(f"wrote {len(written)} files to {out}: face {args.face} before and after taking face {args.donor}'s "
-          f"{args.group}")
+    written += _finish(session.generator, after, args, "after")
+    print(f"wrote {len(written)} files to {out}: face {args.face} before and after taking {args.donor}'s "
+          f"{args.group} ({args.take})")
     return 0
 
 
@@ -122,8 +128,8 @@ def cmd_paint(args: argparse.Namespace) -> int:
 
     from engine.core.project import write_json
     from engine.portrait.cameras import camera_labels
-    from engine.portrait.semantic_edit import (PaintSettings, load_face, mean_iou, paint_geometry, read_painted_mask,
-                                               save_face, write_views)
+    from engine.portrait.semantic_edit import (PaintSettings, mean_iou, paint_geometry, read_painted_mask, save_face,
+                                               write_views)
     from engine.portrait.semantic_training import load_semantic
 
     if (args.seed is None) == (args.face is None):
@@ -132,7 +138,7 @@ def cmd_paint(args: argparse.Namespace) -> int:
     painted = read_painted_mask(args.mask, settings.size)
     yaws = _yaws(args.views)
     generator = load_semantic(args.generator)
-    styles = _seed_styles(generator, args.seed) if args.face is None else load_face(args.face, generator)
+    styles = _face_styles(generator, str(args.seed) if args.face is None else args.face)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     camera = torch.from_numpy(camera_labels(args.yaw, args.pitch)).float()
@@ -260,8 +266,10 @@ def _add_sample(p: argparse.ArgumentParser) -> None:
 
 
 def _add_swap(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--face", type=int, required=True, help="the face edited (a synthetic head's seed)")
-    p.add_argument("--donor", type=int, required=True, help="the face whose look the group takes")
+    p.add_argument("--face", required=True, help="the face edited: a synthetic head's seed, or a face folder from "
+                   "invert / paint")
+    p.add_argument("--donor", required=True, help="the face whose look (or shape) the group takes: a seed or a face "
+                   "folder")
     p.add_argument("--group", required=True, help="background, hair, face or garment")
     p.add_argument("--take", default="look", choices=("look", "shape", "both"),
                    help="what the group takes from the donor: its look (appearance latent), its shape (the geometry "
