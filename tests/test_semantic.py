@@ -44,7 +44,7 @@ def test_an_appearance_swap_changes_only_that_groups_pixels():
         before = generator.render(generator.styles(face), c, 32)
         groups = before["rays"]["groups"]
         for group in range(len(GROUPS)):
-            swapped = generator.render(generator.styles(face.with_group(group, donor)), c, 32)
+            swapped = generator.render(generator.styles(face).with_look(group, generator.styles(donor)), c, 32)
             assert torch.equal(swapped["rays"]["groups"], groups)
             assert torch.equal(swapped["semantic"], before["semantic"])
             touched = ((groups == group) & (before["rays"]["weights"][..., 0] > 0)).any(-1).view(32, 32)

@@ -213,8 +213,9 @@ class SemanticWorker(QObject):
         session = self._session
         kept, session.styles = session.styles, styles
         try:
-            view, _ = session.render(edit.yaw, edit.pitch, self.size)
             image, labels = session.render(*edit.paint_view, self.size)
+            view = image if (edit.yaw, edit.pitch) == edit.paint_view else session.render(edit.yaw, edit.pitch,
+                                                                                          self.size)[0]
         finally:
             session.styles = kept if not done else styles
         self._emit(self.frame_ready, Frame(view, image, labels, styles, edit, done))

@@ -362,6 +362,8 @@ class GramGenerator(nn.Module):
         super().__init__()
         self.cfg = cfg or GramConfig()
         self.representation = GramRepresentation(self.cfg)
+        self._average: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.register_load_state_dict_post_hook(lambda module, _: setattr(module, "_average", None))
 
     def styles(self, z: torch.Tensor, truncation_psi: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """The radiance network's (frequencies, phases) for latents z, pulled towards the average style by
@@ -369,8 +371,9 @@ class GramGenerator(nn.Module):
         styles = self.representation.rf_network.styles(z)
         if truncation_psi == 1:
             return styles
-        mean = self.average_styles()
-        return tuple(m + truncation_psi * (s - m) for s, m in zip(styles, mean))  # type: ignore[return-value]
+        if self._average is None:  # once per set of weights (loading new ones forgets it)
+            self._average = self.average_styles()
+        return tuple(m + truncation_psi * (s - m) for s, m in zip(styles, self._average))  # type: ignore
 
     @torch.no_grad()
     def average_styles(self, samples: int = 10000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -246,12 +246,6 @@ class Latents:
     geometry: torch.Tensor
     appearance: list[torch.Tensor]
 
-    def with_group(self, group: int, donor: Latents) -> Latents:
-        """This face with ``donor``'s appearance latent for ``group`` (an appearance swap)."""
-        appearance = list(self.appearance)
-        appearance[group] = donor.appearance[group]
-        return Latents(self.geometry, appearance)
-
 
 @dataclass
 class Styles:
@@ -260,6 +254,12 @@ class Styles:
 
     geometry: tuple[torch.Tensor, torch.Tensor]
     appearance: list[tuple[torch.Tensor, torch.Tensor]]
+
+    def with_look(self, group: int, donor: Styles) -> Styles:
+        """This face with ``donor``'s appearance styles for ``group`` (an appearance swap)."""
+        appearance = list(self.appearance)
+        appearance[group] = donor.appearance[group]
+        return Styles(self.geometry, appearance)
 
 
 class SemanticGenerator(nn.Module):
@@ -347,5 +347,5 @@ class SemanticGenerator(nn.Module):
                 "depth": image(out["depth"]), "rays": out}
 
 
-__all__ = ["APPEARANCE_PARAMS", "GEOMETRY_PARAMS", "GROUP_COLOURS", "GROUPS", "LABEL_ORDERS", "Latents", "SemanticConfig",
-           "SemanticGenerator", "Styles", "group_table", "point_groups"]
+__all__ = ["APPEARANCE_PARAMS", "GEOMETRY_PARAMS", "GROUP_COLOURS", "GROUPS", "LABEL_ORDERS", "Latents",
+           "SemanticConfig", "SemanticGenerator", "Styles", "group_table", "point_groups"]

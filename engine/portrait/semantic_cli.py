@@ -109,10 +109,9 @@ def cmd_swap(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     written = write_views(session.generator, session.styles, out, yaws, "before", args.size)
-    if args.take == "shape":  # the shape alone: the face keeps its own look for the group
-        donor = type(donor)(donor.geometry, session.styles.appearance)
     after = session.styles
-    for step, loss, after in session.taking(group, donor, args.take != "look", PaintSettings(steps=args.steps)):
+    for step, loss, after in session.taking(group, donor, args.take != "look", PaintSettings(steps=args.steps),
+                                            look=args.take != "shape"):
         if step:
             print(f"shape: step {step}: loss {loss:.4f}", flush=True)
     written += _finish(session.generator, after, args, "after")

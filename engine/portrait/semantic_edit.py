@@ -630,12 +630,10 @@ class SemanticSession:
             return self.generator.styles(latents_of(face_z(seed)))
 
     def taking(self, group: int, donor: Styles, shape: bool = False, settings: PaintSettings | None = None,
-               cancel: CancelToken | None = None) -> Iterator:
-        """The current face with ``donor``'s look for ``group`` (its appearance styles); with ``shape``, its shape
-        too (``transfer_geometry``).  Yields (step, loss, styles); the last styles are the result."""
-        appearance = list(self.styles.appearance)
-        appearance[group] = donor.appearance[group]
-        looked = Styles(self.styles.geometry, appearance)
+               cancel: CancelToken | None = None, look: bool = True) -> Iterator:
+        """The current face with ``donor``'s look for ``group`` (its appearance styles; unless not ``look``); with
+        ``shape``, its shape too (``transfer_geometry``).  Yields (step, loss, styles); the last are the result."""
+        looked = self.styles.with_look(group, donor) if look else self.styles
         yield 0, 0.0, looked
         if shape:
             yield from transfer_geometry(self.generator, looked, donor, group, settings, cancel)

@@ -253,24 +253,14 @@ def semantic_gan_job(cfg: SemanticGanConfig, cancel: CancelToken) -> Iterator:
                                           create_graph=True)
         gradient = gradient / scaler.get_scale() if mixed else gradient
         d_loss = d_loss + cfg.r1_gamma / 2 * gradient.square().sum((1, 2, 3)).mean()
-        d_optimizer.zero_grad(set_to_none=True)
-        scaler.scale(d_loss).backward()
-        scaler.unscale_(d_optimizer)
-        averaged(critics, dist)
-        torch.nn.utils.clip_grad_norm_(critics.parameters(), 1.0)
-        scaler.step(d_optimizer)
+        update(d_loss, critics, d_optimizer, scaler, dist)
         # the generator: fool both, and let the camera and the latents be read back from its images
         with torch.autocast("cuda", enabled=mixed):
             judged = critics(fake["rgb"], fake["semantic"])
             g_loss = (F.softplus(-judged["colour"]) + F.softplus(-judged["semantic"])).mean() \
                 + cfg.pose_weight * F.mse_loss(judged["angles"], camera_angles(c)) \
                 + cfg.latent_weight * F.mse_loss(judged["latents"], z)
-        g_optimizer.zero_grad(set_to_none=True)
-        scaler.scale(g_loss).backward()
-        scaler.unscale_(g_optimizer)
-        averaged(generator, dist)
-        torch.nn.utils.clip_grad_norm_(generator.parameters(), 1.0)
-        scaler.step(g_optimizer)
+        update(g_loss, generator, g_optimizer, scaler, dist)
         scaler.update()
         if not all(math.isfinite(float(v.detach())) for v in (d_loss, g_loss)):
             raise RuntimeError(f"the losses left the finite numbers at step {step} (discriminators {float(d_loss)}, "
@@ -286,13 +276,20 @@ def semantic_gan_job(cfg: SemanticGanConfig, cancel: CancelToken) -> Iterator:
         "steps": step, "seconds": seconds, "portraits": len(data), "config": dataclasses.asdict(cfg)})
 
 
-def averaged(module: nn.Module, dist: Distributed) -> None:
-    """Average ``module``'s gradients over the torchrun processes (what DistributedDataParallel does; done by hand
-    because the generator renders outside a forward call and R1 differentiates the discriminators twice)."""
+def update(loss: torch.Tensor, module: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+           dist: Distributed) -> None:
+    """One step of ``module`` on ``loss``: its gradients averaged over the torchrun processes (by hand, as
+    DistributedDataParallel would: the generator renders outside a forward call and R1 differentiates the
+    discriminators twice), clipped at 1, then applied through the mixed-precision scaler."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
     if dist.world > 1:
         for p in module.parameters():
             if p.grad is not None:
                 torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.AVG)
+    torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+    scaler.step(optimizer)
 
 
 def _cpu(module: nn.Module) -> dict[str, torch.Tensor]:
