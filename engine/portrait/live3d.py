@@ -272,6 +272,7 @@ class Distributed:
         if self.main:
             yield from loop.finish()
         if self.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # nobody tears the group down while another still finishes (gloo aborted)
             torch.distributed.destroy_process_group()
 
 
