@@ -551,3 +551,53 @@ def test_too_old_accelerate_is_the_same_clear_error():
     pipe = RecordingPipe(ImportError("`enable_model_cpu_offload` requires `accelerate v0.17.0` or higher."))
     with pytest.raises(UserInputError, match=r"pip install -U accelerate .*requires `accelerate v0\.17\.0`"):
         ip2p._place(pipe, torch.device("cuda"), "low")
+
+
+def _stylise(editor: InstructPix2PixEditor, view: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    return editor.stylise(view, INSTRUCTION, "ugly, bad", noise, 0.9, Guidance(text=20.0, image=1.5, steps=20))
+
+
+def test_ff3d_stylise_starts_from_the_views_latent_noised_to_tau_with_the_fixed_noise(editor, stand_in):
+    view = image(64, 64, 0)
+    noise = torch.randn(editor.noise_shape(64, 64), generator=torch.Generator().manual_seed(3))
+    _stylise(editor, view, noise)
+    timesteps, _ = in2n_timesteps(0.9, 20, 1000, 1)
+    assert [call["timestep"] for call in stand_in.calls] == timesteps and timesteps[0] == 856
+    with torch.no_grad():
+        mode = editor.vae.encode(view.permute(2, 0, 1)[None] * 2 - 1).latent_dist.mode()
+    alpha = editor.alphas_cumprod[timesteps[0]]
+    start = alpha.sqrt() * mode * editor.vae.config.scaling_factor + (1 - alpha).sqrt() * noise
+    first = stand_in.calls[0]["sample"]
+    torch.testing.assert_close(first[:1, :4], start, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(first[0, 4:], mode[0])  # conditioned on the view itself
+    assert first[2, 4:].abs().sum() == 0  # and the unconditional branch on no image
+    # the same view and noise start the same; another noise starts elsewhere
+    stand_in.calls.clear()
+    _stylise(editor, view, noise)
+    torch.testing.assert_close(stand_in.calls[0]["sample"], first)
+    stand_in.calls.clear()
+    _stylise(editor, view, torch.randn(editor.noise_shape(64, 64)))
+    assert not torch.allclose(stand_in.calls[0]["sample"][:1, :4], first[:1, :4])
+
+
+def test_ff3d_stylise_puts_the_negative_prompt_in_both_branches_without_the_instruction(editor, stand_in):
+    _stylise(editor, image(64, 64, 0), torch.zeros(editor.noise_shape(64, 64)))
+    text = stand_in.calls[0]["text"]
+    torch.testing.assert_close(text[0], clip_embedding(editor, INSTRUCTION))
+    torch.testing.assert_close(text[1], clip_embedding(editor, "ugly, bad"))
+    torch.testing.assert_close(text[2], clip_embedding(editor, "ugly, bad"))
+
+
+def test_ff3d_stylise_guides_with_s_t_on_text_and_s_i_on_image(editor, stand_in):
+    _stylise(editor, image(64, 64, 0), torch.randn(editor.noise_shape(64, 64)))
+    expected = UNCOND + 20.0 * (TEXT - IMAGE) + 1.5 * (IMAGE - UNCOND)
+    reference = in2n_scheduler(editor, 900, 20)
+    for call, following in zip(stand_in.calls, stand_in.calls[1:]):
+        latents = call["sample"][:1, :4]
+        stepped = reference.step(torch.full_like(latents, expected), call["timestep"], latents).prev_sample
+        torch.testing.assert_close(following["sample"][:1, :4], stepped, rtol=1e-5, atol=1e-5)
+
+
+def test_ff3d_stylise_refuses_noise_of_the_wrong_shape(editor):
+    with pytest.raises(UserInputError, match="fixed noise has shape"):
+        _stylise(editor, image(64, 64, 0), torch.zeros(1, 4, 4, 4))

@@ -30,6 +30,7 @@ from app.core.jobs import PORTRAIT
 from app.portrait.edit_panel import edit_panel
 from app.portrait.renderer import PortraitFrame, PortraitRenderer, PortraitView, ViewRequest, frame_resolution
 from app.portrait.semantic_panel import semantic_panel
+from app.portrait.styles_panel import styles_panel
 from app.settings import AppSettings
 from app.widgets import row
 from app.workspace import DockSpec, Workspace
@@ -367,5 +368,5 @@ def heads_panel(workspace: PortraitWorkspace) -> QWidget:
 
 
 PANELS: dict[str, Callable[[PortraitWorkspace], QWidget]] = {"Heads": heads_panel, "3DPE edit": edit_panel,
-                                                              "Semantic": semantic_panel}
+                                                              "Semantic": semantic_panel, "Styles": styles_panel}
 """the portrait engines' panels, by tab name (a registered method's name: its own panel instead of the form)"""

@@ -120,3 +120,17 @@ def config_from_args(cls: type, args: argparse.Namespace, **values: Any) -> Any:
     """``cls`` with the flags given on the command line, ``values`` on top, its defaults for the rest."""
     given = {f.name: getattr(args, f.name) for f, _ in settable_fields(cls) if hasattr(args, f.name)}
     return cls(**(given | values))
+
+
+def subcommands(commands: dict[str, tuple[str, Any, Any]], dest: str) -> tuple[Any, Any]:
+    """(add, run) of a command made of ``commands`` (name → (summary, function adding its flags, function running
+    it)): ``add(parser)`` declares them, ``run(args)`` runs the one given."""
+    def add(parser: argparse.ArgumentParser) -> None:
+        sub = parser.add_subparsers(dest=dest, required=True)
+        for name, (summary, add_flags, _) in commands.items():
+            add_flags(sub.add_parser(name, help=summary))
+
+    def run(args: argparse.Namespace) -> int:
+        return commands[getattr(args, dest)][2](args)
+
+    return add, run

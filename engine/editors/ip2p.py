@@ -152,23 +152,64 @@ class InstructPix2PixEditor:
             original_px = _to_model(original, size, self.device).to(self.dtype)
             latents = self.vae.encode(render_px).latent_dist.sample(generator).float() * sf
             image_latents = self.vae.encode(original_px).latent_dist.mode()
-            conditioning = torch.cat([image_latents, image_latents, torch.zeros_like(image_latents)])
-            embeds = torch.cat([self._embed(text), self._embed(""), self._embed("")])
             noise = randn_tensor(latents.shape, generator=generator, device=self.device, dtype=torch.float32)
             alpha = self.alphas_cumprod[timesteps[0]]
             latents = alpha.sqrt() * latents + (1 - alpha).sqrt() * noise
-            for k, step in enumerate(timesteps):
-                if cancel is not None:
-                    cancel.raise_if_cancelled()
-                model_in = torch.cat([latents.repeat(3, 1, 1, 1).to(self.dtype), conditioning], dim=1)
-                pred_text, pred_image, pred_uncond = self.unet(
-                    model_in, step, encoder_hidden_states=embeds).sample.float().chunk(3)
-                pred = (pred_uncond + guidance.text * (pred_text - pred_image)
-                        + guidance.image * (pred_image - pred_uncond))
-                latents, clean = self._ddim_step(pred, step, step - stride, latents)
-                if on_step is not None:
-                    on_step(EditStep(k + 1, len(timesteps), lambda clean=clean: self._decode(clean, render)))
-            return self._decode(latents, render)
+            embeds = torch.cat([self._embed(text), self._embed(""), self._embed("")])
+            return self._denoise(latents, image_latents, embeds, timesteps, stride, guidance, cancel, on_step, render)
+
+    def stylise(self, view: torch.Tensor, prompt: str, negative: str, noise: torch.Tensor, tau: float = 0.9,
+                guidance: Guidance | None = None, cancel: CancelToken | None = None,
+                on_step: StepCallback | None = None) -> torch.Tensor:
+        """FF3D's stabilised inference: ``view`` (H, W, 3 in [0, 1]) edited from n* = its VAE latent (the mode: the
+        same view gives the same start) noised with the caller's fixed ``noise`` (``noise_shape``; the same for
+        every view) to level ``tau`` (the schedule's level at the first of ``guidance.steps`` DDIM steps spread
+        over [0, tau·T] as in ``in2n_timesteps``), conditioned on the view; the ``negative`` prompt's embedding
+        takes both branches the instruction does not (image-only and unconditional).  Same size and device as
+        ``view``."""
+        try:
+            text = check_instruction(prompt)
+            check_edit_inputs(view, view, tau)
+            guidance = guidance or Guidance()
+            size = working_size(view.shape[0], view.shape[1], self.size_multiple)
+            if tuple(noise.shape) != self.noise_shape(view.shape[0], view.shape[1]):
+                raise UserInputError(f"the fixed noise has shape {tuple(noise.shape)}; a {view.shape[1]}x"
+                                     f"{view.shape[0]} view needs {self.noise_shape(view.shape[0], view.shape[1])}")
+            timesteps, stride = in2n_timesteps(tau, guidance.steps, self.num_train_timesteps, self.steps_offset)
+            with torch.no_grad():
+                image_latents = self.vae.encode(_to_model(view, size, self.device).to(self.dtype)).latent_dist.mode()
+                alpha = self.alphas_cumprod[timesteps[0]]
+                latents = (alpha.sqrt() * image_latents.float() * self.vae.config.scaling_factor
+                           + (1 - alpha).sqrt() * noise.to(self.device, torch.float32))
+                embeds = torch.cat([self._embed(text), self._embed(negative), self._embed(negative)])
+                return self._denoise(latents, image_latents, embeds, timesteps, stride, guidance, cancel, on_step,
+                                     view)
+        finally:
+            self.pipe.maybe_free_model_hooks()
+
+    def noise_shape(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """The latent shape (1, C, h, w) of an image of that size at the working size: the fixed noise's."""
+        h, w = working_size(height, width, self.size_multiple)
+        return (1, self.vae.config.latent_channels, h // self.size_multiple, w // self.size_multiple)
+
+    def _denoise(self, latents: torch.Tensor, image_latents: torch.Tensor, embeds: torch.Tensor,
+                 timesteps: list[int], stride: int, guidance: Guidance, cancel: CancelToken | None,
+                 on_step: StepCallback | None, like: torch.Tensor) -> torch.Tensor:
+        """DDIM from ``latents`` with three-way guidance, branches (instruction, image), (``embeds[1]``, image),
+        (``embeds[2]``, no image): ``uncond + s_T (text − image) + s_I (image − uncond)``; decoded like ``like``."""
+        conditioning = torch.cat([image_latents, image_latents, torch.zeros_like(image_latents)])
+        for k, step in enumerate(timesteps):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            model_in = torch.cat([latents.repeat(3, 1, 1, 1).to(self.dtype), conditioning], dim=1)
+            pred_text, pred_image, pred_uncond = self.unet(
+                model_in, step, encoder_hidden_states=embeds).sample.float().chunk(3)
+            pred = (pred_uncond + guidance.text * (pred_text - pred_image)
+                    + guidance.image * (pred_image - pred_uncond))
+            latents, clean = self._ddim_step(pred, step, step - stride, latents)
+            if on_step is not None:
+                on_step(EditStep(k + 1, len(timesteps), lambda clean=clean: self._decode(clean, like)))
+        return self._decode(latents, like)
 
     def _decode(self, latents: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """Latents as an HxWx3 image in [0, 1] of ``like``'s size and device."""

@@ -76,3 +76,6 @@ register(Method("distill", "distill the embedded 3DPE editor from the portrait v
 register(Method("adapt", "teach the embedded 3DPE editor a new style from about ten (input, edited) pairs in minutes "
                 "(only the prompt encoder and the final stage's normalisation layers are tuned)",
                 "engine.portrait.adapt:AdaptConfig", "engine.portrait.adapt:adapt_job", "portrait"))
+register(Method("train-i2t", "pre-train FF3D's image-to-triplane network (I2T) to reproduce the portrait prior's "
+                "triplanes from frontal views (resumes a stopped run in the same folder)",
+                "engine.portrait.ff3d:PretrainConfig", "engine.portrait.ff3d:pretrain_i2t_job", "portrait"))

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from engine.core.errors import UserInputError
-from engine.portrait import semantic_cli
+from engine.portrait import semantic_cli, style_cli
 
 SUMMARY = "3D portraits: photo alignment, EG3D checkpoints and the embedded prior"
 """the ``portrait`` command's line in ``--help``"""
@@ -278,6 +278,7 @@ def cmd_bench_3dpe(args) -> int:
 
 TOOLS = {
     "semantic": (semantic_cli.SUMMARY, semantic_cli.add_semantic, semantic_cli.cmd_semantic),
+    "style": (style_cli.SUMMARY, style_cli.add_style, style_cli.cmd_style),
     "edit": ("edit a portrait photo in 3D from a text prompt or a reference image (3DPE): edited image, novel views, "
              "orbit video, mesh", _add_edit, cmd_edit),
     "edit-video": ("edit a talking-head video frame by frame (3DPE): the edit from the input view and from a moving "

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engine.core.config import add_config_arguments, config_from_args
+from engine.core.config import add_config_arguments, config_from_args, subcommands
 from engine.core.errors import UserInputError
 
 SUMMARY = ("semantic 3D face editing (SemFaceEdit on GRAM's radiance manifolds): train, sample, swap a group's "
@@ -337,16 +337,8 @@ COMMANDS = {
 """``portrait semantic``'s subcommands: summary, the function adding its flags, the one running it"""
 
 
-def add_semantic(p: argparse.ArgumentParser) -> None:
-    """``portrait semantic``'s subcommands and their flags."""
-    sub = p.add_subparsers(dest="semantic_command", required=True)
-    for name, (summary, add, _) in COMMANDS.items():
-        add(sub.add_parser(name, help=summary))
-
-
-def cmd_semantic(args: argparse.Namespace) -> int:
-    """Run the ``portrait semantic`` subcommand given."""
-    return COMMANDS[args.semantic_command][2](args)
+add_semantic, cmd_semantic = subcommands(COMMANDS, "semantic_command")
+"""``portrait semantic``'s flags, and running the subcommand given"""
 
 
 __all__ = ["COMMANDS", "SUMMARY", "add_semantic", "cmd_semantic"]

@@ -1,0 +1,255 @@
+"""FF3D's figures on the embedded path (``python main.py portrait style bench``), against synthetic ground truth.
+
+For each style of the offline vocabulary measured: a 10 × 10 set of four identities is built with the offline
+editor (per-view variation on) and I2T fine-tuned on it, timed together; then on held-out heads (never in a
+set or in pre-training) seen from 9 views (yaw −30, 0, 30 × pitch −20, 0, 20):
+* the style's 3D ground truth: the style applied without variation to the true renders of the head (styles
+  applied at 128², compared at 64², the prior's neural rendering resolution);
+* FF3D: the fine-tuned I2T given the prior's frontal render of the head, its planes rendered from each view;
+* the set's own per-view edits (the baseline without I2T): each view rendered by the prior and stylised
+  like a set view, independently;
+* ablations fine-tuned on the same set for the same time: from random weights (no pre-training), a vector
+  w_s, and the frozen backbone with two modulation layers (without I2T);
+* mixing the first two styles at α = 0.5.
+Multi-view consistency is the spread (standard deviation) of a head's PSNR over its 9 views, averaged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.core.jobs import CancelToken, run_job
+from engine.core.metrics import psnr
+from engine.editors.offline import OfflineEditor, apply_edit, resolve
+from engine.portrait.cameras import camera_labels
+from engine.portrait.ff3d_style import (BuildSetConfig, StyleModel, StyleTrainConfig, build_set_job, load_style,
+                                        prior_views, render_cameras, sampled_head, train_style_job)
+from engine.portrait.heads import HeadParams, render_heads
+from engine.portrait.prior import HELD_OUT_SEED, load_prior
+
+BENCH_STYLES = ("bronze statue", "pencil sketch", "sepia", "cartoon")
+"""the offline vocabulary's styles measured by default (none is seen in pre-training, which sees plain heads)"""
+EVAL_YAWS = (-30.0, 0.0, 30.0)
+EVAL_PITCHES = (-20.0, 0.0, 20.0)
+SET_SEED = 500_000_000
+"""the bench's set identities' seeds start here (clear of pre-training's first heads and of held-out seeds)"""
+STYLE_SIZE = 128
+"""styles are applied at this side (the prior's output), then compared at the neural rendering resolution"""
+
+
+@dataclasses.dataclass
+class HeldOut:
+    """One held-out head: its frontal input, and per view its ground truth in the style and the set-like edit."""
+
+    seed: int
+    image: torch.Tensor
+    truth: dict[str, torch.Tensor]
+    """style → (9, 3, R, R)"""
+    edits: dict[str, torch.Tensor]
+    """style → (9, 3, R, R): the per-view edits"""
+
+
+def eval_cameras() -> torch.Tensor:
+    yaw, pitch = np.meshgrid(EVAL_YAWS, EVAL_PITCHES)
+    return torch.from_numpy(camera_labels(yaw.ravel(), pitch.ravel())).float()
+
+
+def _down(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    return F.interpolate(images, size=(resolution, resolution), mode="area")
+
+
+def held_out_heads(prior, styles: tuple[str, ...], heads: int, plane_size: int, variation: float) -> list[HeldOut]:
+    """Ground truth and per-view edits of ``heads`` held-out heads in every style."""
+    c = eval_cameras()
+    resolution = prior.neural_rendering_resolution
+    editor = OfflineEditor(variation)
+    out = []
+    for k in range(heads):
+        seed = HELD_OUT_SEED + 500 + k
+        head = HeadParams.from_seed(seed)
+        true_views = torch.from_numpy(render_heads([head] * len(c), c.numpy(), STYLE_SIZE).rgb)  # (V, H, W, 3)
+        z = torch.from_numpy(head.standardised()).float()[None]
+        sources = list(prior_views(prior, z, c))
+        truth, edits = {}, {}
+        for style in styles:
+            name = resolve(style)
+            truth[style] = _down(torch.stack([apply_edit(name, v).permute(2, 0, 1) for v in true_views]), resolution)
+            edits[style] = _down(torch.stack([editor.edit(v, v, name, 1.0, seed * 131 + j).permute(2, 0, 1)
+                                              for j, v in enumerate(sources)]), resolution)
+        out.append(HeldOut(seed, sampled_head(prior, seed, plane_size).image, truth, edits))
+    return out
+
+
+def per_view_psnr(rendered: torch.Tensor, truth: torch.Tensor) -> list[float]:
+    return [psnr(rendered[v], truth[v]) for v in range(len(truth))]
+
+
+def fidelity(model: StyleModel, prior, heads: list[HeldOut], style: str, backbones: dict | None = None
+             ) -> list[list[float]]:
+    """Per head, the per-view PSNR of the style's renders against the ground truth."""
+    c = eval_cameras()
+    resolution = prior.neural_rendering_resolution
+    scores = []
+    with torch.no_grad():
+        for head in heads:
+            planes = model.planes(head.image, 0, None if backbones is None else backbones[head.seed])
+            scores.append(per_view_psnr(render_cameras(prior, planes, c, resolution), head.truth[style]))
+    return scores
+
+
+def summary(scores: list[list[float]]) -> tuple[float, float]:
+    """(mean PSNR over heads and views, mean over heads of the spread over views)."""
+    return (statistics.fmean(v for row in scores for v in row),
+            statistics.fmean(statistics.pstdev(row) for row in scores))
+
+
+def _run(job) -> None:
+    run_job(job, lambda event: None)
+
+
+def mixing_figures(a: StyleModel, b: StyleModel, prior, heads: list[HeldOut], alpha: float = 0.5) -> dict:
+    """Mixing two styles at ``alpha``: PSNR of the mix to each endpoint (the lower), between the endpoints, and the
+    mix's contrast (standard deviation of luminance) over the endpoints' mean."""
+    c = eval_cameras()
+    resolution = prior.neural_rendering_resolution
+    to_a, to_b, between, contrast = [], [], [], []
+    luma = lambda x: (x * x.new_tensor([0.299, 0.587, 0.114])[:, None, None]).sum(-3)  # noqa: E731
+    with torch.no_grad():
+        for head in heads:
+            end_a, end_b, mixed = (render_cameras(prior, planes, c, resolution) for planes in (
+                a.planes(head.image), b.planes(head.image), a.planes(head.image, mix=(b, 0, alpha))))
+            to_a.append(statistics.fmean(per_view_psnr(mixed, end_a)))
+            to_b.append(statistics.fmean(per_view_psnr(mixed, end_b)))
+            between.append(statistics.fmean(per_view_psnr(end_a, end_b)))
+            ends = (float(luma(end_a).std()) + float(luma(end_b).std())) / 2
+            contrast.append(float(luma(mixed).std()) / ends)
+    return {"mix_to_endpoints_psnr": min(statistics.fmean(to_a), statistics.fmean(to_b)),
+            "mix_to_first_psnr": statistics.fmean(to_a), "mix_to_second_psnr": statistics.fmean(to_b),
+            "endpoints_psnr": statistics.fmean(between), "mix_contrast_ratio": statistics.fmean(contrast),
+            "mix_alpha": alpha}
+
+
+def official_step_seconds(steps: int = 3) -> float | None:
+    """Seconds per fine-tuning step of I2T at EG3D's full size on this CPU (random weights; EG3D FFHQ 512's
+    renderer and 4 views × 1024 rays, 48 + 48 samples), the median of ``steps`` after a warm-up; None without
+    the EG3D manifest in ../shared."""
+    import ast
+    import json
+
+    from engine.portrait.eg3d import build_generator
+    from engine.portrait.ff3d import I2T, OFFICIAL_SHAPE
+    from engine.portrait.ff3d_style import style_losses
+
+    manifest = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "eg3d_ffhq512-128_manifest.json"
+    if not manifest.is_file():
+        return None
+    kwargs = json.loads(manifest.read_text())["generator_kwargs"]
+    kwargs = ast.literal_eval(kwargs) if isinstance(kwargs, str) else kwargs
+    generator = build_generator(kwargs).eval().requires_grad_(False)
+    generator.neural_rendering_resolution = 128
+    i2t = I2T(OFFICIAL_SHAPE)
+    optimizer = torch.optim.Adam(i2t.parameters(), lr=0.002, betas=(0.0, 0.99))
+    cfg = StyleTrainConfig(set="-", out="-")
+    rng = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, 512, 512) * 2 - 1
+    cameras = eval_cameras()[:cfg.views_per_step]
+    targets = torch.rand(cfg.views_per_step, 3, 128, 128)
+    times = []
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        losses = style_losses(generator, i2t(image), cameras, targets, cfg, None, rng)
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
+def bench_styles(styles: tuple[str, ...] = BENCH_STYLES, heads: int = 10, train_minutes: float = 2.0,
+                 ablation_styles: int | None = None, i2t: str | None = None, official: bool = True,
+                 identities: int = 4, grid: str = "10x10") -> dict:
+    """Every figure of the module docstring (styles must be the offline vocabulary's); the ablations on the first
+    ``ablation_styles`` styles (None: all, 0: none)."""
+    for style in styles:
+        resolve(style)
+    prior = load_prior()
+    build = BuildSetConfig(style=styles[0], out="-", identities=identities, grid=grid)
+    from engine.portrait.ff3d import read_i2t
+
+    plane_size = read_i2t(i2t)[0].shape.plane_size
+    held = held_out_heads(prior, styles, heads, plane_size, build.variation)
+    backbones = {h.seed: sampled_head(prior, h.seed, plane_size).backbone for h in held}
+    report: dict = {"styles": list(styles), "held_out_heads": heads, "views": len(eval_cameras()),
+                    "train_minutes": train_minutes, "identities": identities, "grid": grid, "per_style": {}}
+    variants = {"no_pretrain": {"pretrained": False}, "vector_ws": {"vector_ws": True}, "no_i2t": {"no_i2t": True}}
+    models: list[StyleModel] = []
+    with tempfile.TemporaryDirectory(prefix="ff3d-bench-") as tmp:
+        for k, style in enumerate(styles):
+            folder = Path(tmp) / f"style{k}"
+            start = time.perf_counter()
+            _run(build_set_job(dataclasses.replace(build, style=style, out=str(folder / "set"),
+                                                   seed=SET_SEED + 10 * k), CancelToken()))
+            set_seconds = time.perf_counter() - start
+            train = StyleTrainConfig(set=str(folder / "set"), out=str(folder / "full"), i2t=i2t,
+                                     minutes=train_minutes)
+            _run(train_style_job(train, CancelToken()))
+            seconds = time.perf_counter() - start
+            model = load_style(folder / "full")
+            models.append(model)
+            full_psnr, full_spread = summary(fidelity(model, prior, held, style))
+            set_psnr, set_spread = summary([per_view_psnr(h.edits[style], h.truth[style]) for h in held])
+            row = {"seconds": seconds, "set_seconds": set_seconds, "fidelity_psnr": full_psnr,
+                   "fidelity_spread_db": full_spread, "set_psnr": set_psnr, "set_spread_db": set_spread,
+                   "steps": model.meta.get("steps")}
+            if ablation_styles is None or k < ablation_styles:
+                for name, change in variants.items():
+                    _run(train_style_job(dataclasses.replace(train, out=str(folder / name), **change), CancelToken()))
+                    scores = fidelity(load_style(folder / name), prior, held, style,
+                                      backbones if name == "no_i2t" else None)
+                    row[f"{name}_psnr"] = summary(scores)[0]
+            report["per_style"][style] = row
+            print(f"{style}: {seconds:.0f} s (set {set_seconds:.0f} s), fidelity {full_psnr:.2f} dB (spread "
+                  f"{full_spread:.2f}), set {set_psnr:.2f} dB (spread {set_spread:.2f})"
+                  + "".join(f", {n} {row[f'{n}_psnr']:.2f} dB" for n in variants if f"{n}_psnr" in row), flush=True)
+        rows = list(report["per_style"].values())
+        mean = lambda key: statistics.fmean(r[key] for r in rows)  # noqa: E731
+        report.update({"seconds_per_style": statistics.median(r["seconds"] for r in rows),
+                       "fidelity_psnr": mean("fidelity_psnr"), "set_psnr": mean("set_psnr"),
+                       "fidelity_spread_db": mean("fidelity_spread_db"), "set_spread_db": mean("set_spread_db")})
+        ablated = [r for r in rows if "no_pretrain_psnr" in r]
+        if ablated:
+            report.update({f"{name}_psnr": statistics.fmean(r[f"{name}_psnr"] for r in ablated) for name in variants})
+            report["ablation_full_psnr"] = statistics.fmean(r["fidelity_psnr"] for r in ablated)
+            report["ablation_styles"] = [s for s, r in report["per_style"].items() if "no_pretrain_psnr" in r]
+        if len(models) >= 2:
+            report.update(mixing_figures(models[0], models[1], prior, held))
+    if official:
+        seconds = official_step_seconds()
+        if seconds is not None:
+            report["official_step_seconds_cpu"] = seconds
+    return report
+
+
+def print_report(report: dict) -> None:
+    """The figures in a few lines."""
+    print(f"{len(report['styles'])} styles, {report['held_out_heads']} held-out heads x {report['views']} views: "
+          f"{report['seconds_per_style']:.0f} s per style (median, set + fine-tuning); fidelity "
+          f"{report['fidelity_psnr']:.2f} dB vs the set's per-view edits {report['set_psnr']:.2f} dB; spread over "
+          f"views {report['fidelity_spread_db']:.2f} vs {report['set_spread_db']:.2f} dB")
+    if "no_pretrain_psnr" in report:
+        print(f"ablations on {', '.join(report['ablation_styles'])}: full model {report['ablation_full_psnr']:.2f} dB, "
+              f"no pre-training {report['no_pretrain_psnr']:.2f} dB, vector w_s {report['vector_ws_psnr']:.2f} dB, "
+              f"without I2T {report['no_i2t_psnr']:.2f} dB")
+    if "mix_to_endpoints_psnr" in report:
+        print(f"mixing at 0.5: {report['mix_to_endpoints_psnr']:.2f} dB to the nearer-scoring endpoint, endpoints "
+              f"{report['endpoints_psnr']:.2f} dB apart, contrast {100 * report['mix_contrast_ratio']:.0f} % of theirs")
+    if "official_step_seconds_cpu" in report:
+        print(f"I2T at EG3D's full size: {report['official_step_seconds_cpu']:.2f} s per fine-tuning step on this CPU")
