@@ -41,7 +41,7 @@ from engine.core.imaging import to_uint8
 from engine.core.jobs import Artifact, CancelToken, Preview, Progress
 from engine.core.loop import Budget, BudgetedLoop
 from engine.core.metrics import psnr
-from engine.core.project import atomic_write, write_json
+from engine.core.project import atomic_write, save_torch, write_json
 from engine.portrait.cameras import camera_labels
 from engine.portrait.eg3d import TriPlaneGenerator
 from engine.portrait.heads import PARAM_COUNT, HeadParams
@@ -428,8 +428,6 @@ def pretrain_i2t_job(cfg: PretrainConfig, cancel: CancelToken) -> Iterator:
     shown: dict[str, float] = {}
 
     def save() -> Path:
-        from engine.core.project import save_torch
-
         out_dir.mkdir(parents=True, exist_ok=True)
         return save_torch(state_path, {"i2t": cpu_tensors(i2t.state_dict()), "optimizer": optimizer.state_dict(),
                                        "step": step, "seconds": seconds, "next_seed": next_seed,

@@ -545,7 +545,6 @@ def train_style_job(cfg: StyleTrainConfig, cancel: CancelToken) -> Iterator:
                      "targets": F.interpolate(s.targets, size=(resolution, resolution), mode="area").to(device),
                      "cameras": s.cameras.to(device), "identity": s.identity, "backbone": backbone})
     rng = torch.Generator().manual_seed(cfg.seed * 7919 + step)
-    orbit: list[float] = []
 
     def planes_of(k: int, identity: int) -> torch.Tensor:
         d = data[k]
@@ -577,8 +576,7 @@ def train_style_job(cfg: StyleTrainConfig, cancel: CancelToken) -> Iterator:
         loop.done(**{f"loss_{name}": float(v.detach()) for name, v in losses.items()})
         step, seconds = loop.step, loop.seconds
         if step % cfg.preview_every == 0:
-            yaw = 30.0 * math.sin(len(orbit) * 0.5)
-            orbit.append(yaw)
+            yaw = 30.0 * math.sin(0.5 * step / cfg.preview_every)  # the live orbit swings on
             with torch.no_grad():
                 frame = render_view(prior, planes_of(0, 0), yaw, 0.0, resolution)
             yield Preview(step, to_uint8(frame), {"layout": "orbit", "yaw": yaw})
