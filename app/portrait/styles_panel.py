@@ -3,8 +3,9 @@ view by view (untick bad views), train I2T on it with progress, ETA, a live loss
 result (Cancel stops it; Train again resumes), then apply any style of the library to a sampled head or a photo,
 mix two styles with a slider, and export views, an orbit video or a mesh.
 
-Styles live in a library folder, one folder per style (set/ and style/ inside).  Every engine call is a job on a
-JobRunner (app.worker), so nothing waits on the engine; the engine is a parameter (``StylesEngine``), so tests
+Styles live in a library folder, one folder per style (set/ and style/ inside).  Building, training and exporting
+are jobs on a JobRunner (app.worker); the applied style renders on one newest-first worker (app.coalescing); so
+nothing waits on the engine; the engine is a parameter (``StylesEngine``), so tests
 run the page on a fake one.
 """
 
@@ -15,15 +16,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PySide6.QtCore import QSize, Qt
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPainter, QPaintEvent, QPen, QPixmap
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
                                QListView, QListWidget, QListWidgetItem, QProgressBar, QPushButton, QSlider, QSpinBox,
                                QVBoxLayout, QWidget)
 
+from app.coalescing import LatestRequestWorker
+from app.core.formatting import format_duration
 from app.portrait.edit_views import PictureView
 from app.widgets import error_label, numpy_to_qimage, row
 from app.worker import JobRunner
+from engine.core.jobs import CancelToken, Preview
 
 if TYPE_CHECKING:
     from app.portrait.workspace import PortraitWorkspace
@@ -54,20 +58,37 @@ class StylesEngine:
 
         return apply_style_job(request, cancel)
 
+    def __init__(self) -> None:
+        self._loaded: dict[tuple, Any] = {}
+        """styles by (folder, weights' mtime) and priors by path, loaded once"""
+        self._shown: tuple[Any, Any] | None = None
+        """(request, StyledHead) of the last head styled: turning it only renders again"""
+
+    def _load(self, key: tuple, load):
+        if key not in self._loaded:
+            self._loaded[key] = load()
+        return self._loaded[key]
+
+    def _style(self, folder: str):
+        from engine.portrait.ff3d_style import load_style
+
+        return self._load((folder, (Path(folder) / "i2t.safetensors").stat().st_mtime), lambda: load_style(folder))
+
     def apply(self, request, yaw: float, cancel):
         """Render a style on a head from ``yaw``: a Preview (the page's picture)."""
         from engine.core.imaging import to_uint8
-        from engine.core.jobs import Preview
-        from engine.portrait.ff3d_style import StyledHead, load_style, load_style_prior, photo_head, sampled_head
+        from engine.portrait.ff3d_style import StyledHead, load_style_prior, photo_head, sampled_head
 
-        style = load_style(request.style)
-        mix = load_style(request.mix) if request.mix else None
-        prior = load_style_prior(style, request.prior)
-        head = sampled_head(prior, request.seed, style.network.shape.plane_size) if request.seed is not None \
-            else photo_head(request.image)
-        styled = StyledHead(prior, style, head, None, mix, None, request.alpha)
+        if self._shown is None or self._shown[0] != request:
+            style = self._style(request.style)
+            mix = self._style(request.mix) if request.mix else None
+            prior = self._load(("prior", request.prior, style.meta.get("prior_path")),
+                               lambda: load_style_prior(style, request.prior))
+            head = sampled_head(prior, request.seed, style.network.shape.plane_size) if request.seed is not None \
+                else photo_head(request.image)
+            self._shown = (request, StyledHead(prior, style, head, None, mix, None, request.alpha))
         cancel.raise_if_cancelled()
-        yield Preview(0, to_uint8(styled.render(yaw, 0.0, request.size)), {"layout": "styled"})
+        yield Preview(0, to_uint8(self._shown[1].render(yaw, 0.0, request.size)), {"layout": "styled"})
 
 
 def slug(text: str) -> str:
@@ -111,6 +132,10 @@ class LossPlot(QWidget):
 class StylesPage(QWidget):
     """See the module docstring."""
 
+    rendered = Signal(object)
+    """a frame of the applied style (H x W x 3 uint8), from the render thread"""
+    render_failed = Signal(str)
+
     def __init__(self, engine: Any | None = None, library: str | Path | None = None,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -119,7 +144,7 @@ class StylesPage(QWidget):
         self.folder: Path | None = None
         """the style being made (set/ and style/ inside)"""
         self.runner: JobRunner | None = None
-        self.apply_runner: JobRunner | None = None
+        self._applier = LatestRequestWorker("styles", self._render, self._render_failed, kinds=("apply",))
         self.set_complete = False
         self.photo: str | None = None
 
@@ -171,6 +196,8 @@ class StylesPage(QWidget):
         self.yaw_slider = QSlider(Qt.Orientation.Horizontal)
         self.yaw_slider.setRange(-30, 30)
         self.result = PictureView("styled", minimum=128)
+        self.rendered.connect(self.result.set_image)
+        self.render_failed.connect(self.status.setText)
         self.export_buttons = {kind: QPushButton(text) for kind, text in
                                (("views", "Views…"), ("video", "Orbit MP4…"), ("mesh", "Mesh…"))}
         for kind, button in self.export_buttons.items():
@@ -240,9 +267,8 @@ class StylesPage(QWidget):
             self.progress.setValue(int(1000 * event.fraction))
         elif event.total:
             self.progress.setValue(int(1000 * event.step / event.total))
-        eta = getattr(event, "eta_seconds", None)
-        self.eta_label.setText(f"{event.message}" + (f" · {int(eta) // 60}:{int(eta) % 60:02d} left"
-                                                      if eta is not None else ""))
+        eta = event.eta_seconds
+        self.eta_label.setText(event.message + (f" · {format_duration(eta)} left" if eta is not None else ""))
 
     def build_set(self) -> None:
         """Build the set of the style typed (a new folder in the library)."""
@@ -379,19 +405,22 @@ class StylesPage(QWidget):
                             mix=self.mix_combo.currentData(), alpha=self.alpha_slider.value() / 100, size=PREVIEW_SIZE)
 
     def apply(self) -> None:
-        """Render the chosen style (mixed as the slider says) on the head or photo."""
+        """Render the chosen style (mixed as the slider says) on the head or photo: on one worker thread, newest
+        request first, so a slider dragged fast never shows an older frame after a newer one."""
         request = self.request()
-        if request is None:
-            return
-        if self.apply_runner is not None and self.apply_runner.running:
-            self.apply_runner.cancel()
-        yaw = float(self.yaw_slider.value())
-        runner = JobRunner(lambda cancel: self.engine.apply(request, yaw, cancel), min_preview_interval=0.0,
-                           parent=self)
-        runner.preview.connect(lambda event: self.result.set_image(np.ascontiguousarray(event.image)))
-        runner.failed.connect(lambda message, details: self.status.setText(message))
-        self.apply_runner = runner
-        runner.start()
+        if request is not None:
+            self._applier.submit("apply", (request, float(self.yaw_slider.value())))
+
+    def _render(self, kind: str, item: tuple) -> None:
+        """The worker's side of ``apply``."""
+        request, yaw = item
+        for event in self.engine.apply(request, yaw, CancelToken()):
+            if isinstance(event, Preview) and not self._applier.stopped:
+                self.rendered.emit(np.ascontiguousarray(event.image))
+
+    def _render_failed(self, kind: str, exc: Exception) -> None:
+        if not self._applier.stopped:
+            self.render_failed.emit(str(exc))
 
     def export_dialog(self, kind: str) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Export to", str(Path.home()))
@@ -415,10 +444,10 @@ class StylesPage(QWidget):
 
     def stop(self) -> None:
         """Cancel and wait for running jobs (closing the window)."""
-        for runner in (self.runner, self.apply_runner):
-            if runner is not None:
-                runner.cancel()
-                runner.wait(5000)
+        self._applier.stop()
+        if self.runner is not None:
+            self.runner.cancel()
+            self.runner.wait(5000)
 
 
 def styles_panel(workspace: "PortraitWorkspace") -> QWidget:

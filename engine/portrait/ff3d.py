@@ -45,6 +45,7 @@ from engine.core.project import atomic_write, save_torch, write_json
 from engine.portrait.cameras import camera_labels
 from engine.portrait.eg3d import TriPlaneGenerator
 from engine.portrait.heads import PARAM_COUNT, HeadParams
+from engine.portrait.live3d import cpu_tensors
 from engine.portrait.prior import Rows, load_prior, read_training_state
 from engine.portrait.triplane import sample_rays
 
@@ -479,11 +480,6 @@ def preview_pair(i2t: I2T, prior: TriPlaneGenerator, image: torch.Tensor,
 
 
 # --- files ---
-
-def cpu_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Weights as contiguous CPU tensors (what safetensors files and checkpoints store)."""
-    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
-
 
 def save_i2t(folder: Path, i2t: I2T | NoI2T, meta: dict) -> Path:
     """Write i2t.safetensors and i2t.json (its size and ``meta``) atomically; returns the weights' path."""

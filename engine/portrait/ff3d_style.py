@@ -41,8 +41,9 @@ from engine.core.metrics import load_lpips
 from engine.core.project import save_torch, write_json
 from engine.portrait.cameras import camera_labels
 from engine.portrait.eg3d import TriPlaneGenerator
-from engine.portrait.ff3d import (I2T, NoI2T, cpu_tensors, frontal_camera, is_embedded_prior, prior_fingerprint,
-                                  prior_heads, prior_latents, read_i2t, render_colour, save_i2t)
+from engine.portrait.ff3d import (I2T, NoI2T, frontal_camera, is_embedded_prior, prior_fingerprint, prior_heads,
+                                  prior_latents, read_i2t, render_colour, save_i2t)
+from engine.portrait.live3d import cpu_tensors, render_planes
 from engine.portrait.prior import PITCH_RANGE_DEG, load_prior, read_training_state
 from engine.portrait.triplane import sample_planes
 
@@ -628,8 +629,7 @@ def render_cameras(prior: TriPlaneGenerator, planes: torch.Tensor, c: torch.Tens
     c = c.to(planes.device)
     planes = planes.expand(len(c), -1, -1, -1)
     if is_embedded_prior(prior) or size != prior.img_resolution:
-        rgb, _ = prior.render_features(planes, c, size, True, channels=3)
-        return ((rgb + 1) / 2).clamp(0, 1)
+        return render_planes(prior, planes, c, size)["rgb"]
     features, _ = prior.render_features(planes, c, prior.neural_rendering_resolution, True)
     ws = prior.backbone.mapping.w_avg.expand(len(c), prior.num_ws, -1)
     image = prior.superresolution(features[:, :3], features, ws,
