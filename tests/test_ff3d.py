@@ -236,7 +236,12 @@ def test_a_cancelled_fine_tuning_resumes(tiny_set, tiny_i2t, tmp_path):
     assert torch.load(tmp_path / "style" / "training_state.pt", weights_only=False)["step"] == 3
     assert not (tmp_path / "style" / "i2t.safetensors").exists()
     run(train_style_job(cfg, CancelToken()))
-    assert load_style(tmp_path / "style").meta["steps"] == 6
+    style = load_style(tmp_path / "style")
+    assert style.meta["steps"] == 6
+    state = torch.load(tmp_path / "style" / "training_state.pt", weights_only=False)
+    saved = style.network.state_dict()
+    assert all(torch.equal(saved[k], v) for k, v in state["average"].items())  # the moving average is the style
+    assert not all(torch.equal(saved[k], v) for k, v in state["network"].items())
 
 
 def _style(tmp_path: Path, name: str, prior, seed: int, shape: I2TShape = TINY,
@@ -313,8 +318,9 @@ def test_the_bench_reports_every_figure_of_the_contract(tiny_i2t, capsys):
                           i2t=str(tiny_i2t), official=False, grid="1x2", identities=1)
     for key in ("seconds_per_style", "fidelity_psnr", "set_psnr", "fidelity_spread_db", "set_spread_db",
                 "no_pretrain_psnr", "vector_ws_psnr", "no_i2t_psnr", "mix_to_endpoints_psnr", "endpoints_psnr",
-                "mix_contrast_ratio"):
+                "mix_contrast_ratio", "i2t_psnr_vs_prior", "i2t_psnr_vs_truth", "prior_psnr_vs_truth"):
         assert math.isfinite(report[key]), key
+    assert report["prior_psnr_vs_truth"] > 15  # the embedded prior renders the held-out head it is conditioned on
     assert report["ablation_styles"] == ["sepia"] and set(report["per_style"]) == {"sepia", "bronze statue"}
     assert 5 < report["set_psnr"] < 40  # the per-view edits of the prior's renders against the style's truth
     print_report(report)

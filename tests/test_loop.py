@@ -8,7 +8,7 @@ import torch
 
 from engine.core.errors import UserInputError
 from engine.core.jobs import Artifact, CancelToken, JobWarning, Metrics, Progress
-from engine.core.loop import Budget, BudgetedLoop, exponential_decay
+from engine.core.loop import Budget, BudgetedLoop, WeightAverage, exponential_decay
 
 
 def _run(loop: BudgetedLoop, body=lambda step: None, **values):
@@ -66,3 +66,22 @@ def test_a_budget_must_be_given_and_positive():
         with pytest.raises(UserInputError, match=message):
             budget.validate("training")
     Budget(steps=5, minutes=-1.0).validate("training")  # a step count wins over the time budget
+
+
+def test_the_weight_average_halves_its_distance_to_the_network_every_half_life():
+    network = torch.nn.Linear(2, 1)
+    torch.nn.init.zeros_(network.weight)
+    average = WeightAverage(network, half_life=4, rampup=None)
+    torch.nn.init.ones_(network.weight)
+    for step in range(1, 9):
+        average.update(network, step)
+    torch.testing.assert_close(average.network.weight, torch.full((1, 2), 0.75))  # two half-lives: 1 - 1/4
+    assert not average.network.weight.requires_grad
+
+
+def test_the_weight_average_follows_closely_early_in_a_run():
+    network = torch.nn.Linear(2, 1)
+    average = WeightAverage(network, half_life=100, rampup=0.1)
+    torch.nn.init.ones_(network.weight)
+    average.update(network, 1)  # half-life 0.1 steps: nearly a copy
+    torch.testing.assert_close(average.network.weight, torch.ones(1, 2), atol=2e-3, rtol=0)

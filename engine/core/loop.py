@@ -18,11 +18,14 @@ over the events between steps does not.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
+
+import torch
 
 from engine.core.errors import UserInputError
 from engine.core.jobs import Artifact, CancelToken, Event, JobWarning, Metrics, Progress
@@ -57,6 +60,26 @@ class Budget:
 def exponential_decay(start: float, end: float) -> Callable[[float], float]:
     """A learning rate falling exponentially from ``start`` to ``end`` over the budget (nerfacto's schedule)."""
     return lambda fraction: start * (end / start) ** min(fraction, 1.0)
+
+
+class WeightAverage:
+    """An exponential moving average of a network's weights (StyleGAN's G_ema): what is saved and shown, because
+    the last iterate of a small-batch run follows its last few steps' samples.  The half-life, in steps, grows
+    with the run (``rampup`` × the steps taken) up to ``half_life`` (StyleGAN2-ADA's ema_rampup)."""
+
+    def __init__(self, network: torch.nn.Module, half_life: float, rampup: float | None = 0.1) -> None:
+        self.network = copy.deepcopy(network).requires_grad_(False).eval()
+        self.half_life, self.rampup = half_life, rampup
+
+    @torch.no_grad()
+    def update(self, network: torch.nn.Module, step: int) -> None:
+        """Move the average towards ``network`` after step ``step`` (1-based)."""
+        half_life = self.half_life if self.rampup is None else min(self.half_life, self.rampup * step)
+        keep = 0.5 ** (1 / half_life) if half_life > 0 else 0.0
+        for mine, theirs in zip(self.network.parameters(), network.parameters()):
+            mine.lerp_(theirs, 1 - keep)
+        for mine, theirs in zip(self.network.buffers(), network.buffers()):
+            mine.copy_(theirs)
 
 
 class BudgetedLoop:

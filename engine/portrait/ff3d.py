@@ -39,7 +39,7 @@ from engine.core.devices import check_device
 from engine.core.errors import CheckpointError, UserInputError
 from engine.core.imaging import to_uint8
 from engine.core.jobs import Artifact, CancelToken, Preview, Progress
-from engine.core.loop import Budget, BudgetedLoop
+from engine.core.loop import Budget, BudgetedLoop, WeightAverage
 from engine.core.metrics import psnr
 from engine.core.project import atomic_write, save_torch, write_json
 from engine.portrait.cameras import camera_labels
@@ -343,6 +343,8 @@ class PretrainConfig:
     """pre-train the vector-w_s ablation instead"""
     truncation_psi: float = 0.7
     """EG3D priors: the truncation of the heads drawn (the embedded prior's heads are never truncated)"""
+    ema_half_life: float = 200.0
+    """steps over which the saved weights' moving average (StyleGAN's G_ema) halves; 0 saves the last step's"""
     checkpoint_every_s: float = 120.0
     """seconds between checkpoints"""
     preview_every: int = 50
@@ -412,9 +414,11 @@ def pretrain_i2t_job(cfg: PretrainConfig, cancel: CancelToken) -> Iterator:
         i2t.load_state_dict(state["i2t"])
         step, seconds, next_seed = state["step"], state["seconds"], state["next_seed"]
     i2t = i2t.to(device).train()
+    average = WeightAverage(i2t, cfg.ema_half_life)
     optimizer = torch.optim.Adam(i2t.parameters(), lr=cfg.lr, betas=cfg.betas)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
+        average.network.load_state_dict(state.get("average", state["i2t"]))  # runs from before the average
     rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     truncation = 1.0 if is_embedded_prior(prior) else cfg.truncation_psi
 
@@ -431,6 +435,7 @@ def pretrain_i2t_job(cfg: PretrainConfig, cancel: CancelToken) -> Iterator:
     def save() -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)
         return save_torch(state_path, {"i2t": cpu_tensors(i2t.state_dict()), "optimizer": optimizer.state_dict(),
+                                       "average": cpu_tensors(average.network.state_dict()),
                                        "step": step, "seconds": seconds, "next_seed": next_seed,
                                        "config": dataclasses.asdict(cfg)})
 
@@ -447,12 +452,13 @@ def pretrain_i2t_job(cfg: PretrainConfig, cancel: CancelToken) -> Iterator:
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         optimizer.step()
+        average.update(i2t, loop.step + 1)
         if cfg.refresh_per_step:
             pool.put(torch.randperm(cfg.pool_heads, generator=rng)[:cfg.refresh_per_step], heads(cfg.refresh_per_step))
         loop.done(**{f"loss_{k}": float(v.detach()) for k, v in losses.items()})
         step, seconds = loop.step, loop.seconds
         if step % cfg.preview_every == 0:
-            truth, rendered = preview_pair(i2t, prior, batch.image[:1], batch.planes[:1])
+            truth, rendered = preview_pair(average.network, prior, batch.image[:1], batch.planes[:1])
             shown = {"psnr_vs_prior": psnr(rendered, truth)}
             yield Preview(step, to_uint8(torch.cat([truth, rendered], 2).permute(1, 2, 0)), {"layout": "prior|i2t"})
         yield from loop.events()
@@ -461,7 +467,7 @@ def pretrain_i2t_job(cfg: PretrainConfig, cancel: CancelToken) -> Iterator:
         return
     recipe = {"command": recipe_command(cfg, "portrait train-i2t"), "device": device, "steps": step,
               "seconds": seconds, "heads_seen": next_seed, "config": dataclasses.asdict(cfg)}
-    weights = save_i2t(out_dir, i2t, {"prior": prior_fingerprint(prior), "styles": ["reconstruction"]})
+    weights = save_i2t(out_dir, average.network, {"prior": prior_fingerprint(prior), "styles": ["reconstruction"]})
     yield Artifact(write_json(out_dir / "recipe.json", recipe), "recipe")
     yield Artifact(weights, "weights")
 

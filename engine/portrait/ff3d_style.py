@@ -36,7 +36,7 @@ from engine.core.devices import check_device
 from engine.core.errors import UserInputError
 from engine.core.imaging import to_uint8, write_png
 from engine.core.jobs import Artifact, CancelToken, JobWarning, Preview, Progress
-from engine.core.loop import Budget, BudgetedLoop
+from engine.core.loop import Budget, BudgetedLoop, WeightAverage
 from engine.core.metrics import load_lpips
 from engine.core.project import save_torch, write_json
 from engine.portrait.cameras import camera_labels
@@ -368,6 +368,8 @@ class StyleTrainConfig:
     """ablation: w_s without its spatial dimension"""
     no_i2t: bool = False
     """ablation: the frozen EG3D backbone with two modulation layers instead of I2T"""
+    ema_half_life: float = 50.0
+    """steps over which the saved weights' moving average (StyleGAN's G_ema) halves; 0 saves the last step's"""
     seed: int = 0
     """seeds the views and rays drawn (and the ablations' random weights)"""
     device: str = "auto"
@@ -519,6 +521,7 @@ def train_style_job(cfg: StyleTrainConfig, cancel: CancelToken) -> Iterator:
                                  "give --prior the prior the set was built with")
     prior = prior.to(device)
     network = _start_network(cfg, len(sets)).to(device).train()
+    average = WeightAverage(network, cfg.ema_half_life)
     out = Path(cfg.out)
     state_path = out / "training_state.pt"
     step, seconds = 0, 0.0
@@ -526,6 +529,7 @@ def train_style_job(cfg: StyleTrainConfig, cancel: CancelToken) -> Iterator:
     optimizer = torch.optim.Adam(equalised_groups(network), lr=cfg.lr, betas=cfg.betas)
     if state is not None:
         network.load_state_dict(state["network"])
+        average.network.load_state_dict(state.get("average", state["network"]))
         optimizer.load_state_dict(state["optimizer"])
         step, seconds = state["step"], state["seconds"]
     lpips, why = load_lpips(cfg.lpips, without="fine-tuning with L1 alone")
@@ -547,15 +551,16 @@ def train_style_job(cfg: StyleTrainConfig, cancel: CancelToken) -> Iterator:
                      "cameras": s.cameras.to(device), "identity": s.identity, "backbone": backbone})
     rng = torch.Generator().manual_seed(cfg.seed * 7919 + step)
 
-    def planes_of(k: int, identity: int) -> torch.Tensor:
+    def planes_of(k: int, identity: int, net: I2T | NoI2T = network) -> torch.Tensor:
         d = data[k]
         if cfg.no_i2t:
-            return network(d["inputs"][identity:identity + 1], d["backbone"][identity:identity + 1], k)
-        return network(d["inputs"][identity:identity + 1], k)
+            return net(d["inputs"][identity:identity + 1], d["backbone"][identity:identity + 1], k)
+        return net(d["inputs"][identity:identity + 1], k)
 
     def save() -> Path:
         out.mkdir(parents=True, exist_ok=True)
         return save_torch(state_path, {"network": cpu_tensors(network.state_dict()),
+                                       "average": cpu_tensors(average.network.state_dict()),
                                        "optimizer": optimizer.state_dict(), "step": step, "seconds": seconds,
                                        "config": dataclasses.asdict(cfg)})
 
@@ -574,26 +579,26 @@ def train_style_job(cfg: StyleTrainConfig, cancel: CancelToken) -> Iterator:
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         optimizer.step()
+        average.update(network, loop.step + 1)
         loop.done(**{f"loss_{name}": float(v.detach()) for name, v in losses.items()})
         step, seconds = loop.step, loop.seconds
         if step % cfg.preview_every == 0:
             yaw = 30.0 * math.sin(0.5 * step / cfg.preview_every)  # the live orbit swings on
             with torch.no_grad():
-                frame = render_view(prior, planes_of(0, 0), yaw, 0.0, resolution)
+                frame = render_view(prior, planes_of(0, 0, average.network), yaw, 0.0, resolution)
             yield Preview(step, to_uint8(frame), {"layout": "orbit", "yaw": yaw})
         yield from loop.events()
     yield from loop.finish()
     if cancel.cancelled:
         return
-    network.eval()
     with torch.no_grad():
-        thumbnail = render_view(prior, planes_of(0, 0), 0.0, 0.0, prior.img_resolution)
+        thumbnail = render_view(prior, planes_of(0, 0, average.network), 0.0, 0.0, prior.img_resolution)
     styles = [{"style": s.style, "prompt": s.meta.get("prompt"), "set": str(s.folder), "views": len(s.targets),
                "identities": len(s.inputs)} for s in sets]
     meta = {"kind": "ff3d-style", "variant": "no_i2t" if cfg.no_i2t else "i2t", "prior": fingerprint,
             "prior_path": cfg.prior if cfg.prior is not None else sets[0].meta.get("prior"), "styles": styles,
             "pretrained": cfg.pretrained, "steps": step, "seconds": seconds}
-    weights = save_i2t(out, network.cpu(), meta)
+    weights = save_i2t(out, average.network.cpu(), meta)
     yield Artifact(write_png(out / "thumbnail.png", to_uint8(thumbnail)), "thumbnail")
     recipe = {"command": recipe_command(cfg, "portrait style train"),
               "device": device, "steps": step, "seconds": seconds, "config": dataclasses.asdict(cfg)}

@@ -43,21 +43,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     report = bench_styles(styles=tuple(s.strip() for s in args.styles.split(",")), heads=args.heads,
                           train_minutes=args.train_minutes, ablation_styles=args.ablation_styles, i2t=args.i2t,
-                          official=not args.skip_official, identities=args.identities)
+                          official=not args.skip_official, identities=args.identities, grid=args.grid)
     print_report(report)
     write_report(args.report, report)
     return 0
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:
-    from engine.portrait.ff3d_bench import BENCH_STYLES
+    from engine.portrait.ff3d_bench import BENCH_GRID, BENCH_IDENTITIES, BENCH_STYLES
 
     p.add_argument("--styles", default=",".join(BENCH_STYLES), help="the offline vocabulary's styles measured "
                    f"(default {','.join(BENCH_STYLES)})")
     p.add_argument("--heads", type=int, default=10, help="held-out heads (each seen from 9 views)")
     p.add_argument("--train-minutes", type=float, default=2.0, help="fine-tuning budget per style")
     p.add_argument("--i2t", default=None, help="the pre-trained I2T (default: the shipped one)")
-    p.add_argument("--identities", type=int, default=4, help="identities in each style's set")
+    p.add_argument("--identities", type=int, default=BENCH_IDENTITIES, help="identities in each style's set")
+    p.add_argument("--grid", default=BENCH_GRID, help="each identity's pitch x yaw views (the frontal view added)")
     p.add_argument("--ablation-styles", type=int, default=None, help="fine-tune the ablations (no pre-training, vector "
                    "w_s, without I2T) on the first N styles only (default: all; 0: none)")
     p.add_argument("--skip-official", action="store_true", help="leave out the full-size I2T's CPU step time")
