@@ -85,3 +85,8 @@ def test_the_weight_average_follows_closely_early_in_a_run():
     torch.nn.init.ones_(network.weight)
     average.update(network, 1)  # half-life 0.1 steps: nearly a copy
     torch.testing.assert_close(average.network.weight, torch.ones(1, 2), atol=2e-3, rtol=0)
+
+
+def test_a_negative_half_life_is_refused():
+    with pytest.raises(UserInputError, match="half-life of 0 steps or more, got -1"):
+        WeightAverage(torch.nn.Linear(1, 1), half_life=-1)

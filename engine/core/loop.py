@@ -13,7 +13,8 @@ A job drives it like this (diffusers' numbered steps, with the events a job yiel
     yield from loop.finish()          # the last checkpoint; a cancelled run says how to resume
 
 Only the steps' own time counts against a time budget: the time a consumer (the window, a terminal) takes
-over the events between steps does not.
+over the events between steps does not.  A run whose last iterate is noisy saves a ``WeightAverage`` of its
+weights instead.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ class WeightAverage:
     with the run (``rampup`` × the steps taken) up to ``half_life`` (StyleGAN2-ADA's ema_rampup)."""
 
     def __init__(self, network: torch.nn.Module, half_life: float, rampup: float | None = 0.1) -> None:
+        if half_life < 0:
+            raise UserInputError(f"the weights' moving average needs a half-life of 0 steps or more, got {half_life}")
         self.network = copy.deepcopy(network).requires_grad_(False).eval()
         self.half_life, self.rampup = half_life, rampup
 
