@@ -103,15 +103,14 @@ def per_view_psnr(rendered: torch.Tensor, truth: torch.Tensor) -> list[float]:
     return [psnr(rendered[v], truth[v]) for v in range(len(truth))]
 
 
-def fidelity(model: StyleModel, prior, heads: list[HeldOut], style: str, backbones: dict | None = None
-             ) -> list[list[float]]:
+def fidelity(model: StyleModel, prior, heads: list[HeldOut], style: str) -> list[list[float]]:
     """Per head, the per-view PSNR of the style's renders against the ground truth."""
     c = eval_cameras()
     resolution = prior.neural_rendering_resolution
     scores = []
     with torch.no_grad():
         for head in heads:
-            planes = model.planes(head.image, 0, None if backbones is None else backbones[head.seed])
+            planes = model.planes(head.image, 0, head.backbone if model.needs_backbone else None)
             scores.append(per_view_psnr(render_cameras(prior, planes, c, resolution), head.truth[style]))
     return scores
 
@@ -214,7 +213,6 @@ def bench_styles(styles: tuple[str, ...] = BENCH_STYLES, heads: int = 10, train_
 
     pretrained = StyleModel(*read_i2t(i2t))
     held = held_out_heads(prior, styles, heads, pretrained.network.shape.plane_size, build.variation)
-    backbones = {h.seed: h.backbone for h in held}
     report: dict = {"styles": list(styles), "held_out_heads": heads, "views": len(eval_cameras()),
                     "train_minutes": train_minutes, "identities": identities, "grid": grid,
                     **reconstruction_figures(pretrained, prior, held), "per_style": {}}
@@ -241,8 +239,7 @@ def bench_styles(styles: tuple[str, ...] = BENCH_STYLES, heads: int = 10, train_
             if ablation_styles is None or k < ablation_styles:
                 for name, change in variants.items():
                     _run(train_style_job(dataclasses.replace(train, out=str(folder / name), **change), CancelToken()))
-                    scores = fidelity(load_style(folder / name), prior, held, style,
-                                      backbones if name == "no_i2t" else None)
+                    scores = fidelity(load_style(folder / name), prior, held, style)
                     row[f"{name}_psnr"] = summary(scores)[0]
             report["per_style"][style] = row
             print(f"{style}: {seconds:.0f} s (set {set_seconds:.0f} s), fidelity {full_psnr:.2f} dB (spread "

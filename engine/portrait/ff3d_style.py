@@ -452,10 +452,11 @@ class StyleModel:
             other, other_style, alpha = mix
             check_mixable(self, other)
             ws = torch.lerp(ws, other.network.encoder(x, other_style), alpha)
-            theirs = other.network.state_dict()
-            network = copy.deepcopy(self.network)
-            network.load_state_dict({k: v if k.startswith("encoder.") else torch.lerp(v, theirs[k], alpha)
-                                     for k, v in self.network.state_dict().items()}, strict=False)
+            if other is not self:  # two styles of one model share everything but w_s
+                theirs = other.network.state_dict()
+                network = copy.deepcopy(self.network)
+                network.load_state_dict({k: v if k.startswith("encoder.") else torch.lerp(v, theirs[k], alpha)
+                                         for k, v in self.network.state_dict().items()}, strict=False)
         if isinstance(network, NoI2T):
             if backbone is None:
                 raise UserInputError("the without-I2T ablation needs a sampled head (--seed): it works on the prior's "
