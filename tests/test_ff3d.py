@@ -318,11 +318,14 @@ def test_the_bench_reports_every_figure_of_the_contract(tiny_i2t, capsys):
                           i2t=str(tiny_i2t), official=False, grid="1x2", identities=1)
     for key in ("seconds_per_style", "fidelity_psnr", "set_psnr", "fidelity_spread_db", "set_spread_db",
                 "no_pretrain_psnr", "vector_ws_psnr", "no_i2t_psnr", "mix_to_endpoints_psnr", "endpoints_psnr",
-                "mix_contrast_ratio", "i2t_psnr_vs_prior", "i2t_psnr_vs_truth", "prior_psnr_vs_truth"):
+                "mix_contrast_ratio", "mix_contrast_to_higher", "mix_contrast_to_lower", "consensus_psnr",
+                "i2t_psnr_vs_prior", "i2t_psnr_vs_truth", "prior_psnr_vs_truth"):
         assert math.isfinite(report[key]), key
+    assert report["mix_contrast_to_lower"] >= report["mix_contrast_ratio"] >= report["mix_contrast_to_higher"]
     assert report["prior_psnr_vs_truth"] > 15  # the embedded prior renders the held-out head it is conditioned on
     assert report["ablation_styles"] == ["sepia"] and set(report["per_style"]) == {"sepia", "bronze statue"}
     assert 5 < report["set_psnr"] < 40  # the per-view edits of the prior's renders against the style's truth
+    assert report["consensus_psnr"] > report["set_psnr"]  # many edits' median disagrees less than one edit
     print_report(report)
     assert "mixing at 0.5" in capsys.readouterr().out
 
