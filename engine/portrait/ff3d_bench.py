@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from engine.core.jobs import CancelToken, run_job
 from engine.core.metrics import psnr
-from engine.editors.offline import OfflineEditor, apply_edit, resolve
+from engine.editors.offline import LUMA_WEIGHTS, OfflineEditor, apply_edit, resolve
 from engine.portrait.cameras import camera_labels
 from engine.portrait.ff3d_style import (BuildSetConfig, StyleModel, StyleTrainConfig, build_set_job, load_style,
                                         prior_views, render_cameras, sampled_head, train_style_job)
@@ -158,7 +158,7 @@ def mixing_figures(a: StyleModel, b: StyleModel, prior, heads: list[HeldOut], al
     c = eval_cameras()
     resolution = prior.neural_rendering_resolution
     to_a, to_b, between, to_mean, to_higher, to_lower = [], [], [], [], [], []
-    contrast = lambda x: float((x * x.new_tensor([0.299, 0.587, 0.114])[:, None, None]).sum(-3).std())  # noqa: E731
+    contrast = lambda x: float((x * x.new_tensor(LUMA_WEIGHTS)[:, None, None]).sum(-3).std())  # noqa: E731
     with torch.no_grad():
         for head in heads:
             end_a, end_b, mixed = (render_cameras(prior, planes, c, resolution) for planes in (
